@@ -1,0 +1,118 @@
+// The native addon as typed by this package. Loaded lazily, so that the pure-TypeScript backend and
+// `repopt --help` work where the addon cannot load.
+import * as path from 'path';
+import nodeGypBuild from 'node-gyp-build';
+
+export type DType = 'float32' | 'float64' | 'int32' | 'int64' | 'uint8';
+
+export type TensorData = Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array;
+
+export type ArrayOf<D extends DType> = D extends 'float32'
+  ? Float32Array
+  : D extends 'float64'
+    ? Float64Array
+    : D extends 'int32'
+      ? Int32Array
+      : D extends 'int64'
+        ? BigInt64Array
+        : Uint8Array;
+
+export type DTypeOf<A extends TensorData> = A extends Float32Array
+  ? 'float32'
+  : A extends Float64Array
+    ? 'float64'
+    : A extends Int32Array
+      ? 'int32'
+      : A extends BigInt64Array
+        ? 'int64'
+        : 'uint8';
+
+/** A libtorch tensor owned by JS. Memory is freed by `dispose()` or, failing that, by the GC. */
+export interface Tensor<D extends DType = DType> {
+  readonly shape: number[];
+  readonly dtype: D;
+  /** 'cpu', 'cuda:0', ... */
+  readonly device: string;
+  readonly nbytes: number;
+  readonly isDisposed: boolean;
+  /** A copy of the elements in row-major order, on the host. */
+  toArray(): ArrayOf<D>;
+  /** A new tensor on `device`, optionally converted to `dtype`. */
+  to(device: string): Tensor<D>;
+  to<E extends DType>(device: string, dtype: E): Tensor<E>;
+  matmul(other: Tensor<D>): Tensor<D>;
+  /** matmul off the JS thread. */
+  matmulAsync(other: Tensor<D>): Promise<Tensor<D>>;
+  /** Frees the tensor now. Idempotent; any later use throws. */
+  dispose(): void;
+}
+
+export interface TensorStatics {
+  fromArray<A extends TensorData>(data: A, shape?: readonly number[]): Tensor<DTypeOf<A>>;
+  zeros<D extends DType = 'float32'>(shape: readonly number[], dtype?: D): Tensor<D>;
+  /** Standard normal samples from libtorch's generator (see manualSeed). */
+  randn<D extends 'float32' | 'float64' = 'float32'>(shape: readonly number[], dtype?: D): Tensor<D>;
+}
+
+export interface NativeRuntimeInfo {
+  torchVersion: string;
+  cuda: boolean;
+  deviceCount: number;
+  cudnnVersion: number | null;
+  threads: number;
+  interopThreads: number;
+  cxx11Abi: boolean;
+}
+
+export interface MemoryInfo {
+  /** Bytes of the tensors that JS currently owns in this environment. */
+  tensorBytes: number;
+  /** V8's total of externally allocated memory (tensor bytes are reported to it). */
+  v8ExternalBytes: number;
+}
+
+export interface NativeBinding {
+  Tensor: TensorStatics;
+  info(): NativeRuntimeInfo;
+  memory(): MemoryInfo;
+  setNumThreads(threads: number): void;
+  manualSeed(seed: number | bigint): void;
+}
+
+export const packageRoot = path.resolve(__dirname, '..');
+
+export interface LoadedBinding {
+  binding: NativeBinding;
+  path: string;
+  /** 'prebuild' when node-gyp-build found prebuilds/<platform>-<arch>/, 'source' for a local build. */
+  kind: 'prebuild' | 'source';
+}
+
+let loaded: LoadedBinding | undefined;
+
+export function loadNative(): LoadedBinding {
+  if (loaded) return loaded;
+  let file: string;
+  try {
+    file = nodeGypBuild.resolve(packageRoot);
+  } catch (e) {
+    throw new Error(
+      `repopt: no native addon found in ${packageRoot} (${(e as Error).message.split('\n')[0]}). ` +
+        'Build it with "npm run build:native" (needs libtorch: apt-get install libtorch-dev).',
+    );
+  }
+  let binding: NativeBinding;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    binding = require(file) as NativeBinding;
+  } catch (e) {
+    throw new Error(`repopt: the native addon ${file} failed to load: ${(e as Error).message}`);
+  }
+  const kind = file.split(path.sep).includes('prebuilds') ? 'prebuild' : 'source';
+  loaded = { binding, path: file, kind };
+  return loaded;
+}
+
+export function native(): NativeBinding {
+  return loadNative().binding;
+}

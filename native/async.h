@@ -1,0 +1,56 @@
+#pragma once
+// Runs libtorch work off the JS thread and settles a Promise with the result. The work function must
+// only touch values it owns (copied at::Tensor handles share storage by refcount, so a JS dispose()
+// during the call cannot free what the worker uses).
+#include <napi.h>
+
+#include <functional>
+#include <utility>
+
+#include "errors.h"
+
+namespace repopt {
+
+template <typename Result>
+class PromiseWorker : public Napi::AsyncWorker {
+ public:
+  using Work = std::function<Result()>;
+  using Convert = std::function<Napi::Value(Napi::Env, Result&)>;
+
+  static Napi::Promise start(Napi::Env env, Work work, Convert convert) {
+    auto* w = new PromiseWorker(env, std::move(work), std::move(convert));
+    Napi::Promise promise = w->deferred_.Promise();
+    w->Queue();
+    return promise;
+  }
+
+ protected:
+  void Execute() override {
+    try {
+      result_ = work_();
+    } catch (const std::exception& e) {
+      SetError(messageOf(e));
+    } catch (...) {
+      SetError("unknown native error");
+    }
+  }
+  void OnOK() override {
+    try {
+      deferred_.Resolve(convert_(Env(), result_));
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    }
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  PromiseWorker(Napi::Env env, Work work, Convert convert)
+      : Napi::AsyncWorker(env, "repopt"), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)), convert_(std::move(convert)) {}
+
+  Napi::Promise::Deferred deferred_;
+  Work work_;
+  Convert convert_;
+  Result result_{};
+};
+
+}  // namespace repopt

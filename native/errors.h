@@ -1,0 +1,72 @@
+#pragma once
+// Conversion of C++ / libtorch failures into JS errors, and argument checking that names the argument.
+#include <napi.h>
+
+#include <c10/util/Exception.h>
+
+#include <exception>
+#include <new>
+#include <string>
+#include <vector>
+
+namespace repopt {
+
+// Message of a C++ exception as users should see it: libtorch's text without its C++ backtrace.
+inline std::string messageOf(const std::exception& e) {
+  if (auto* c10e = dynamic_cast<const c10::Error*>(&e)) return c10e->what_without_backtrace();
+  if (dynamic_cast<const std::bad_alloc*>(&e)) return "out of memory";
+  return e.what();
+}
+
+// Runs fn and rethrows anything that is not already a JS error as one. Every native entry point
+// runs its body through this, so no C++ exception can reach N-API and abort the process.
+template <typename F>
+auto guarded(Napi::Env env, F&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, messageOf(e));
+  } catch (...) {
+    throw Napi::Error::New(env, "unknown native error");
+  }
+}
+
+// Reads and checks the arguments of one call. Errors say "<fn>: argument '<name>' ...".
+class Args {
+ public:
+  Args(const Napi::CallbackInfo& info, const char* fn) : info_(info), fn_(fn) {}
+
+  Napi::Env env() const { return info_.Env(); }
+  // Arguments passed, not counting trailing undefined ones (f(x, undefined) is f(x), as in JS).
+  size_t count() const {
+    size_t n = info_.Length();
+    while (n > 0 && info_[n - 1].IsUndefined()) --n;
+    return n;
+  }
+  bool has(size_t i) const { return i < info_.Length() && !info_[i].IsUndefined(); }
+  Napi::Value operator[](size_t i) const { return info_[i]; }
+
+  void expectCount(size_t min, size_t max) const;
+  [[noreturn]] void typeError(const char* name, const std::string& expected) const;
+  [[noreturn]] void rangeError(const char* name, const std::string& what) const;
+
+  int64_t integer(size_t i, const char* name, int64_t min, int64_t max) const;
+  double number(size_t i, const char* name) const;
+  bool boolean(size_t i, const char* name) const;
+  std::string string(size_t i, const char* name) const;
+  Napi::Object object(size_t i, const char* name) const;
+  std::vector<int64_t> shape(size_t i, const char* name) const;
+
+  const char* fn() const { return fn_; }
+
+ private:
+  const Napi::CallbackInfo& info_;
+  const char* fn_;
+};
+
+// Largest element count we accept from JS: far above any real tensor, far below int64 overflow.
+constexpr int64_t kMaxNumel = int64_t(1) << 48;
+
+}  // namespace repopt

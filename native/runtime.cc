@@ -1,0 +1,81 @@
+#include "runtime.h"
+
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <torch/cuda.h>
+#include <torch/version.h>
+
+#include "addon.h"
+#include "errors.h"
+
+namespace repopt {
+
+namespace {
+
+Napi::Value Info(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Args args(info, "info");
+    args.expectCount(0, 0);
+    Napi::Env env = info.Env();
+    auto out = Napi::Object::New(env);
+    out.Set("torchVersion", TORCH_VERSION);
+    bool cuda = torch::cuda::is_available();
+    out.Set("cuda", cuda);
+    out.Set("deviceCount", double(cuda ? torch::cuda::device_count() : 0));
+    const auto& hooks = at::detail::getCUDAHooks();
+    out.Set("cudnnVersion", cuda && hooks.hasCuDNN() ? Napi::Value(Napi::Number::New(env, double(hooks.versionCuDNN()))) : env.Null());
+    out.Set("threads", double(at::get_num_threads()));
+    out.Set("interopThreads", double(at::get_num_interop_threads()));
+    out.Set("cxx11Abi", bool(_GLIBCXX_USE_CXX11_ABI));
+    return out;
+  });
+}
+
+Napi::Value Memory(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Args args(info, "memory");
+    args.expectCount(0, 0);
+    auto out = Napi::Object::New(info.Env());
+    out.Set("tensorBytes", double(Addon::of(info.Env()).tensorBytes));
+    out.Set("v8ExternalBytes", double(Napi::MemoryManagement::AdjustExternalMemory(info.Env(), 0)));
+    return out;
+  });
+}
+
+Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Args args(info, "setNumThreads");
+    args.expectCount(1, 1);
+    at::set_num_threads(int(args.integer(0, "threads", 1, 1024)));
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value ManualSeed(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Args args(info, "manualSeed");
+    args.expectCount(1, 1);
+    uint64_t seed;
+    if (args[0].IsBigInt()) {
+      bool lossless = false;
+      seed = args[0].As<Napi::BigInt>().Uint64Value(&lossless);
+      if (!lossless) args.rangeError("seed", "must fit in an unsigned 64-bit integer");
+    } else {
+      seed = uint64_t(args.integer(0, "seed", 0, (int64_t(1) << 53) - 1));
+    }
+    at::manual_seed(seed);  // seeds the CPU generator and, when present, every CUDA device
+    return info.Env().Undefined();
+  });
+}
+
+}  // namespace
+
+void InitRuntime(Napi::Env env, Napi::Object exports) {
+  exports.Set("info", Napi::Function::New<Info>(env, "info"));
+  exports.Set("memory", Napi::Function::New<Memory>(env, "memory"));
+  exports.Set("setNumThreads", Napi::Function::New<SetNumThreads>(env, "setNumThreads"));
+  exports.Set("manualSeed", Napi::Function::New<ManualSeed>(env, "manualSeed"));
+}
+
+}  // namespace repopt

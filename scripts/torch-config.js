@@ -1,0 +1,149 @@
+#!/usr/bin/env node
+'use strict';
+// libtorch discovery shared by CMakeLists.txt and binding.gyp, so both build descriptions agree on
+// which libtorch they use. Order: LIBTORCH=<dir>, a Python whose `import torch` works
+// (REPOPT_TORCH=python forces it), Debian's system libtorch. REPOPT_TORCH=libtorch|python|system forces one.
+//
+//   node scripts/torch-config.js json            full description (used by CMake)
+//   node scripts/torch-config.js <field>         one gyp list: includes | libdirs | libs | ldflags | defines | sources
+const fs = require('fs');
+const path = require('path');
+const { execFileSync } = require('child_process');
+
+const SYSTEM_CONFIG_DIRS = ['/usr/lib/x86_64-linux-gnu/cmake/Torch', '/usr/lib/aarch64-linux-gnu/cmake/Torch', '/usr/lib/cmake/Torch'];
+const SYSTEM_LIB_DIRS = new Set(['/usr/lib', '/usr/lib64', '/lib', '/usr/lib/x86_64-linux-gnu', '/usr/lib/aarch64-linux-gnu']);
+
+const HOW_TO =
+  'repopt: no libtorch found. Provide one of:\n' +
+  '  1. LIBTORCH=/path/to/libtorch        (an unpacked libtorch tree with include/ and lib/)\n' +
+  '  2. REPOPT_TORCH=python               (a python3 whose `import torch` works; PYTHON=/path/to/python to pick one)\n' +
+  '  3. Debian/Ubuntu system libtorch:     apt-get install libtorch-dev';
+
+class DiscoveryError extends Error {}
+
+function fromTree(source, root, cmakePrefix, cxx11abi) {
+  const lib = path.join(root, 'lib');
+  if (!fs.existsSync(path.join(root, 'include', 'torch')) || !fs.existsSync(lib)) {
+    throw new DiscoveryError(`repopt: ${source} points at ${root}, which has no include/torch and lib/ (not a libtorch tree)`);
+  }
+  const has = (name) => fs.existsSync(path.join(lib, `lib${name}.so`));
+  const libs = ['torch', 'torch_cpu', 'c10'].concat(has('torch_cuda') ? ['torch_cuda', 'c10_cuda'] : []);
+  return {
+    source,
+    root,
+    cmakePrefixPath: cmakePrefix,
+    includeDirs: [path.join(root, 'include'), path.join(root, 'include', 'torch', 'csrc', 'api', 'include')],
+    libDir: lib,
+    libs,
+    cuda: has('torch_cuda'),
+    cxx11abi,
+  };
+}
+
+function abiFromLibrary(root) {
+  // A libtorch zip states its C++ ABI in TorchConfig.cmake (TORCH_CXX_FLAGS).
+  const cfg = path.join(root, 'share', 'cmake', 'Torch', 'TorchConfig.cmake');
+  if (fs.existsSync(cfg)) {
+    const m = /_GLIBCXX_USE_CXX11_ABI=([01])/.exec(fs.readFileSync(cfg, 'utf8'));
+    if (m) return m[1] === '1';
+  }
+  return true;
+}
+
+function fromLibtorchEnv(dir) {
+  const root = path.resolve(dir);
+  return fromTree('LIBTORCH', root, path.join(root, 'share', 'cmake'), abiFromLibrary(root));
+}
+
+function fromPython(required) {
+  const python = process.env.PYTHON || 'python3';
+  let out;
+  try {
+    out = execFileSync(
+      python,
+      ['-c', 'import json,os,torch,torch.utils;print(json.dumps([os.path.dirname(torch.__file__),torch.utils.cmake_prefix_path,bool(torch._C._GLIBCXX_USE_CXX11_ABI)]))'],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+  } catch (e) {
+    if (required) throw new DiscoveryError(`repopt: REPOPT_TORCH=python but \`${python} -c "import torch"\` failed:\n${(e.stderr || e.message).toString().trim()}`);
+    return null;
+  }
+  const [root, cmakePrefix, abi] = JSON.parse(out.trim().split('\n').pop());
+  if (!fs.existsSync(path.join(cmakePrefix, 'Torch', 'TorchConfig.cmake'))) {
+    // Debian's python3-torch has no cmake files; its C++ side is the system libtorch.
+    if (required) throw new DiscoveryError(`repopt: ${python}'s torch (${root}) ships no TorchConfig.cmake; use the system libtorch instead`);
+    return null;
+  }
+  return fromTree('python', root, cmakePrefix, abi);
+}
+
+function fromSystem() {
+  const cfg = SYSTEM_CONFIG_DIRS.find((d) => fs.existsSync(path.join(d, 'TorchConfig.cmake')));
+  if (!cfg) return null;
+  const prefix = path.resolve(cfg, '..', '..', '..', '..');
+  return {
+    source: 'system',
+    root: prefix,
+    cmakePrefixPath: '',
+    includeDirs: [path.join(prefix, 'include'), path.join(prefix, 'include', 'torch', 'csrc', 'api', 'include')],
+    libDir: path.resolve(cfg, '..', '..'),
+    libs: ['torch', 'torch_cpu', 'c10'],
+    cuda: false,
+    cxx11abi: true,
+  };
+}
+
+function discover() {
+  const forced = process.env.REPOPT_TORCH;
+  if (forced && !['libtorch', 'python', 'system'].includes(forced)) {
+    throw new DiscoveryError(`repopt: REPOPT_TORCH=${forced} is not one of libtorch, python, system\n${HOW_TO}`);
+  }
+  if (forced === 'libtorch' || (!forced && process.env.LIBTORCH)) {
+    if (!process.env.LIBTORCH) throw new DiscoveryError(`repopt: REPOPT_TORCH=libtorch needs LIBTORCH=<dir>\n${HOW_TO}`);
+    return fromLibtorchEnv(process.env.LIBTORCH);
+  }
+  if (forced === 'python') return fromPython(true);
+  if (!forced) {
+    const py = fromPython(false);
+    if (py) return py;
+  }
+  const sys = fromSystem();
+  if (sys) return sys;
+  throw new DiscoveryError(HOW_TO);
+}
+
+function gypField(t, field) {
+  const nativeDir = path.join(__dirname, '..', 'native');
+  switch (field) {
+    case 'includes': return t.includeDirs;
+    case 'libdirs': return [t.libDir];
+    case 'libs': return t.libs.map((l) => `-l${l}`);
+    case 'ldflags': {
+      const flags = ['-Wl,--no-as-needed', `-L${t.libDir}`];
+      if (!SYSTEM_LIB_DIRS.has(t.libDir)) flags.push(`-Wl,-rpath,${t.libDir}`, '-Wl,--enable-new-dtags');
+      return flags;
+    }
+    case 'defines': return [`_GLIBCXX_USE_CXX11_ABI=${t.cxx11abi ? 1 : 0}`];
+    case 'sources': return fs.readdirSync(nativeDir).filter((f) => f.endsWith('.cc')).sort().map((f) => `native/${f}`);
+    default: throw new DiscoveryError(`repopt: unknown torch-config field '${field}'`);
+  }
+}
+
+function main() {
+  const field = process.argv[2] || 'json';
+  try {
+    if (field === 'sources') {
+      process.stdout.write(gypField(null, 'sources').join('\n') + '\n');
+      return;
+    }
+    const t = discover();
+    if (field === 'json') process.stdout.write(JSON.stringify({ ...t, systemLibDir: SYSTEM_LIB_DIRS.has(t.libDir) }) + '\n');
+    else process.stdout.write(gypField(t, field).join('\n') + '\n');
+  } catch (e) {
+    process.stderr.write((e instanceof DiscoveryError ? e.message : e.stack) + '\n');
+    process.exit(1);
+  }
+}
+
+if (require.main === module) main();
+module.exports = { discover, HOW_TO };

@@ -1,0 +1,66 @@
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+// libtorch discovery (scripts/torch-config.js), the one place both build descriptions ask.
+const script = path.join(__dirname, '..', 'scripts', 'torch-config.js');
+
+function run(field: string, env: Record<string, string | undefined>) {
+  const clean = { ...process.env };
+  delete clean.LIBTORCH;
+  delete clean.REPOPT_TORCH;
+  return spawnSync(process.execPath, [script, field], { encoding: 'utf8', env: { ...clean, ...env } });
+}
+
+describe('torch-config', () => {
+  test('finds this machine’s libtorch', () => {
+    const r = run('json', {});
+    expect(r.status).toBe(0);
+    const t = JSON.parse(r.stdout);
+    expect(['system', 'python', 'LIBTORCH']).toContain(t.source);
+    for (const dir of t.includeDirs) expect(fs.existsSync(dir)).toBe(true);
+    expect(fs.existsSync(path.join(t.libDir, 'libtorch.so')) || fs.readdirSync(t.libDir).some((f: string) => f.startsWith('libtorch.so'))).toBe(true);
+  });
+
+  test('LIBTORCH=<tree> wins, with CUDA libs, its ABI flag and an rpath', () => {
+    const tree = fs.mkdtempSync(path.join(os.tmpdir(), 'libtorch-'));
+    try {
+      fs.mkdirSync(path.join(tree, 'include', 'torch'), { recursive: true });
+      fs.mkdirSync(path.join(tree, 'lib'));
+      for (const l of ['torch', 'torch_cpu', 'c10', 'torch_cuda', 'c10_cuda']) fs.writeFileSync(path.join(tree, 'lib', `lib${l}.so`), '');
+      fs.mkdirSync(path.join(tree, 'share', 'cmake', 'Torch'), { recursive: true });
+      fs.writeFileSync(path.join(tree, 'share', 'cmake', 'Torch', 'TorchConfig.cmake'), 'set(TORCH_CXX_FLAGS "-D_GLIBCXX_USE_CXX11_ABI=0")\n');
+      const t = JSON.parse(run('json', { LIBTORCH: tree }).stdout);
+      expect(t).toMatchObject({ source: 'LIBTORCH', cuda: true, cxx11abi: false, libDir: path.join(tree, 'lib'), systemLibDir: false });
+      expect(t.libs).toEqual(['torch', 'torch_cpu', 'c10', 'torch_cuda', 'c10_cuda']);
+      expect(run('ldflags', { LIBTORCH: tree }).stdout.split('\n')).toEqual(
+        expect.arrayContaining(['-Wl,--no-as-needed', `-Wl,-rpath,${path.join(tree, 'lib')}`]),
+      );
+      expect(run('defines', { LIBTORCH: tree }).stdout.trim()).toBe('_GLIBCXX_USE_CXX11_ABI=0');
+    } finally {
+      fs.rmSync(tree, { recursive: true, force: true });
+    }
+  });
+
+  test('failures say what to do', () => {
+    const bad = run('json', { LIBTORCH: '/nonexistent/libtorch' });
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toMatch(/LIBTORCH points at \/nonexistent\/libtorch, which has no include\/torch/);
+
+    const noPython = run('json', { REPOPT_TORCH: 'python', PYTHON: '/nonexistent/python3' });
+    expect(noPython.status).toBe(1);
+    expect(noPython.stderr).toMatch(/REPOPT_TORCH=python but `\/nonexistent\/python3 -c "import torch"` failed/);
+
+    const unknown = run('json', { REPOPT_TORCH: 'conda' });
+    expect(unknown.status).toBe(1);
+    expect(unknown.stderr).toMatch(/REPOPT_TORCH=conda is not one of libtorch, python, system/);
+    for (const way of ['LIBTORCH=', 'REPOPT_TORCH=python', 'apt-get install libtorch-dev']) expect(unknown.stderr).toContain(way);
+  });
+
+  test('the source list covers every native/*.cc', () => {
+    const listed = run('sources', {}).stdout.trim().split('\n');
+    const onDisk = fs.readdirSync(path.join(__dirname, '..', 'native')).filter((f) => f.endsWith('.cc'));
+    expect(listed.sort()).toEqual(onDisk.map((f) => `native/${f}`).sort());
+  });
+});
