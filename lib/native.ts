@@ -71,8 +71,39 @@ export interface MemoryInfo {
   v8ExternalBytes: number;
 }
 
+/** Spec objects as the native side reads them (see lib/spec.ts and lib/backend.ts). */
+export interface NativeOptimizer {
+  readonly kind: 'sgd' | 'adamw' | 'repopt-sgd' | 'repopt-adamw';
+  readonly steps: number;
+  /** Bytes held by GradMult tensors (0 for plain optimizers). */
+  readonly gradMultBytes: number;
+  /** Sets the learning rate of every group, or of one group. */
+  setLr(lr: number, group?: number): void;
+  /** repopt-sgd only: the fused single-pass step (default) or the per-parameter reference. */
+  setImplementation(implementation: 'fused' | 'reference'): void;
+  /** The whole optimizer state (options, buffers, GradMults, steps) in libtorch's archive format. */
+  stateBytes(): Uint8Array;
+  /** Restores stateBytes() output; checks it fully before changing anything. */
+  loadStateBytes(bytes: Uint8Array): void;
+  dispose(): void;
+}
+
+export interface NativeNetwork {
+  readonly device: string;
+  readonly dtype: DType;
+  /** Copies of parameters and buffers, keyed by the official names. */
+  stateDict(): Record<string, Tensor>;
+  loadStateDict(state: Record<string, Tensor>): void;
+  forward(input: Tensor, mode: 'train' | 'eval'): Tensor;
+  createOptimizer(spec: object): NativeOptimizer;
+  trainStep(optimizer: NativeOptimizer, input: Tensor, labels: Tensor, labelSmoothing?: number): number;
+  trainStepAsync(optimizer: NativeOptimizer, input: Tensor, labels: Tensor, labelSmoothing?: number): Promise<number>;
+  dispose(): void;
+}
+
 export interface NativeBinding {
   Tensor: TensorStatics;
+  Network: new (spec: object, options?: { precision?: 'float32' | 'float64'; seed?: number }) => NativeNetwork;
   info(): NativeRuntimeInfo;
   memory(): MemoryInfo;
   setNumThreads(threads: number): void;

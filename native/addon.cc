@@ -1,5 +1,7 @@
 #include "addon.h"
 
+#include "network_js.h"
+#include "optimizer_js.h"
 #include "runtime.h"
 #include "tensor.h"
 
@@ -7,6 +9,8 @@ namespace repopt {
 
 Addon::Addon(Napi::Env env, Napi::Object exports) {
   Tensor::Init(env, exports, *this);
+  JsNetwork::Init(env, exports, *this);
+  JsOptimizer::Init(env, exports, *this);
   InitRuntime(env, exports);
 }
 

@@ -17,6 +17,10 @@ class Addon : public Napi::Addon<Addon> {
   // Set by Tensor::Wrap for the duration of one constructor call, so that JS code cannot construct
   // Tensors without data.
   at::Tensor* pendingTensor = nullptr;
+  Napi::FunctionReference optimizerConstructor;
+  Napi::FunctionReference networkConstructor;
+  // Like pendingTensor, for optimizers made by Network.createOptimizer.
+  void* pendingOptimizer = nullptr;
   // Bytes of live JS-owned tensors, as reported to V8 (AdjustExternalMemory).
   int64_t tensorBytes = 0;
 

@@ -16,9 +16,12 @@ class PromiseWorker : public Napi::AsyncWorker {
  public:
   using Work = std::function<Result()>;
   using Convert = std::function<Napi::Value(Napi::Env, Result&)>;
+  using Finally = std::function<void()>;
 
-  static Napi::Promise start(Napi::Env env, Work work, Convert convert) {
+  // finally runs on the JS thread once the work has ended, before the promise settles.
+  static Napi::Promise start(Napi::Env env, Work work, Convert convert, Finally finally = nullptr) {
     auto* w = new PromiseWorker(env, std::move(work), std::move(convert));
+    w->finally_ = std::move(finally);
     Napi::Promise promise = w->deferred_.Promise();
     w->Queue();
     return promise;
@@ -35,13 +38,17 @@ class PromiseWorker : public Napi::AsyncWorker {
     }
   }
   void OnOK() override {
+    if (finally_) finally_();
     try {
       deferred_.Resolve(convert_(Env(), result_));
     } catch (const Napi::Error& e) {
       deferred_.Reject(e.Value());
     }
   }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+  void OnError(const Napi::Error& e) override {
+    if (finally_) finally_();
+    deferred_.Reject(e.Value());
+  }
 
  private:
   PromiseWorker(Napi::Env env, Work work, Convert convert)
@@ -50,6 +57,7 @@ class PromiseWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   Work work_;
   Convert convert_;
+  Finally finally_;
   Result result_{};
 };
 

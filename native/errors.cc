@@ -90,4 +90,75 @@ std::vector<int64_t> Args::shape(size_t i, const char* name) const {
   return dims;
 }
 
+void Fields::fail(const char* key, const std::string& what, bool range) const {
+  std::string msg = fn_ + ": " + path_ + "." + key + " " + what;
+  if (range) throw Napi::RangeError::New(env_, msg);
+  throw Napi::TypeError::New(env_, msg);
+}
+
+bool Fields::has(const char* key) const { return !get(key).IsUndefined(); }
+
+double Fields::number(const char* key) const {
+  Napi::Value v = get(key);
+  if (!v.IsNumber()) fail(key, "must be a number, got " + describe(v));
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(d)) fail(key, "must be finite, got " + v.ToString().Utf8Value(), true);
+  return d;
+}
+
+double Fields::number(const char* key, double fallback) const { return has(key) ? number(key) : fallback; }
+
+int64_t Fields::integer(const char* key, int64_t min, int64_t max) const {
+  double d = number(key);
+  if (d != std::floor(d) || d < double(min) || d > double(max)) {
+    fail(key, "must be an integer in [" + std::to_string(min) + ", " + std::to_string(max) + "], got " + get(key).ToString().Utf8Value(), true);
+  }
+  return int64_t(d);
+}
+
+bool Fields::boolean(const char* key, bool fallback) const {
+  if (!has(key)) return fallback;
+  Napi::Value v = get(key);
+  if (!v.IsBoolean()) fail(key, "must be a boolean, got " + describe(v));
+  return v.As<Napi::Boolean>().Value();
+}
+
+std::string Fields::string(const char* key) const {
+  Napi::Value v = get(key);
+  if (!v.IsString()) fail(key, "must be a string, got " + describe(v));
+  return v.As<Napi::String>().Utf8Value();
+}
+
+std::string Fields::string(const char* key, const std::string& fallback) const { return has(key) ? string(key) : fallback; }
+
+Napi::Array Fields::array(const char* key) const {
+  Napi::Value v = get(key);
+  if (!v.IsArray()) fail(key, "must be an array, got " + describe(v));
+  return v.As<Napi::Array>();
+}
+
+Napi::Float64Array Fields::float64Array(const char* key) const {
+  Napi::Value v = get(key);
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) fail(key, "must be a Float64Array, got " + describe(v));
+  return v.As<Napi::Float64Array>();
+}
+
+Fields Fields::element(const Napi::Array& array, const char* key, uint32_t k) const {
+  Napi::Value v = array.Get(k);
+  std::string at = std::string(key) + "[" + std::to_string(k) + "]";
+  if (!v.IsObject() || v.IsArray()) fail(at.c_str(), "must be an object, got " + describe(v));
+  return Fields(env_, v.As<Napi::Object>(), fn_, path_ + "." + at);
+}
+
+std::vector<std::string> Fields::strings(const char* key) const {
+  Napi::Array a = array(key);
+  std::vector<std::string> out;
+  for (uint32_t k = 0; k < a.Length(); ++k) {
+    Napi::Value v = a.Get(k);
+    if (!v.IsString()) fail((std::string(key) + "[" + std::to_string(k) + "]").c_str(), "must be a string, got " + describe(v));
+    out.push_back(v.As<Napi::String>().Utf8Value());
+  }
+  return out;
+}
+
 }  // namespace repopt

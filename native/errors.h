@@ -66,6 +66,33 @@ class Args {
   const char* fn_;
 };
 
+// Reads the fields of a JS object argument. Errors say "<fn>: <path>.<key> must be ...".
+class Fields {
+ public:
+  Fields(Napi::Env env, Napi::Object obj, std::string fn, std::string path) : env_(env), obj_(obj), fn_(std::move(fn)), path_(std::move(path)) {}
+
+  bool has(const char* key) const;
+  double number(const char* key) const;
+  double number(const char* key, double fallback) const;
+  int64_t integer(const char* key, int64_t min, int64_t max) const;
+  bool boolean(const char* key, bool fallback) const;
+  std::string string(const char* key) const;
+  std::string string(const char* key, const std::string& fallback) const;
+  Napi::Array array(const char* key) const;
+  // A Float64Array field.
+  Napi::Float64Array float64Array(const char* key) const;
+  // The element k of an array field, as a nested reader.
+  Fields element(const Napi::Array& array, const char* key, uint32_t k) const;
+  std::vector<std::string> strings(const char* key) const;
+  [[noreturn]] void fail(const char* key, const std::string& what, bool range = false) const;
+
+ private:
+  Napi::Value get(const char* key) const { return obj_.Get(key); }
+  Napi::Env env_;
+  Napi::Object obj_;
+  std::string fn_, path_;
+};
+
 // Largest element count we accept from JS: far above any real tensor, far below int64 overflow.
 constexpr int64_t kMaxNumel = int64_t(1) << 48;
 

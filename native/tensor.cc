@@ -121,11 +121,15 @@ Napi::Object Tensor::Wrap(Napi::Env env, at::Tensor t) {
   }
 }
 
+const at::Tensor* Tensor::TryGet(Napi::Value v, const char* fn) {
+  if (!v.IsObject() || !v.As<Napi::Object>().CheckTypeTag(&kTensorTag)) return nullptr;
+  return &Napi::ObjectWrap<Tensor>::Unwrap(v.As<Napi::Object>())->live(fn);
+}
+
 const at::Tensor& Tensor::Get(const Args& args, size_t i, const char* name) {
-  if (i >= args.count() || !args[i].IsObject() || !args[i].As<Napi::Object>().CheckTypeTag(&kTensorTag)) {
-    args.typeError(name, "a Tensor");
-  }
-  return Napi::ObjectWrap<Tensor>::Unwrap(args[i].As<Napi::Object>())->live(args.fn());
+  const at::Tensor* t = i < args.count() ? TryGet(args[i], args.fn()) : nullptr;
+  if (t == nullptr) args.typeError(name, "a Tensor");
+  return *t;
 }
 
 const at::Tensor& Tensor::live(const char* fn) const {

@@ -23,6 +23,8 @@ class Tensor : public Napi::ObjectWrap<Tensor> {
   static Napi::Object Wrap(Napi::Env env, at::Tensor t);
   // The live at::Tensor behind a JS argument; TypeError for non-Tensors, Error when disposed.
   static const at::Tensor& Get(const Args& args, size_t i, const char* name);
+  // The live at::Tensor behind v, or nullptr when v is not a Tensor; throws when it is disposed.
+  static const at::Tensor* TryGet(Napi::Value v, const char* fn);
 
   explicit Tensor(const Napi::CallbackInfo& info);
   void Finalize(Napi::Env env) override;

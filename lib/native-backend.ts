@@ -1,0 +1,110 @@
+// The libtorch backend: networks and optimizers live in the addon; whole steps cross the seam.
+import type { Backend, HostTensor, Network, Optimizer, OptimizerSpec, TrainStepOptions } from './backend';
+import { native, NativeNetwork, NativeOptimizer, Tensor } from './native';
+import { bufferInfo, NetworkSpec, parameterInfo, Precision, validateSpec } from './spec';
+
+function toNative(t: HostTensor): Tensor {
+  return native().Tensor.fromArray(t.data, t.shape);
+}
+
+function toHost(t: Tensor): HostTensor {
+  const data = t.toArray();
+  const floating = data instanceof Float32Array || data instanceof Float64Array ? data : Float64Array.from(data as ArrayLike<number | bigint>, Number);
+  return { shape: t.shape, data: floating };
+}
+
+class NativeBackendOptimizer implements Optimizer {
+  constructor(
+    readonly spec: OptimizerSpec,
+    readonly handle: NativeOptimizer,
+  ) {}
+  get steps(): number {
+    return this.handle.steps;
+  }
+  dispose(): void {
+    this.handle.dispose();
+  }
+}
+
+export class NativeBackendNetwork implements Network {
+  readonly backend = 'native' as const;
+  readonly handle: NativeNetwork;
+
+  constructor(
+    readonly spec: NetworkSpec,
+    readonly precision: Precision,
+    seed?: number,
+  ) {
+    validateSpec(spec);
+    this.handle = new (native().Network)(spec, seed === undefined ? { precision } : { precision, seed });
+  }
+
+  parameters() {
+    return parameterInfo(this.spec);
+  }
+
+  buffers() {
+    return bufferInfo(this.spec);
+  }
+
+  stateDict(): Map<string, HostTensor> {
+    const out = new Map<string, HostTensor>();
+    for (const [name, t] of Object.entries(this.handle.stateDict())) {
+      out.set(name, toHost(t));
+      t.dispose();
+    }
+    return out;
+  }
+
+  loadStateDict(state: ReadonlyMap<string, HostTensor>): void {
+    const tensors: Record<string, Tensor> = {};
+    try {
+      for (const [name, t] of state) {
+        const isCount = name.endsWith('.num_batches_tracked');
+        tensors[name] = isCount ? native().Tensor.fromArray(BigInt64Array.from(t.data, (v) => BigInt(Math.round(v))), t.shape) : toNative(t);
+      }
+      this.handle.loadStateDict(tensors);
+    } finally {
+      for (const t of Object.values(tensors)) t.dispose();
+    }
+  }
+
+  forward(input: HostTensor, mode: 'train' | 'eval'): HostTensor {
+    const x = toNative(input);
+    try {
+      const y = this.handle.forward(x, mode);
+      const out = toHost(y);
+      y.dispose();
+      return out;
+    } finally {
+      x.dispose();
+    }
+  }
+
+  createOptimizer(spec: OptimizerSpec): NativeBackendOptimizer {
+    return new NativeBackendOptimizer(spec, this.handle.createOptimizer(spec));
+  }
+
+  trainStep(optimizer: Optimizer, input: HostTensor, labels: Int32Array, options: TrainStepOptions = {}): number {
+    if (!(optimizer instanceof NativeBackendOptimizer)) throw new TypeError('trainStep: the optimizer was not made by this backend');
+    const x = toNative(input);
+    const y = native().Tensor.fromArray(labels);
+    try {
+      return this.handle.trainStep(optimizer.handle, x, y, options.labelSmoothing ?? 0);
+    } finally {
+      x.dispose();
+      y.dispose();
+    }
+  }
+
+  dispose(): void {
+    this.handle.dispose();
+  }
+}
+
+export const nativeBackend: Backend = {
+  name: 'native',
+  createNetwork(spec, options = {}) {
+    return new NativeBackendNetwork(spec, options.precision ?? 'float32', options.seed);
+  },
+};

@@ -1,0 +1,160 @@
+#include "network.h"
+
+#include <torch/nn/functional/pooling.h>
+
+namespace repopt {
+
+namespace nn = torch::nn;
+
+BlockMode parseBlockMode(const std::string& mode) {
+  if (mode == "target") return BlockMode::Target;
+  if (mode == "hs") return BlockMode::HS;
+  if (mode == "csla") return BlockMode::CSLA;
+  if (mode == "repvgg") return BlockMode::RepVGG;
+  TORCH_CHECK(false, "unknown block mode '", mode, "' (expected target, hs, csla or repvgg)");
+}
+
+ScaleLayerImpl::ScaleLayerImpl(int64_t channels, double init) { weight = register_parameter("weight", at::full({channels}, init)); }
+
+at::Tensor ScaleLayerImpl::forward(const at::Tensor& x) { return x * weight.view({1, -1, 1, 1}); }
+
+namespace {
+
+nn::Conv2d conv(const BlockConfig& b, int64_t kernel) {
+  return nn::Conv2d(nn::Conv2dOptions(b.inChannels, b.outChannels, kernel).stride(b.stride).padding(kernel / 2).bias(false));
+}
+
+// conv3x3 -> BN -> ReLU
+class TargetBlock : public Block {
+ public:
+  explicit TargetBlock(const BlockConfig& b) {
+    conv_ = register_module("conv", conv(b, 3));
+    bn_ = register_module("bn", nn::BatchNorm2d(b.outChannels));
+  }
+  at::Tensor forward(const at::Tensor& x) override { return bn_->forward(conv_->forward(x)).relu_(); }
+
+ private:
+  nn::Conv2d conv_{nullptr};
+  nn::BatchNorm2d bn_{nullptr};
+};
+
+// s ⊙ conv3x3(x) + t ⊙ conv1x1(x) [+ g ⊙ x] -> BN -> ReLU  (hs: s, t trainable; csla: constant)
+class LinearAddBlock : public Block {
+ public:
+  LinearAddBlock(const BlockConfig& b, bool constantScales) {
+    conv_ = register_module("conv", conv(b, 3));
+    scaleConv_ = register_module("scale_conv", ScaleLayer(b.outChannels, b.scaleInit));
+    conv1x1_ = register_module("conv_1x1", conv(b, 1));
+    scale1x1_ = register_module("scale_1x1", ScaleLayer(b.outChannels, b.scaleInit));
+    if (b.identity()) scaleIdentity_ = register_module("scale_identity", ScaleLayer(b.outChannels, 1.0));
+    bn_ = register_module("bn", nn::BatchNorm2d(b.outChannels));
+    if (constantScales) {
+      scaleConv_->weight.set_requires_grad(false);
+      scale1x1_->weight.set_requires_grad(false);
+    }
+  }
+  at::Tensor forward(const at::Tensor& x) override {
+    at::Tensor out = scaleConv_->forward(conv_->forward(x)) + scale1x1_->forward(conv1x1_->forward(x));
+    if (scaleIdentity_) out = out + scaleIdentity_->forward(x);
+    return bn_->forward(out).relu_();
+  }
+
+ private:
+  nn::Conv2d conv_{nullptr}, conv1x1_{nullptr};
+  ScaleLayer scaleConv_{nullptr}, scale1x1_{nullptr}, scaleIdentity_{nullptr};
+  nn::BatchNorm2d bn_{nullptr};
+};
+
+// BN(conv3x3(x)) + BN(conv1x1(x)) [+ BN(x)] -> ReLU
+class RepVGGBlock : public Block {
+ public:
+  explicit RepVGGBlock(const BlockConfig& b) {
+    conv3x3_ = register_module("conv_3x3", conv(b, 3));
+    bn3x3_ = register_module("bn_3x3", nn::BatchNorm2d(b.outChannels));
+    conv1x1_ = register_module("conv_1x1", conv(b, 1));
+    bn1x1_ = register_module("bn_1x1", nn::BatchNorm2d(b.outChannels));
+    if (b.identity()) bnIdentity_ = register_module("bn_identity", nn::BatchNorm2d(b.outChannels));
+  }
+  at::Tensor forward(const at::Tensor& x) override {
+    at::Tensor out = bn3x3_->forward(conv3x3_->forward(x)) + bn1x1_->forward(conv1x1_->forward(x));
+    if (bnIdentity_) out = out + bnIdentity_->forward(x);
+    return out.relu_();
+  }
+
+ private:
+  nn::Conv2d conv3x3_{nullptr}, conv1x1_{nullptr};
+  nn::BatchNorm2d bn3x3_{nullptr}, bn1x1_{nullptr}, bnIdentity_{nullptr};
+};
+
+std::shared_ptr<Block> makeBlock(BlockMode mode, const BlockConfig& b) {
+  switch (mode) {
+    case BlockMode::Target: return std::make_shared<TargetBlock>(b);
+    case BlockMode::HS: return std::make_shared<LinearAddBlock>(b, false);
+    case BlockMode::CSLA: return std::make_shared<LinearAddBlock>(b, true);
+    case BlockMode::RepVGG: return std::make_shared<RepVGGBlock>(b);
+  }
+  TORCH_CHECK(false, "unreachable block mode");
+}
+
+}  // namespace
+
+Network::Network(const NetworkConfig& config) : config_(config) {
+  TORCH_CHECK(!config.blocks.empty(), "a network needs at least one block");
+  for (const auto& b : config.blocks) blocks_.push_back(makeBlock(config.mode, b));
+  linear_ = nn::Linear(config.blocks.back().outChannels, config.numClasses);
+}
+
+at::Tensor Network::forward(const at::Tensor& x) {
+  at::Tensor out = x;
+  for (auto& b : blocks_) out = b->forward(out);
+  return linear_->forward(out.mean({2, 3}));
+}
+
+void Network::train(bool on) {
+  for (auto& b : blocks_) b->train(on);
+  linear_->train(on);
+}
+
+bool Network::isTraining() const { return linear_->is_training(); }
+
+NamedTensors Network::namedParameters() const {
+  NamedTensors out;
+  for (size_t i = 0; i < blocks_.size(); ++i)
+    for (const auto& item : blocks_[i]->named_parameters()) out.emplace_back(config_.blocks[i].name + "." + item.key(), item.value());
+  for (const auto& item : linear_->named_parameters()) out.emplace_back("linear." + item.key(), item.value());
+  return out;
+}
+
+NamedTensors Network::namedBuffers() const {
+  NamedTensors out;
+  for (size_t i = 0; i < blocks_.size(); ++i)
+    for (const auto& item : blocks_[i]->named_buffers()) out.emplace_back(config_.blocks[i].name + "." + item.key(), item.value());
+  return out;
+}
+
+std::vector<at::Tensor> Network::trainableParameters() const {
+  std::vector<at::Tensor> out;
+  for (const auto& [_, p] : namedParameters())
+    if (p.requires_grad()) out.push_back(p);
+  return out;
+}
+
+at::Tensor Network::parameter(const std::string& name) const {
+  for (const auto& [key, p] : namedParameters())
+    if (key == name) return p;
+  return at::Tensor();
+}
+
+void Network::to(at::Device device, at::ScalarType dtype) {
+  // Module::to(device, dtype) would also convert num_batches_tracked (int64): convert by hand.
+  at::NoGradGuard noGrad;
+  auto convert = [&](at::Tensor t) { t.set_data(t.is_floating_point() ? t.to(device, dtype) : t.to(device)); };
+  for (auto& [_, p] : namedParameters()) convert(p);
+  for (auto& [_, b] : namedBuffers()) convert(b);
+}
+
+at::Device Network::device() const { return linear_->weight.device(); }
+
+at::ScalarType Network::dtype() const { return linear_->weight.scalar_type(); }
+
+}  // namespace repopt

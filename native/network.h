@@ -1,0 +1,73 @@
+#pragma once
+// The RepOpt-VGG family as libtorch modules: blocks in four modes (target, hs, csla, repvgg), a
+// global-average-pool + linear head, parameters named with the official state_dict keys.
+#include <torch/nn/module.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace repopt {
+
+enum class BlockMode { Target, HS, CSLA, RepVGG };
+
+BlockMode parseBlockMode(const std::string& mode);
+
+struct BlockConfig {
+  std::string name;
+  int64_t inChannels, outChannels, stride;
+  double scaleInit = 1.0;
+  bool identity() const { return inChannels == outChannels && stride == 1; }
+};
+
+struct NetworkConfig {
+  BlockMode mode;
+  int64_t inChannels, numClasses;
+  std::vector<BlockConfig> blocks;
+};
+
+// A per-output-channel scale: y = x * weight.view(1, C, 1, 1).
+class ScaleLayerImpl : public torch::nn::Module {
+ public:
+  ScaleLayerImpl(int64_t channels, double init);
+  at::Tensor forward(const at::Tensor& x);
+  at::Tensor weight;
+};
+TORCH_MODULE(ScaleLayer);
+
+class Block : public torch::nn::Module {
+ public:
+  virtual at::Tensor forward(const at::Tensor& x) = 0;
+};
+
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+
+class Network {
+ public:
+  explicit Network(const NetworkConfig& config);
+
+  at::Tensor forward(const at::Tensor& x);
+  void train(bool on);
+  bool isTraining() const;
+  // In the official registration order, with full keys ('stage1.0.conv.weight', 'linear.bias').
+  NamedTensors namedParameters() const;
+  NamedTensors namedBuffers() const;
+  std::vector<at::Tensor> trainableParameters() const;
+  // Looks a parameter up by key; undefined tensor when absent.
+  at::Tensor parameter(const std::string& name) const;
+  void to(at::Device device, at::ScalarType dtype);
+  const NetworkConfig& config() const { return config_; }
+  at::Device device() const;
+  at::ScalarType dtype() const;
+
+ private:
+  NetworkConfig config_;
+  std::vector<std::shared_ptr<Block>> blocks_;
+  torch::nn::Linear linear_{nullptr};
+};
+
+}  // namespace repopt

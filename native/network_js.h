@@ -1,0 +1,38 @@
+#pragma once
+// The JS Network: a native RepOpt-VGG-family model with whole-step methods (forward, train step,
+// state dict) and its optimizers.
+#include <napi.h>
+
+#include <memory>
+
+#include "network.h"
+
+namespace repopt {
+
+class Addon;
+
+class JsNetwork : public Napi::ObjectWrap<JsNetwork> {
+ public:
+  static void Init(Napi::Env env, Napi::Object exports, Addon& addon);
+  // new Network(spec, { precision?, seed? })
+  explicit JsNetwork(const Napi::CallbackInfo& info);
+
+ private:
+  Napi::Value Device(const Napi::CallbackInfo& info);
+  Napi::Value Dtype(const Napi::CallbackInfo& info);
+  Napi::Value StateDict(const Napi::CallbackInfo& info);
+  Napi::Value LoadStateDict(const Napi::CallbackInfo& info);
+  Napi::Value Forward(const Napi::CallbackInfo& info);
+  Napi::Value CreateOptimizer(const Napi::CallbackInfo& info);
+  Napi::Value TrainStep(const Napi::CallbackInfo& info);
+  Napi::Value TrainStepAsync(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+
+  // The network, checked to be alive and not inside an async step.
+  Network& idle(const char* fn) const;
+
+  std::shared_ptr<Network> network_;
+  bool busy_ = false;
+};
+
+}  // namespace repopt

@@ -1,0 +1,203 @@
+#include "repopt_sgd.h"
+
+#include <ATen/Parallel.h>
+#include <torch/serialize/archive.h>
+
+namespace repopt {
+
+void RepOptSGDOptions::serialize(torch::serialize::OutputArchive& archive) const {
+  archive.write("lr", c10::IValue(lr()));
+  archive.write("momentum", c10::IValue(momentum()));
+  archive.write("dampening", c10::IValue(dampening()));
+  archive.write("weight_decay", c10::IValue(weight_decay()));
+  archive.write("nesterov", c10::IValue(nesterov()));
+}
+
+void RepOptSGDOptions::serialize(torch::serialize::InputArchive& archive) {
+  c10::IValue v;
+  archive.read("lr", v), lr(v.toDouble());
+  archive.read("momentum", v), momentum(v.toDouble());
+  archive.read("dampening", v), dampening(v.toDouble());
+  archive.read("weight_decay", v), weight_decay(v.toDouble());
+  archive.read("nesterov", v), nesterov(v.toBool());
+}
+
+void RepOptSGDOptions::validate() const {
+  TORCH_CHECK(lr() >= 0, "Invalid learning rate: ", lr());
+  TORCH_CHECK(momentum() >= 0, "Invalid momentum value: ", momentum());
+  TORCH_CHECK(weight_decay() >= 0, "Invalid weight_decay value: ", weight_decay());
+  TORCH_CHECK(!nesterov() || (momentum() > 0 && dampening() == 0), "Nesterov momentum requires a momentum and zero dampening");
+}
+
+void RepOptSGDParamState::serialize(torch::serialize::OutputArchive& archive) const {
+  if (momentum_buffer().defined()) archive.write("momentum_buffer", momentum_buffer().cpu());
+}
+
+RepOptSGD::RepOptSGD(std::vector<torch::optim::OptimizerParamGroup> groups, RepOptSGDOptions defaults)
+    : GradMultOptimizer(std::move(groups), std::make_unique<RepOptSGDOptions>(defaults)) {
+  defaults.validate();
+  for (const auto& g : param_groups_) static_cast<const RepOptSGDOptions&>(g.options()).validate();
+}
+
+RepOptSGDParamState& RepOptSGD::stateFor(const at::Tensor& p) {
+  auto key = stateKey(p);
+  auto it = state_.find(key);
+  if (it == state_.end()) it = state_.emplace(key, std::make_unique<RepOptSGDParamState>()).first;
+  return static_cast<RepOptSGDParamState&>(*it->second);
+}
+
+at::Tensor RepOptSGD::step(LossClosure closure) {
+  return runStep(closure, [this] { implementation_ == Implementation::Fused ? stepFusedImpl() : stepReferenceImpl(); });
+}
+
+void RepOptSGD::stepReference() {
+  runStep(nullptr, [this] { stepReferenceImpl(); });
+}
+
+void RepOptSGD::stepFused() {
+  runStep(nullptr, [this] { stepFusedImpl(); });
+}
+
+void RepOptSGD::referenceUpdate(at::Tensor& p, at::Tensor d, const RepOptSGDOptions& o) {
+  if (o.weight_decay() != 0) d.add_(p.mul(o.weight_decay()));
+  if (o.momentum() != 0) {
+    auto& st = stateFor(p);
+    if (!st.momentum_buffer().defined())
+      st.momentum_buffer(d.clone());
+    else
+      st.momentum_buffer().mul_(o.momentum()).add_(d.mul(1 - o.dampening()));
+    d = o.nesterov() ? d.add(st.momentum_buffer().mul(o.momentum())) : st.momentum_buffer();
+  }
+  p.sub_(d.mul(o.lr()));
+}
+
+void RepOptSGD::stepReferenceImpl() {
+  for (auto& group : param_groups_) {
+    const auto& o = static_cast<const RepOptSGDOptions&>(group.options());
+    for (auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      const GradMult* m = gradMults_.find(p);
+      referenceUpdate(p, m ? m->multiplied(p.grad()) : p.grad().clone(), o);
+    }
+  }
+}
+
+namespace {
+
+// Where a compact GradMult's factors live, and the weight geometry to find an element's factor.
+template <typename T>
+struct Factors {
+  const T* base = nullptr;
+  const T* centre = nullptr;
+  const T* diagonal = nullptr;
+  const T* full = nullptr;
+  int64_t perOutput = 0, perGroup = 0, kernelArea = 0, centreOffset = 0;
+  bool identity = false;
+};
+
+// One pass over a parameter. Each element's update uses the same operations, in the same order and
+// precision, as the reference loop's ATen ops (one rounding each; no contraction into FMAs, see
+// -ffp-contract=off in the build), so the two agree bit for bit.
+template <typename T>
+void fusedUpdate(T* p, const T* g, T* buf, int64_t n, const Factors<T>* f, bool hasMult, T lr, T wd, T mu, T damp1,
+                 bool nesterov, bool firstStep) {
+  at::parallel_for(0, n, 16384, [&](int64_t begin, int64_t end) {
+    for (int64_t e = begin; e < end; ++e) {
+      T d = g[e];
+      if (hasMult) {
+        T m;
+        if (f->full) {
+          m = f->full[e];
+        } else {
+          const int64_t o = e / f->perOutput;
+          const int64_t r = e - o * f->perOutput;
+          if (r % f->kernelArea != f->centreOffset)
+            m = f->base[o];
+          else if (f->identity && r / f->kernelArea == o % f->perGroup)
+            m = f->diagonal[o];
+          else
+            m = f->centre[o];
+        }
+        d = d * m;
+      }
+      if (wd != T(0)) d = d + T(p[e] * wd);
+      if (mu != T(0)) {
+        const T b = firstStep ? d : T(T(buf[e] * mu) + T(d * damp1));
+        buf[e] = b;
+        d = nesterov ? T(d + T(b * mu)) : b;
+      }
+      p[e] = p[e] - T(d * lr);
+    }
+  });
+}
+
+template <typename T>
+void fusedParam(at::Tensor& p, const at::Tensor& grad, at::Tensor& buf, const GradMult* m, const RepOptSGDOptions& o, bool firstStep) {
+  Factors<T> f;
+  if (m && m->storage() == GradMultStorage::Full) {
+    f.full = m->full().data_ptr<T>();
+  } else if (m) {
+    f.base = m->base().data_ptr<T>();
+    f.centre = m->centreFactor().data_ptr<T>();
+    f.diagonal = m->identity() ? m->diagonalFactor().data_ptr<T>() : nullptr;
+    f.identity = m->identity();
+    f.kernelArea = m->kernel() * m->kernel();
+    f.perGroup = p.size(1);
+    f.perOutput = f.perGroup * f.kernelArea;
+    f.centreOffset = (m->kernel() / 2) * m->kernel() + m->kernel() / 2;
+  }
+  fusedUpdate<T>(p.data_ptr<T>(), grad.data_ptr<T>(), buf.defined() ? buf.data_ptr<T>() : nullptr, p.numel(), &f, m != nullptr,
+                 T(o.lr()), T(o.weight_decay()), T(o.momentum()), T(1 - o.dampening()), o.nesterov(), firstStep);
+}
+
+}  // namespace
+
+void RepOptSGD::stepFusedImpl() {
+  for (auto& group : param_groups_) {
+    const auto& o = static_cast<const RepOptSGDOptions&>(group.options());
+    for (auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      const at::Tensor& grad = p.grad();
+      const GradMult* m = gradMults_.find(p);
+      const bool fusable = p.is_cpu() && p.is_contiguous() && grad.is_contiguous() && grad.scalar_type() == p.scalar_type() &&
+                           (p.scalar_type() == at::kFloat || p.scalar_type() == at::kDouble);
+      if (!fusable) {
+        referenceUpdate(p, m ? m->multiplied(grad) : grad.clone(), o);
+        continue;
+      }
+      at::Tensor buf;
+      bool firstStep = false;
+      if (o.momentum() != 0) {
+        auto& st = stateFor(p);
+        firstStep = !st.momentum_buffer().defined();
+        if (firstStep) st.momentum_buffer(at::empty_like(p, at::MemoryFormat::Contiguous));
+        buf = st.momentum_buffer();
+      }
+      if (p.scalar_type() == at::kFloat)
+        fusedParam<float>(p, grad, buf, m, o, firstStep);
+      else
+        fusedParam<double>(p, grad, buf, m, o, firstStep);
+    }
+  }
+}
+
+std::unique_ptr<torch::optim::OptimizerOptions> RepOptSGD::readOptions(torch::serialize::InputArchive& archive) const {
+  auto o = std::make_unique<RepOptSGDOptions>();
+  o->serialize(archive);
+  o->validate();
+  return o;
+}
+
+std::unique_ptr<torch::optim::OptimizerParamState> RepOptSGD::readParamState(torch::serialize::InputArchive& archive,
+                                                                             const at::Tensor& param) const {
+  auto st = std::make_unique<RepOptSGDParamState>();
+  at::Tensor buf;
+  if (archive.try_read("momentum_buffer", buf)) {
+    TORCH_CHECK(buf.sizes() == param.sizes(), "optimizer state: a momentum buffer of shape ", buf.sizes(), " for a parameter of shape ",
+                param.sizes());
+    st->momentum_buffer(buf.to(param.options()));
+  }
+  return st;
+}
+
+}  // namespace repopt
