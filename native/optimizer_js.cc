@@ -133,6 +133,13 @@ Napi::Value JsOptimizer::StateBytes(const Napi::CallbackInfo& info) {
     h.optimizer->save(archive);
     archive.write("repopt_kind", c10::IValue(h.kind));
     archive.write("repopt_plain_steps", c10::IValue(h.plainSteps));
+    // libtorch's SGD / AdamW load() keeps the current group options: save them ourselves.
+    auto& groups = h.optimizer->param_groups();
+    for (size_t g = 0; g < groups.size(); ++g) {
+      torch::serialize::OutputArchive options;
+      groups[g].options().serialize(options);
+      archive.write("repopt_group_options_" + std::to_string(g), options);
+    }
     std::ostringstream out;
     archive.save_to(out);
     const std::string bytes = out.str();
@@ -155,7 +162,18 @@ Napi::Value JsOptimizer::LoadStateBytes(const Napi::CallbackInfo& info) {
       throw Napi::Error::New(info.Env(), "Optimizer.loadStateBytes: the state is of a " + kind.toStringRef() + " optimizer, this is " + h.kind);
     }
     archive.read("repopt_plain_steps", steps);
+    auto& groups = h.optimizer->param_groups();
+    std::vector<std::unique_ptr<torch::optim::OptimizerOptions>> options;
+    for (size_t g = 0; g < groups.size(); ++g) {
+      torch::serialize::InputArchive saved;
+      if (!archive.try_read("repopt_group_options_" + std::to_string(g), saved)) {
+        throw Napi::Error::New(info.Env(), "Optimizer.loadStateBytes: the state has fewer parameter groups than this optimizer");
+      }
+      options.push_back(groups[g].options().clone());
+      options.back()->serialize(saved);
+    }
     h.optimizer->load(archive);
+    for (size_t g = 0; g < groups.size(); ++g) groups[g].set_options(std::move(options[g]));
     h.plainSteps = steps.toInt();
     return info.Env().Undefined();
   });

@@ -1,0 +1,240 @@
+// Branch scale sets (the s, t, g vectors of hs / csla blocks that hyper-search learns): a typed, immutable
+// container, JSON and .pth files, and strict validation against a network spec. The official loader takes
+// scale files with strict=False and silently ignores mismatches; here a file either fits whole or is refused.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { HostTensor } from './backend';
+import { parameterInfo, type NetworkSpec } from './spec';
+import { parsePth, serializePth, writeFileAtomic, type PthTensor } from './pth';
+
+export type ScaleRole = 'scale_conv' | 'scale_1x1' | 'scale_identity';
+
+const SCALE_ROLES: readonly ScaleRole[] = ['scale_conv', 'scale_1x1', 'scale_identity'];
+
+/** The official state-dict key of a block's scale: 'stage1.0' + 'scale_1x1' -> 'stage1.0.scale_1x1.weight'. */
+export function scaleKey(block: string, role: ScaleRole): string {
+  return `${block}.${role}.weight`;
+}
+
+/** One block's branch scales: s (3x3 branch), t (1x1 branch), g (identity; only blocks that keep channels and
+ * resolution have one). */
+export interface BlockScales {
+  readonly s: Float32Array;
+  readonly t: Float32Array;
+  readonly g?: Float32Array;
+}
+
+/** An immutable map from official scale key to its vector. Values are copied in and copied out. */
+export class ScaleSet {
+  private readonly values: ReadonlyMap<string, Float32Array>;
+
+  private constructor(values: Map<string, Float32Array>) {
+    this.values = values;
+  }
+
+  /** Copies `entries` (converted to float32) in their order. */
+  static from(entries: Iterable<readonly [string, ArrayLike<number>]>): ScaleSet {
+    const values = new Map<string, Float32Array>();
+    for (const [key, vector] of entries) {
+      if (values.has(key)) throw new Error(`scale set: key '${key}' given twice`);
+      values.set(key, Float32Array.from(vector));
+    }
+    return new ScaleSet(values);
+  }
+
+  get size(): number {
+    return this.values.size;
+  }
+
+  keys(): string[] {
+    return [...this.values.keys()];
+  }
+
+  has(key: string): boolean {
+    return this.values.has(key);
+  }
+
+  /** A copy of the vector stored under `key`; throws naming the key when absent. */
+  get(key: string): Float32Array {
+    const vector = this.values.get(key);
+    if (!vector) throw new Error(`scale set: no key '${key}'`);
+    return vector.slice();
+  }
+
+  /** Copies of every entry, in order. */
+  entries(): Array<[string, Float32Array]> {
+    return [...this.values].map(([key, vector]) => [key, vector.slice()]);
+  }
+
+  /** The block's (s, t, g) vectors; g is absent when the set has no identity scale for the block. */
+  block(name: string): BlockScales {
+    const s = this.get(scaleKey(name, 'scale_conv'));
+    const t = this.get(scaleKey(name, 'scale_1x1'));
+    const identityKey = scaleKey(name, 'scale_identity');
+    return this.has(identityKey) ? { s, t, g: this.get(identityKey) } : { s, t };
+  }
+}
+
+/** What validateScales expects: every scale parameter of the spec's blocks in hs mode, with its length. */
+function expectedScaleLengths(spec: NetworkSpec): Map<string, number> {
+  const scaleRoles: ReadonlySet<string> = new Set(SCALE_ROLES);
+  return new Map(parameterInfo({ ...spec, mode: 'hs' }).filter((p) => scaleRoles.has(p.role)).map((p) => [p.name, p.shape[0]]));
+}
+
+/** Up to `limit` items, then how many more. */
+function listed(items: readonly string[], limit = 10): string {
+  const shown = items.slice(0, limit).join(', ');
+  return items.length > limit ? `${shown}, ... and ${items.length - limit} more` : shown;
+}
+
+/** Checks `set` against the scale parameters `spec` has in hs mode: every key present, no other keys, each
+ * vector of its block's output width, every value finite. Throws one Error listing every problem. */
+export function validateScales(spec: NetworkSpec, set: ScaleSet): void {
+  const expected = expectedScaleLengths(spec);
+  const missing = [...expected.keys()].filter((key) => !set.has(key));
+  const unexpected = set.keys().filter((key) => !expected.has(key));
+  const misshaped: string[] = [];
+  const nonFinite: string[] = [];
+  let nonFiniteValues = 0;
+  for (const [key, vector] of set.entries()) {
+    const length = expected.get(key);
+    if (length !== undefined && vector.length !== length) misshaped.push(`${key} has ${vector.length} values, expected ${length}`);
+    const first = vector.findIndex((v) => !Number.isFinite(v));
+    if (first >= 0) {
+      const count = vector.reduce((n, v) => (Number.isFinite(v) ? n : n + 1), 0);
+      nonFiniteValues += count;
+      nonFinite.push(`${key} has ${count} (first at [${first}]: ${vector[first]})`);
+    }
+  }
+  const problems = [
+    missing.length ? `missing keys (${missing.length}): ${listed(missing)}` : '',
+    unexpected.length ? `unexpected keys (${unexpected.length}): ${listed(unexpected)}` : '',
+    misshaped.length ? `wrong lengths (${misshaped.length}): ${listed(misshaped)}` : '',
+    nonFinite.length ? `non-finite values (${nonFiniteValues} in ${nonFinite.length} keys): ${listed(nonFinite)}` : '',
+  ].filter(Boolean);
+  if (problems.length > 0) {
+    throw new Error(`scales do not fit the network (${expected.size} scale keys expected, ${set.size} given):\n  ${problems.join('\n  ')}`);
+  }
+}
+
+/** The scale parameters of an hs / csla network's state dict (what hyper-search produces), validated. */
+export function scalesFromNetworkState(spec: NetworkSpec, state: ReadonlyMap<string, HostTensor>): ScaleSet {
+  if (spec.mode !== 'hs' && spec.mode !== 'csla') throw new Error(`scalesFromNetworkState: a '${spec.mode}' network has no branch scales (hs or csla needed)`);
+  const expected = expectedScaleLengths(spec);
+  const missing = [...expected.keys()].filter((key) => !state.has(key));
+  if (missing.length > 0) throw new Error(`scalesFromNetworkState: the state dict lacks ${missing.length} scale parameters: ${listed(missing)}`);
+  const set = ScaleSet.from([...expected.keys()].map((key): [string, ArrayLike<number>] => [key, (state.get(key) as HostTensor).data]));
+  validateScales(spec, set);
+  return set;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Files
+
+export type ScaleFileFormat = 'json' | 'pth';
+
+export const SCALE_JSON_FORMAT = 'repopt-scales';
+export const SCALE_JSON_VERSION = 1;
+
+/** The JSON scale file: {"format": "repopt-scales", "version": 1, "scales": {key: [numbers], ...}}. Numbers
+ * are float32 values written in the shortest form that reads back to the same float32 (-0 included). */
+export interface ScaleFileJson {
+  readonly format: typeof SCALE_JSON_FORMAT;
+  readonly version: typeof SCALE_JSON_VERSION;
+  readonly scales: Readonly<Record<string, readonly number[]>>;
+}
+
+/** The fewest significant digits that read back to the same float32 (9 always do); '-0' keeps the sign that
+ * JSON.stringify would drop. */
+function shortestFloat32Text(value: number): string {
+  if (Object.is(value, -0)) return '-0';
+  for (let digits = 1; digits < 9; digits++) {
+    const text = String(Number(value.toPrecision(digits)));
+    if (Math.fround(Number(text)) === value) return text;
+  }
+  return String(Number(value.toPrecision(9)));
+}
+
+/** The JSON text of a scale set, one key per line. Non-finite values cannot be written (JSON has none). */
+export function scalesToJson(set: ScaleSet): string {
+  const lines = set.entries().map(([key, vector]) => {
+    const bad = vector.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) throw new Error(`scales to JSON: ${key}[${bad}] is ${vector[bad]}, which JSON cannot store`);
+    const numbers = Array.from(vector, shortestFloat32Text);
+    return `    ${JSON.stringify(key)}: [${numbers.join(', ')}]`;
+  });
+  return `{\n  "format": "${SCALE_JSON_FORMAT}",\n  "version": ${SCALE_JSON_VERSION},\n  "scales": {\n${lines.join(',\n')}\n  }\n}\n`;
+}
+
+/** Parses scale JSON; `name` appears in errors. */
+export function scalesFromJson(text: string, name: string): ScaleSet {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${name}: not valid JSON (${(e as Error).message})`);
+  }
+  const doc = parsed as Partial<Record<keyof ScaleFileJson, unknown>> | null;
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc) || doc.format !== SCALE_JSON_FORMAT) {
+    throw new Error(`${name}: not a scale file (expected an object with "format": "${SCALE_JSON_FORMAT}")`);
+  }
+  if (doc.version !== SCALE_JSON_VERSION) throw new Error(`${name}: scale file version ${JSON.stringify(doc.version)} is not supported (this reader knows version ${SCALE_JSON_VERSION})`);
+  const scales = doc.scales;
+  if (typeof scales !== 'object' || scales === null || Array.isArray(scales)) throw new Error(`${name}: "scales" must be an object mapping keys to arrays of numbers`);
+  const entries = Object.entries(scales as Record<string, unknown>).map(([key, vector]): [string, Float32Array] => {
+    if (!Array.isArray(vector)) throw new Error(`${name}: scales["${key}"] is not an array of numbers`);
+    const values = Float32Array.from(vector as unknown[], (v, i) => {
+      if (typeof v !== 'number') throw new Error(`${name}: scales["${key}"][${i}] is ${JSON.stringify(v)}, not a number`);
+      return v;
+    });
+    const overflow = values.findIndex((v) => !Number.isFinite(v));
+    if (overflow >= 0) throw new Error(`${name}: scales["${key}"][${overflow}] = ${vector[overflow]} is outside the float32 range`);
+    return [key, values];
+  });
+  return ScaleSet.from(entries);
+}
+
+/** The bytes of a torch.save file holding the set as an OrderedDict of 1-D float32 tensors (the official
+ * scale file layout). */
+export function scalesToPth(set: ScaleSet, name?: string): Uint8Array {
+  const tensors = new Map<string, PthTensor>(set.entries().map(([key, vector]) => [key, { dtype: 'float32', shape: [vector.length], data: vector }]));
+  return serializePth(tensors, name);
+}
+
+/** Parses a torch.save scale file: a dict of 1-D float tensors (float64 is rounded to float32). */
+export function scalesFromPth(bytes: Uint8Array, name: string): ScaleSet {
+  const tensors = parsePth(bytes, name);
+  const notVectors = [...tensors].filter(([, t]) => t.shape.length !== 1 || (t.dtype !== 'float32' && t.dtype !== 'float64'));
+  if (notVectors.length > 0) {
+    const described = notVectors.map(([key, t]) => `${key} (${t.dtype} [${t.shape.join(', ')}])`);
+    throw new Error(`${name}: scales must be 1-D float tensors; ${notVectors.length} are not: ${listed(described)}`);
+  }
+  return ScaleSet.from([...tensors].map(([key, t]): [string, ArrayLike<number>] => [key, t.data as Float32Array | Float64Array]));
+}
+
+const ZIP_MAGIC = 'PK';
+
+function formatOfName(file: string): ScaleFileFormat | undefined {
+  const extension = path.extname(file).toLowerCase();
+  if (extension === '.json') return 'json';
+  if (extension === '.pth' || extension === '.pt') return 'pth';
+  return undefined;
+}
+
+/** Reads a scale file: JSON for '.json', torch.save for '.pth' / '.pt', otherwise told apart by content. */
+export function loadScales(file: string): ScaleSet {
+  const bytes = fs.readFileSync(file);
+  let format = formatOfName(file);
+  if (format === undefined) {
+    if (bytes.subarray(0, 2).toString('latin1') === ZIP_MAGIC) format = 'pth';
+    else if (bytes.toString('utf8').trimStart().startsWith('{')) format = 'json';
+    else throw new Error(`${file}: neither a JSON scale file nor a torch.save zip (name it .json or .pth to say which)`);
+  }
+  return format === 'json' ? scalesFromJson(bytes.toString('utf8'), file) : scalesFromPth(bytes, file);
+}
+
+/** Writes a scale file atomically; the format defaults to the one the extension names ('.json', '.pth', '.pt'). */
+export function saveScales(file: string, set: ScaleSet, format: ScaleFileFormat | undefined = formatOfName(file)): void {
+  if (format === undefined) throw new Error(`${file}: cannot tell the scale file format from the name; pass 'json' or 'pth'`);
+  writeFileAtomic(file, format === 'json' ? Buffer.from(scalesToJson(set), 'utf8') : scalesToPth(set, file));
+}

@@ -1,0 +1,172 @@
+// RepOptSGD / RepOptAdamW on the native backend: fused == reference and compact == full bit for bit,
+// state round trips, the official AdamW's departure from CSLA, and bad optimizer specs.
+import type { OptimizerSpec } from '../lib/backend';
+import { NativeBackendNetwork, nativeBackend } from '../lib/native-backend';
+import type { Precision } from '../lib/spec';
+import { batches, cslaAndTarget, cslaScales, repConvs, repOptSpec, specOf } from './equivalence-helpers';
+import { thrown, useTestThreads } from './helpers';
+
+beforeAll(useTestThreads);
+
+function twinTargets(precision: Precision): [NativeBackendNetwork, NativeBackendNetwork] {
+  const a = nativeBackend.createNetwork(specOf('target'), { precision, seed: 21 }) as NativeBackendNetwork;
+  const b = nativeBackend.createNetwork(specOf('target'), { precision, seed: 99 }) as NativeBackendNetwork;
+  b.loadStateDict(a.stateDict());
+  return [a, b];
+}
+
+function expectBitIdentical(a: NativeBackendNetwork, b: NativeBackendNetwork): void {
+  const sa = a.stateDict();
+  const sb = b.stateDict();
+  for (const [name, t] of sa) {
+    const other = sb.get(name)!.data;
+    const same = t.data.every((v, i) => Object.is(v, other[i]));
+    if (!same) throw new Error(`${name} differs`);
+  }
+}
+
+const convs = repConvs(cslaScales());
+// Groups with their own options, wd on conv weights only (the official grouping's shape).
+const grouped = (base: OptimizerSpec): OptimizerSpec => ({
+  ...base,
+  groups: [
+    { params: specOf('target').blocks.map((b) => `${b.name}.conv.weight`).concat('linear.weight'), weightDecay: 4e-3 },
+    { params: specOf('target').blocks.flatMap((b) => [`${b.name}.bn.weight`, `${b.name}.bn.bias`]).concat('linear.bias'), weightDecay: 0, lr: 0.02, dampening: 0.1, nesterov: false },
+  ],
+});
+
+describe.each(['float32', 'float64'] as Precision[])('RepOptSGD bit-exactness (%s)', (precision) => {
+  const data = batches(8, precision);
+  const specs: [string, OptimizerSpec][] = [
+    ['nesterov + wd', repOptSpec({ type: 'sgd', lr: 0.05, momentum: 0.9, nesterov: true, weightDecay: 1e-3 }, convs)],
+    ['grouped, dampening', repOptSpec(grouped({ type: 'sgd', lr: 0.05, momentum: 0.8 }), convs)],
+    ['no momentum', repOptSpec({ type: 'sgd', lr: 0.1 }, convs)],
+  ];
+
+  test.each(specs)('fused step == reference step (%s)', (_, spec) => {
+    const [a, b] = twinTargets(precision);
+    const fused = a.createOptimizer(spec);
+    const reference = b.createOptimizer(spec);
+    reference.handle.setImplementation('reference');
+    for (const { x, y } of data) {
+      expect(a.trainStep(fused, x, y)).toBe(b.trainStep(reference, x, y));
+    }
+    expectBitIdentical(a, b);
+  });
+
+  test.each(specs)('compact GradMult == full GradMult (%s)', (_, spec) => {
+    const [a, b] = twinTargets(precision);
+    const compact = a.createOptimizer(spec);
+    const full = b.createOptimizer({ ...spec, gradMultStorage: 'full' });
+    for (const { x, y } of data) a.trainStep(compact, x, y), b.trainStep(full, x, y);
+    expectBitIdentical(a, b);
+    // Compact keeps per-channel vectors only; full keeps a tensor per conv weight.
+    const convElements = convs.reduce((n, c) => n + c.shape.reduce((p, d) => p * d, 1), 0);
+    const bytes = precision === 'float32' ? 4 : 8;
+    expect(full.handle.gradMultBytes).toBeGreaterThanOrEqual(convElements * bytes);
+    expect(compact.handle.gradMultBytes).toBeLessThan(convElements * bytes / 4);
+  });
+});
+
+describe('optimizer state round trip', () => {
+  test.each([
+    ['repopt-sgd', repOptSpec({ type: 'sgd', lr: 0.05, momentum: 0.9, nesterov: true, weightDecay: 1e-3 }, convs)],
+    ['repopt-sgd full', repOptSpec({ type: 'sgd', lr: 0.05, momentum: 0.9 }, convs, { gradMultStorage: 'full' })],
+    ['repopt-adamw', repOptSpec({ type: 'adamw', lr: 1e-3 }, convs)],
+    ['sgd', { type: 'sgd', lr: 0.05, momentum: 0.9 } as OptimizerSpec],
+    ['adamw', { type: 'adamw', lr: 1e-3, weightDecay: 0.05 } as OptimizerSpec],
+  ] as [string, OptimizerSpec][])('%s: save after 4 steps, load into a fresh optimizer, 4 more steps agree bit for bit', (_, spec) => {
+    const data = batches(8, 'float32');
+    const [a, b] = twinTargets('float32');
+    const optA = a.createOptimizer(spec);
+    for (const { x, y } of data.slice(0, 4)) a.trainStep(optA, x, y);
+    const saved = optA.handle.stateBytes();
+
+    b.loadStateDict(a.stateDict());
+    // A fresh optimizer, built with GradMults of other scales and another lr: load replaces them all.
+    const optB = b.createOptimizer({ ...spec, lr: 123, ...(spec.gradMults ? { gradMults: repOptSpec(spec, repConvs(cslaScales(77))).gradMults } : {}) });
+    optB.handle.loadStateBytes(saved);
+    expect(optB.steps).toBe(4);
+    for (const { x, y } of data.slice(4)) expect(b.trainStep(optB, x, y)).toBe(a.trainStep(optA, x, y));
+    expectBitIdentical(a, b);
+    expect(optB.steps).toBe(8);
+  });
+
+  test('a state that does not fit is refused and changes nothing', () => {
+    const [a, b] = twinTargets('float32');
+    const spec = repOptSpec({ type: 'sgd', lr: 0.05, momentum: 0.9 }, convs);
+    const sgd = a.createOptimizer(spec);
+    const { x, y } = batches(1, 'float32')[0];
+    a.trainStep(sgd, x, y);
+    const adamw = b.createOptimizer({ type: 'adamw', lr: 1e-3 });
+    expect(thrown(() => adamw.handle.loadStateBytes(sgd.handle.stateBytes())).message).toMatch(/the state is of a repopt-sgd optimizer, this is adamw/);
+    const fewer = b.createOptimizer({ ...spec, groups: [{ params: ['linear.weight'] }], gradMults: [] });
+    expect(thrown(() => fewer.handle.loadStateBytes(sgd.handle.stateBytes())).message).toMatch(/saved with \d+ parameters, this optimizer's has 1/);
+    expect(fewer.steps).toBe(0);
+    expect(thrown(() => sgd.handle.loadStateBytes(new Uint8Array([1, 2, 3]))).name).toBe('Error');
+    expect(sgd.steps).toBe(1);
+  });
+});
+
+describe('RepOptAdamW (official semantics) departs from a CSLA block trained with AdamW', () => {
+  test('one step: same-sign channels move like CSLA, mixed-sign channels move (|s|+|t|)/|s+t| times less', () => {
+    // Adam's first step moves each weight by ~lr: the CSLA kernel's centre moves by (|s| + |t|) lr,
+    // the official rule (power 1) by |s + t| lr. Equal only where s and t share a sign.
+    const { csla, target, convs: cs, scales } = cslaAndTarget(nativeBackend, 'float64');
+    const lr = 1e-3;
+    const plain = csla.createOptimizer({ type: 'adamw', lr, weightDecay: 0 });
+    const official = target.createOptimizer({ type: 'adamw', lr, weightDecay: 0, gradMults: cs.map((c) => ({ ...gradMultOfPower1(c) })) });
+    const before = target.stateDict();
+    const { x, y } = batches(1, 'float64')[0];
+    csla.trainStep(plain, x, y);
+    target.trainStep(official, x, y);
+    const after = target.stateDict();
+    const cslaAfter = csla.stateDict();
+    const block = 'stage1.0'; // no identity branch, so every centre is s, t only
+    const { s, t } = scales.get(block)!;
+    const w = (state: Map<string, { data: ArrayLike<number> }>, o: number, i: number) => state.get(`${block}.conv.weight`)!.data[(o * 4 + i) * 9 + 4];
+    const cslaCentre = (o: number, i: number) =>
+      s[o] * cslaAfter.get(`${block}.conv.weight`)!.data[(o * 4 + i) * 9 + 4] + t[o] * cslaAfter.get(`${block}.conv_1x1.weight`)!.data[o * 4 + i];
+    let mixed = 0;
+    for (let o = 0; o < 6; o++) {
+      for (let i = 0; i < 4; i++) {
+        const official = Math.abs(w(after, o, i) - w(before, o, i));
+        const cslaMove = Math.abs(cslaCentre(o, i) - w(before, o, i));
+        const expected = (Math.abs(s[o]) + Math.abs(t[o])) / Math.abs(s[o] + t[o]);
+        // Relative: Adam's eps weighs a little where |s + t| is tiny.
+        expect(Math.abs(cslaMove / official / expected - 1)).toBeLessThan(1e-3);
+        if (Math.sign(s[o]) !== Math.sign(t[o])) mixed++;
+      }
+    }
+    expect(mixed).toBeGreaterThan(0); // the fixture has mixed-sign channels
+  });
+});
+
+function gradMultOfPower1(c: ReturnType<typeof repConvs>[number]) {
+  return { param: c.param, shape: c.shape, base: Float64Array.from(c.scales.s), centre: Float64Array.from(c.scales.t), identity: c.identity, groups: 1 };
+}
+
+describe('bad optimizer specs are clear errors', () => {
+  const net = nativeBackend.createNetwork(specOf('csla'), { seed: 1 }) as NativeBackendNetwork;
+  const cases: [string, object, RegExp][] = [
+    ['unknown type', { type: 'lamb', lr: 0.1 }, /spec\.type must be 'sgd' or 'adamw', got 'lamb'/],
+    ['missing lr', { type: 'sgd' }, /spec\.lr is required/],
+    ['NaN lr', { type: 'sgd', lr: NaN }, /spec\.lr must be finite/],
+    ['negative lr', { type: 'sgd', lr: -1 }, /Invalid learning rate: -1/],
+    ['nesterov without momentum', { type: 'sgd', lr: 0.1, nesterov: true }, /Nesterov momentum requires a momentum and zero dampening/],
+    ['unknown parameter', { type: 'sgd', lr: 0.1, groups: [{ params: ['stage9.conv.weight'] }] }, /spec\.groups\[0\]\.params names 'stage9\.conv\.weight', which is not a parameter/],
+    ['constant parameter', { type: 'sgd', lr: 0.1, groups: [{ params: ['stage0.scale_1x1.weight'] }] }, /is a constant \(not trainable\)/],
+    ['parameter in two groups', { type: 'sgd', lr: 0.1, groups: [{ params: ['linear.bias'] }, { params: ['linear.bias'] }] }, /already in another group/],
+    ['GradMult for a parameter not in the optimizer', { type: 'sgd', lr: 0.1, groups: [{ params: ['linear.bias'] }], gradMults: [{ param: 'stage0.conv.weight', base: new Float64Array(4), centre: new Float64Array(4), identity: false, groups: 1 }] }, /gradMults\[0\]\.param names 'stage0\.conv\.weight', which is not a parameter this optimizer updates/],
+    ['GradMult of the wrong length', { type: 'sgd', lr: 0.1, gradMults: [{ param: 'stage0.conv.weight', base: new Float64Array(3), centre: new Float64Array(4), identity: false, groups: 1 }] }, /GradMult: base must have 4 entries/],
+    ['GradMult with NaN', { type: 'sgd', lr: 0.1, gradMults: [{ param: 'stage0.conv.weight', base: Float64Array.of(1, NaN, 1, 1), centre: new Float64Array(4), identity: false, groups: 1 }] }, /GradMult: scales must be finite/],
+    ['identity on a channel-changing conv', { type: 'sgd', lr: 0.1, gradMults: [{ param: 'stage1.0.conv.weight', base: new Float64Array(6), centre: new Float64Array(6), identity: true, groups: 1 }] }, /identity branch needs as many input channels \(4\) as output channels \(6\)/],
+    ['base not a Float64Array', { type: 'sgd', lr: 0.1, gradMults: [{ param: 'stage0.conv.weight', base: [1, 1, 1, 1], centre: new Float64Array(4) }] }, /gradMults\[0\]\.base must be a Float64Array, got an array/],
+  ];
+  test.each(cases)('%s', (_, spec, message) => {
+    const before = net.stateDict();
+    expect(thrown(() => net.handle.createOptimizer(spec)).message).toMatch(message);
+    const after = net.stateDict();
+    for (const [k, v] of before) expect(after.get(k)!.data).toEqual(v.data);
+  });
+});
