@@ -2,3 +2,23 @@ export { Tensor, isTensor } from './tensor';
 export type { DType, TensorData, ArrayOf, DTypeOf } from './tensor';
 export { info, memory, setNumThreads, manualSeed } from './runtime';
 export type { RuntimeInfo, MemoryInfo } from './runtime';
+export type { Backend, BackendName, GradMult, HostTensor, Network, Optimizer, OptimizerSpec, ParamGroupSpec, TrainStepOptions } from './backend';
+export { nativeBackend } from './native-backend';
+export { referenceBackend } from './reference';
+export * from './spec';
+export { ARCHS, archConfig, networkSpec } from './configs';
+export type { ArchConfig, ArchName, SpecOptions } from './configs';
+export { applyInitRule, freshKernel1x1, fullGradMult, gradMultOf, mergedKernel, repConvsOf } from './repopt';
+export type { BranchScales, InitRuleOptions, RepConv } from './repopt';
+export { ScaleSet, loadScales, saveScales, validateScales, scalesFromNetworkState } from './scales';
+export { readPth, writePth, parsePth, serializePth } from './pth';
+export type { PthTensor, PthDtype } from './pth';
+
+import { nativeBackend } from './native-backend';
+import { referenceBackend } from './reference';
+import type { Backend, BackendName } from './backend';
+
+/** A backend by name: 'native' (libtorch) or 'reference' (pure TypeScript, slow, no addon needed). */
+export function backend(name: BackendName): Backend {
+  return name === 'native' ? nativeBackend : referenceBackend;
+}

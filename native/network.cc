@@ -132,6 +132,20 @@ NamedTensors Network::namedBuffers() const {
   return out;
 }
 
+NamedTensors Network::stateDict() const {
+  NamedTensors out;
+  auto add = [&](const std::string& prefix, const torch::nn::Module& root) {
+    for (const auto& item : root.named_modules()) {
+      const std::string path = item.key().empty() ? prefix : prefix + "." + item.key();
+      for (const auto& p : item.value()->named_parameters(false)) out.emplace_back(path + "." + p.key(), p.value());
+      for (const auto& b : item.value()->named_buffers(false)) out.emplace_back(path + "." + b.key(), b.value());
+    }
+  };
+  for (size_t i = 0; i < blocks_.size(); ++i) add(config_.blocks[i].name, *blocks_[i]);
+  add("linear", *linear_);
+  return out;
+}
+
 std::vector<at::Tensor> Network::trainableParameters() const {
   std::vector<at::Tensor> out;
   for (const auto& [_, p] : namedParameters())

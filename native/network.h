@@ -56,6 +56,8 @@ class Network {
   // In the official registration order, with full keys ('stage1.0.conv.weight', 'linear.bias').
   NamedTensors namedParameters() const;
   NamedTensors namedBuffers() const;
+  // Parameters and buffers in PyTorch's state_dict order (each module's own, then its children's).
+  NamedTensors stateDict() const;
   std::vector<at::Tensor> trainableParameters() const;
   // Looks a parameter up by key; undefined tensor when absent.
   at::Tensor parameter(const std::string& name) const;

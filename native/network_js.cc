@@ -247,8 +247,7 @@ Napi::Value JsNetwork::StateDict(const Napi::CallbackInfo& info) {
     args.expectCount(0, 0);
     Network& net = idle(args.fn());
     auto out = Napi::Object::New(info.Env());
-    for (const auto& [name, t] : net.namedParameters()) out.Set(name, Tensor::Wrap(info.Env(), t.detach().clone()));
-    for (const auto& [name, t] : net.namedBuffers()) out.Set(name, Tensor::Wrap(info.Env(), t.detach().clone()));
+    for (const auto& [name, t] : net.stateDict()) out.Set(name, Tensor::Wrap(info.Env(), t.detach().clone()));
     return out;
   });
 }
@@ -268,8 +267,7 @@ Napi::Value JsNetwork::LoadStateDict(const Napi::CallbackInfo& info) {
     args.expectCount(1, 1);
     Network& net = idle(args.fn());
     Napi::Object state = args.object(0, "state");
-    NamedTensors targets = net.namedParameters();
-    for (auto& b : net.namedBuffers()) targets.push_back(b);
+    NamedTensors targets = net.stateDict();
     // Check every key and shape first, report all problems at once, and load nothing if any.
     std::vector<std::string> missing, misshaped, unexpected, notTensors;
     std::vector<std::pair<at::Tensor, at::Tensor>> copies;

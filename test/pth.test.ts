@@ -6,7 +6,7 @@ import { unzipSync, zipSync, type Zippable } from 'fflate';
 import { parsePth, readPth, serializePth, writePth, type PthTensor } from '../lib/pth';
 import { thrown } from './helpers';
 
-const FIXTURES = '/work/shared/fixtures/official-scales';
+const FIXTURES = path.join(__dirname, 'fixtures', 'official-scales');
 const B1 = path.join(FIXTURES, 'RepOpt-VGG-B1-scales.pth');
 const B2 = path.join(FIXTURES, 'RepOpt-VGG-B2-scales.pth');
 

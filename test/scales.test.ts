@@ -18,7 +18,7 @@ import {
 import { parameterInfo, type BlockSpec, type NetworkSpec } from '../lib/spec';
 import { thrown } from './helpers';
 
-const FIXTURES = '/work/shared/fixtures/official-scales';
+const FIXTURES = path.join(__dirname, 'fixtures', 'official-scales');
 const B1_FILE = path.join(FIXTURES, 'RepOpt-VGG-B1-scales.pth');
 const B2_FILE = path.join(FIXTURES, 'RepOpt-VGG-B2-scales.pth');
 
