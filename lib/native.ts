@@ -98,6 +98,8 @@ export interface NativeNetwork {
   createOptimizer(spec: object): NativeOptimizer;
   trainStep(optimizer: NativeOptimizer, input: Tensor, labels: Tensor, labelSmoothing?: number): number;
   trainStepAsync(optimizer: NativeOptimizer, input: Tensor, labels: Tensor, labelSmoothing?: number): Promise<number>;
+  /** Benchmarks: sets fixed random gradients, then times `steps` optimizer steps (ms each). */
+  timeOptimizerSteps(optimizer: NativeOptimizer, steps: number): Float64Array;
   dispose(): void;
 }
 

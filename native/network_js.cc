@@ -5,6 +5,7 @@
 #include <torch/optim/sgd.h>
 #include <torch/utils.h>
 
+#include <chrono>
 #include <set>
 
 #include "addon.h"
@@ -204,6 +205,7 @@ void JsNetwork::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
                                         InstanceMethod<&JsNetwork::TrainStep>("trainStep"),
                                         InstanceMethod<&JsNetwork::TrainStepAsync>("trainStepAsync"),
                                         InstanceMethod<&JsNetwork::Dispose>("dispose"),
+                                        InstanceMethod<&JsNetwork::TimeOptimizerSteps>("timeOptimizerSteps"),
                                     });
   addon.networkConstructor = Napi::Persistent(ctor);
   exports.Set("Network", ctor);
@@ -371,6 +373,26 @@ Napi::Value JsNetwork::TrainStepAsync(const Napi::CallbackInfo& info) {
     return PromiseWorker<double>::start(
         info.Env(), [keep, s]() { return trainStepImpl(*keep, *s.optimizer, s.input, s.labels, s.labelSmoothing); },
         [](Napi::Env env, double& loss) -> Napi::Value { return Napi::Number::New(env, loss); }, [this]() { busy_ = false; });
+  });
+}
+
+Napi::Value JsNetwork::TimeOptimizerSteps(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Args args(info, "Network.timeOptimizerSteps");
+    args.expectCount(2, 2);
+    Network& net = idle(args.fn());
+    auto opt = JsOptimizer::Get(args, 0, "optimizer");
+    if (opt->network.get() != &net) args.rangeError("optimizer", "belongs to another network");
+    const int64_t steps = args.integer(1, "steps", 1, 100000);
+    // Benchmark only: fixed random gradients, then `steps` optimizer steps timed one by one.
+    for (auto& p : net.trainableParameters()) p.mutable_grad() = at::randn_like(p).mul_(1e-3);
+    auto times = Napi::Float64Array::New(info.Env(), size_t(steps));
+    for (int64_t k = 0; k < steps; ++k) {
+      auto start = std::chrono::steady_clock::now();
+      opt->step();
+      times[size_t(k)] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    }
+    return times;
   });
 }
 

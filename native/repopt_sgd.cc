@@ -84,49 +84,63 @@ void RepOptSGD::stepReferenceImpl() {
 
 namespace {
 
-// Where a compact GradMult's factors live, and the weight geometry to find an element's factor.
+// Where a compact GradMult's factors live, and the weight geometry.
 template <typename T>
 struct Factors {
   const T* base = nullptr;
   const T* centre = nullptr;
   const T* diagonal = nullptr;
   const T* full = nullptr;
-  int64_t perOutput = 0, perGroup = 0, kernelArea = 0, centreOffset = 0;
+  int64_t outputs = 0, perGroup = 0, kernelArea = 0, centreOffset = 0;
   bool identity = false;
 };
 
-// One pass over a parameter. Each element's update uses the same operations, in the same order and
-// precision, as the reference loop's ATen ops (one rounding each; no contraction into FMAs, see
-// -ffp-contract=off in the build), so the two agree bit for bit.
+// The SGD update of one element from its multiplied gradient d. Same operations, order and
+// precision as the reference loop's ATen ops (one rounding each; no FMA contraction, see
+// -ffp-contract=off in the build), so fused and reference agree bit for bit.
 template <typename T>
-void fusedUpdate(T* p, const T* g, T* buf, int64_t n, const Factors<T>* f, bool hasMult, T lr, T wd, T mu, T damp1,
-                 bool nesterov, bool firstStep) {
-  at::parallel_for(0, n, 16384, [&](int64_t begin, int64_t end) {
-    for (int64_t e = begin; e < end; ++e) {
-      T d = g[e];
-      if (hasMult) {
-        T m;
-        if (f->full) {
-          m = f->full[e];
-        } else {
-          const int64_t o = e / f->perOutput;
-          const int64_t r = e - o * f->perOutput;
-          if (r % f->kernelArea != f->centreOffset)
-            m = f->base[o];
-          else if (f->identity && r / f->kernelArea == o % f->perGroup)
-            m = f->diagonal[o];
-          else
-            m = f->centre[o];
+struct Update {
+  T* p;
+  T* buf;
+  T lr, wd, mu, damp1;
+  bool nesterov, firstStep;
+  inline void operator()(int64_t e, T d) const {
+    if (wd != T(0)) d = d + T(p[e] * wd);
+    if (mu != T(0)) {
+      const T b = firstStep ? d : T(T(buf[e] * mu) + T(d * damp1));
+      buf[e] = b;
+      d = nesterov ? T(d + T(b * mu)) : b;
+    }
+    p[e] = p[e] - T(d * lr);
+  }
+};
+
+// One pass over a parameter, parallel over output channels (compact GradMult) or elements.
+template <typename T>
+void fusedUpdate(const T* g, int64_t n, const Factors<T>* f, const Update<T>& update) {
+  if (f && !f->full) {
+    const int64_t kk = f->kernelArea, perOutput = f->perGroup * kk;
+    at::parallel_for(0, f->outputs, std::max<int64_t>(1, 16384 / perOutput), [&](int64_t begin, int64_t end) {
+      for (int64_t o = begin; o < end; ++o) {
+        const T base = f->base[o], centre = f->centre[o];
+        const int64_t diagonalInput = f->identity ? o % f->perGroup : -1;
+        for (int64_t i = 0; i < f->perGroup; ++i) {
+          const int64_t offset = o * perOutput + i * kk;
+          for (int64_t q = 0; q < kk; ++q) {
+            const T m = q != f->centreOffset ? base : (i == diagonalInput ? f->diagonal[o] : centre);
+            update(offset + q, T(g[offset + q] * m));
+          }
         }
-        d = d * m;
       }
-      if (wd != T(0)) d = d + T(p[e] * wd);
-      if (mu != T(0)) {
-        const T b = firstStep ? d : T(T(buf[e] * mu) + T(d * damp1));
-        buf[e] = b;
-        d = nesterov ? T(d + T(b * mu)) : b;
-      }
-      p[e] = p[e] - T(d * lr);
+    });
+    return;
+  }
+  const T* full = f ? f->full : nullptr;
+  at::parallel_for(0, n, 16384, [&](int64_t begin, int64_t end) {
+    if (full) {
+      for (int64_t e = begin; e < end; ++e) update(e, T(g[e] * full[e]));
+    } else {
+      for (int64_t e = begin; e < end; ++e) update(e, g[e]);
     }
   });
 }
@@ -141,13 +155,14 @@ void fusedParam(at::Tensor& p, const at::Tensor& grad, at::Tensor& buf, const Gr
     f.centre = m->centreFactor().data_ptr<T>();
     f.diagonal = m->identity() ? m->diagonalFactor().data_ptr<T>() : nullptr;
     f.identity = m->identity();
-    f.kernelArea = m->kernel() * m->kernel();
+    f.outputs = p.size(0);
     f.perGroup = p.size(1);
-    f.perOutput = f.perGroup * f.kernelArea;
+    f.kernelArea = m->kernel() * m->kernel();
     f.centreOffset = (m->kernel() / 2) * m->kernel() + m->kernel() / 2;
   }
-  fusedUpdate<T>(p.data_ptr<T>(), grad.data_ptr<T>(), buf.defined() ? buf.data_ptr<T>() : nullptr, p.numel(), &f, m != nullptr,
-                 T(o.lr()), T(o.weight_decay()), T(o.momentum()), T(1 - o.dampening()), o.nesterov(), firstStep);
+  Update<T> update{p.data_ptr<T>(), buf.defined() ? buf.data_ptr<T>() : nullptr, T(o.lr()), T(o.weight_decay()), T(o.momentum()),
+                   T(1 - o.dampening()), o.nesterov(), firstStep};
+  fusedUpdate<T>(grad.data_ptr<T>(), p.numel(), m ? &f : nullptr, update);
 }
 
 }  // namespace
