@@ -98,6 +98,8 @@ export interface NativeNetwork {
   createOptimizer(spec: object): NativeOptimizer;
   trainStep(optimizer: NativeOptimizer, input: Tensor, labels: Tensor, labelSmoothing?: number): number;
   trainStepAsync(optimizer: NativeOptimizer, input: Tensor, labels: Tensor, labelSmoothing?: number): Promise<number>;
+  /** Moves parameters and buffers to 'cpu' / 'cuda[:n]'; only before optimizers are created. */
+  to(device: string): void;
   /** Benchmarks: sets fixed random gradients, then times `steps` optimizer steps (ms each). */
   timeOptimizerSteps(optimizer: NativeOptimizer, steps: number): Float64Array;
   dispose(): void;

@@ -206,6 +206,7 @@ void JsNetwork::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
                                         InstanceMethod<&JsNetwork::TrainStepAsync>("trainStepAsync"),
                                         InstanceMethod<&JsNetwork::Dispose>("dispose"),
                                         InstanceMethod<&JsNetwork::TimeOptimizerSteps>("timeOptimizerSteps"),
+                                        InstanceMethod<&JsNetwork::To>("to"),
                                     });
   addon.networkConstructor = Napi::Persistent(ctor);
   exports.Set("Network", ctor);
@@ -393,6 +394,19 @@ Napi::Value JsNetwork::TimeOptimizerSteps(const Napi::CallbackInfo& info) {
       times[size_t(k)] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     }
     return times;
+  });
+}
+
+Napi::Value JsNetwork::To(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Args args(info, "Network.to");
+    args.expectCount(1, 1);
+    Network& net = idle(args.fn());
+    at::Device device = parseDevice(args, 0, "device");
+    // Optimizers hold buffers and GradMults on the old device: move first, then create them.
+    if (network_.use_count() > 1) throw Napi::Error::New(info.Env(), "Network.to: optimizers exist for this network; move the network before creating them");
+    net.to(device, net.dtype());
+    return info.Env().Undefined();
   });
 }
 

@@ -28,6 +28,7 @@ class JsNetwork : public Napi::ObjectWrap<JsNetwork> {
   Napi::Value TrainStepAsync(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value TimeOptimizerSteps(const Napi::CallbackInfo& info);
+  Napi::Value To(const Napi::CallbackInfo& info);
 
   // The network, checked to be alive and not inside an async step.
   Network& idle(const char* fn) const;

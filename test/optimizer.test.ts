@@ -170,3 +170,33 @@ describe('bad optimizer specs are clear errors', () => {
     for (const [k, v] of before) expect(after.get(k)!.data).toEqual(v.data);
   });
 });
+
+describe('devices', () => {
+  test('moving a network after creating an optimizer is refused', () => {
+    const [a] = twinTargets('float32');
+    a.handle.to('cpu');
+    a.createOptimizer({ type: 'sgd', lr: 0.1 });
+    expect(thrown(() => a.handle.to('cpu')).message).toMatch(/optimizers exist for this network/);
+  });
+
+  // Runs where libtorch sees a GPU (the CUDA build); on CPU-only machines there is nothing to run.
+  const cuda = require('../lib/runtime').info().cuda as boolean;
+  (cuda ? test : test.skip)('CUDA: compact == full GradMult and close to the CPU result', () => {
+    const spec = repOptSpec({ type: 'sgd', lr: 0.05, momentum: 0.9, nesterov: true, weightDecay: 1e-3 }, convs);
+    const [a, b] = twinTargets('float64');
+    const [c] = twinTargets('float64');
+    c.loadStateDict(a.stateDict());
+    a.handle.to('cuda');
+    b.handle.to('cuda');
+    const compact = a.createOptimizer(spec);
+    const full = b.createOptimizer({ ...spec, gradMultStorage: 'full' });
+    const cpu = c.createOptimizer(spec);
+    for (const { x, y } of batches(6, 'float64')) a.trainStep(compact, x, y), b.trainStep(full, x, y), c.trainStep(cpu, x, y);
+    expectBitIdentical(a, b);
+    const sa = a.stateDict();
+    for (const [name, t] of c.stateDict()) {
+      const other = sa.get(name)!.data;
+      t.data.forEach((v, i) => expect(Math.abs(v - other[i])).toBeLessThan(1e-9 * (1 + Math.abs(v))));
+    }
+  });
+});
