@@ -3,11 +3,15 @@
 // process, so nothing here may live in statics.
 #include <napi.h>
 
+#include <memory>
+
 namespace at {
 class Tensor;
 }
 
 namespace repopt {
+
+struct OptimizerHandle;
 
 class Addon : public Napi::Addon<Addon> {
  public:
@@ -18,13 +22,27 @@ class Addon : public Napi::Addon<Addon> {
   // Tensors without data.
   at::Tensor* pendingTensor = nullptr;
   Napi::FunctionReference optimizerConstructor;
-  Napi::FunctionReference networkConstructor;
   // Like pendingTensor, for optimizers made by Network.createOptimizer.
-  void* pendingOptimizer = nullptr;
+  std::shared_ptr<OptimizerHandle>* pendingOptimizer = nullptr;
   // Bytes of live JS-owned tensors, as reported to V8 (AdjustExternalMemory).
   int64_t tensorBytes = 0;
 
   static Addon& of(Napi::Env env) { return *env.GetInstanceData<Addon>(); }
 };
+
+// Constructs a JS object with `ctor` while `slot` points at `value`; the C++ constructor takes the
+// value from the slot. JS code calling the constructor directly finds the slot empty.
+template <typename T>
+Napi::Object constructFromSlot(Napi::FunctionReference& ctor, T*& slot, T& value) {
+  slot = &value;
+  try {
+    Napi::Object obj = ctor.New({});
+    slot = nullptr;
+    return obj;
+  } catch (...) {
+    slot = nullptr;
+    throw;
+  }
+}
 
 }  // namespace repopt

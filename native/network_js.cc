@@ -208,7 +208,6 @@ void JsNetwork::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
                                         InstanceMethod<&JsNetwork::TimeOptimizerSteps>("timeOptimizerSteps"),
                                         InstanceMethod<&JsNetwork::To>("to"),
                                     });
-  addon.networkConstructor = Napi::Persistent(ctor);
   exports.Set("Network", ctor);
 }
 

@@ -43,22 +43,14 @@ void JsOptimizer::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
 JsOptimizer::JsOptimizer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsOptimizer>(info) {
   Addon& addon = Addon::of(info.Env());
   if (addon.pendingOptimizer == nullptr) throw Napi::TypeError::New(info.Env(), "Optimizer: use network.createOptimizer(spec)");
-  handle_ = *static_cast<std::shared_ptr<OptimizerHandle>*>(addon.pendingOptimizer);
+  handle_ = *addon.pendingOptimizer;
   addon.pendingOptimizer = nullptr;
   info.This().As<Napi::Object>().TypeTag(&kOptimizerTag);
 }
 
 Napi::Object JsOptimizer::Wrap(Napi::Env env, std::shared_ptr<OptimizerHandle> handle) {
   Addon& addon = Addon::of(env);
-  addon.pendingOptimizer = &handle;
-  try {
-    Napi::Object obj = addon.optimizerConstructor.New({});
-    addon.pendingOptimizer = nullptr;
-    return obj;
-  } catch (...) {
-    addon.pendingOptimizer = nullptr;
-    throw;
-  }
+  return constructFromSlot(addon.optimizerConstructor, addon.pendingOptimizer, handle);
 }
 
 std::shared_ptr<OptimizerHandle> JsOptimizer::Get(const Args& args, size_t i, const char* name) {

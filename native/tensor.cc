@@ -110,15 +110,7 @@ Tensor::Tensor(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Tensor>(info) 
 
 Napi::Object Tensor::Wrap(Napi::Env env, at::Tensor t) {
   Addon& addon = Addon::of(env);
-  addon.pendingTensor = &t;
-  try {
-    Napi::Object obj = addon.tensorConstructor.New({});
-    addon.pendingTensor = nullptr;
-    return obj;
-  } catch (...) {
-    addon.pendingTensor = nullptr;
-    throw;
-  }
+  return constructFromSlot(addon.tensorConstructor, addon.pendingTensor, t);
 }
 
 const at::Tensor* Tensor::TryGet(Napi::Value v, const char* fn) {

@@ -11,9 +11,9 @@ beforeAll(useTestThreads);
 
 const cases: [string, Precision, Backend, number, number][] = [
   // backend, precision, steps, tolerance (relative)
-  ['native', 'float64', nativeBackend, 25, 1e-10],
+  ['native', 'float64', nativeBackend, 25, 1e-12],
   ['native', 'float32', nativeBackend, 25, 1e-5],
-  ['reference', 'float64', referenceBackend, 20, 1e-10],
+  ['reference', 'float64', referenceBackend, 20, 1e-12],
   ['reference', 'float32', referenceBackend, 20, 1e-5],
 ];
 

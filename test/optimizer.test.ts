@@ -200,3 +200,22 @@ describe('devices', () => {
     }
   });
 });
+
+describe('asynchronous train steps', () => {
+  test('trainStepAsync equals trainStep, and a second call while one runs is refused', async () => {
+    const [a, b] = twinTargets('float32');
+    const spec = repOptSpec({ type: 'sgd', lr: 0.05, momentum: 0.9 }, convs);
+    const optA = a.createOptimizer(spec);
+    const optB = b.createOptimizer(spec);
+    const { Tensor } = require('../lib');
+    for (const { x, y } of batches(3, 'float32')) {
+      const input = Tensor.fromArray(x.data, x.shape);
+      const labels = Tensor.fromArray(y);
+      const pending = b.handle.trainStepAsync(optB.handle, input, labels, 0);
+      expect(thrown(() => b.handle.trainStep(optB.handle, input, labels)).message).toMatch(/an asynchronous train step is running on this network/);
+      expect(thrown(() => b.handle.stateDict()).message).toMatch(/await it first/);
+      expect(await pending).toBe(a.trainStep(optA, x, y));
+    }
+    expectBitIdentical(a, b);
+  });
+});
