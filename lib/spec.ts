@@ -2,8 +2,9 @@
 // Parameter names are the official RepOptimizers state_dict keys.
 
 /** target: conv3x3-BN-ReLU. hs: trainable branch scales. csla: constant s, t, trainable identity.
- * repvgg: three BN branches (the structural baseline). */
-export type BlockMode = 'target' | 'hs' | 'csla' | 'repvgg';
+ * repvgg: three BN branches (the structural baseline). deploy: conv3x3 with bias + ReLU, what a
+ * trained repvgg network folds into (official key: rbr_reparam). */
+export type BlockMode = 'target' | 'hs' | 'csla' | 'repvgg' | 'deploy';
 
 export interface BlockSpec {
   /** Parameter prefix: 'stage0', 'stage1.0', ... */
@@ -28,6 +29,7 @@ export type Precision = 'float32' | 'float64';
 export type ParamRole =
   | 'conv3x3'
   | 'conv1x1'
+  | 'conv_bias'
   | 'scale_conv'
   | 'scale_1x1'
   | 'scale_identity'
@@ -77,6 +79,7 @@ function bnBuffers(prefix: string, c: number): BufferInfo[] {
 
 /** Batch-norm layers of a block, by their key prefix. */
 export function blockBatchNorms(mode: BlockMode, b: BlockSpec): string[] {
+  if (mode === 'deploy') return [];
   if (mode !== 'repvgg') return [`${b.name}.bn`];
   return [`${b.name}.bn_3x3`, `${b.name}.bn_1x1`].concat(hasIdentity(b) ? [`${b.name}.bn_identity`] : []);
 }
@@ -109,6 +112,10 @@ export function parameterInfo(spec: NetworkSpec): ParamInfo[] {
         out.push(...bnParams(`${n}.bn_1x1`, n, o));
         if (hasIdentity(b)) out.push(...bnParams(`${n}.bn_identity`, n, o));
         break;
+      case 'deploy':
+        out.push({ name: `${n}.rbr_reparam.weight`, shape: [o, i, 3, 3], role: 'conv3x3', block: n, trainable: true });
+        out.push({ name: `${n}.rbr_reparam.bias`, shape: [o], role: 'conv_bias', block: n, trainable: true });
+        break;
     }
   }
   const last = spec.blocks.length ? spec.blocks[spec.blocks.length - 1].outChannels : spec.inChannels;
@@ -123,7 +130,7 @@ export function bufferInfo(spec: NetworkSpec): BufferInfo[] {
 
 /** Checks a spec's internal consistency; throws naming the offending block. */
 export function validateSpec(spec: NetworkSpec): void {
-  const modes: BlockMode[] = ['target', 'hs', 'csla', 'repvgg'];
+  const modes: BlockMode[] = ['target', 'hs', 'csla', 'repvgg', 'deploy'];
   if (!modes.includes(spec.mode)) throw new RangeError(`network spec: mode must be one of ${modes.join(', ')}, got '${spec.mode}'`);
   const positive = (v: number) => Number.isInteger(v) && v > 0;
   if (!positive(spec.inChannels)) throw new RangeError(`network spec: inChannels must be a positive integer, got ${spec.inChannels}`);

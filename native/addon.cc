@@ -1,5 +1,6 @@
 #include "addon.h"
 
+#include "dataset_js.h"
 #include "network_js.h"
 #include "optimizer_js.h"
 #include "runtime.h"
@@ -10,6 +11,7 @@ namespace repopt {
 Addon::Addon(Napi::Env env, Napi::Object exports) {
   Tensor::Init(env, exports, *this);
   JsNetwork::Init(env, exports, *this);
+  JsDataset::Init(env, exports, *this);
   JsOptimizer::Init(env, exports, *this);
   InitRuntime(env, exports);
 }

@@ -11,7 +11,8 @@ BlockMode parseBlockMode(const std::string& mode) {
   if (mode == "hs") return BlockMode::HS;
   if (mode == "csla") return BlockMode::CSLA;
   if (mode == "repvgg") return BlockMode::RepVGG;
-  TORCH_CHECK(false, "unknown block mode '", mode, "' (expected target, hs, csla or repvgg)");
+  if (mode == "deploy") return BlockMode::Deploy;
+  TORCH_CHECK(false, "unknown block mode '", mode, "' (expected target, hs, csla, repvgg or deploy)");
 }
 
 ScaleLayerImpl::ScaleLayerImpl(int64_t channels, double init) { weight = register_parameter("weight", at::full({channels}, init)); }
@@ -86,12 +87,25 @@ class RepVGGBlock : public Block {
   nn::BatchNorm2d bn3x3_{nullptr}, bn1x1_{nullptr}, bnIdentity_{nullptr};
 };
 
+// conv3x3 with bias -> ReLU: a folded repvgg block (official name rbr_reparam).
+class DeployBlock : public Block {
+ public:
+  explicit DeployBlock(const BlockConfig& b) {
+    conv_ = register_module("rbr_reparam", nn::Conv2d(nn::Conv2dOptions(b.inChannels, b.outChannels, 3).stride(b.stride).padding(1).bias(true)));
+  }
+  at::Tensor forward(const at::Tensor& x) override { return conv_->forward(x).relu_(); }
+
+ private:
+  nn::Conv2d conv_{nullptr};
+};
+
 std::shared_ptr<Block> makeBlock(BlockMode mode, const BlockConfig& b) {
   switch (mode) {
     case BlockMode::Target: return std::make_shared<TargetBlock>(b);
     case BlockMode::HS: return std::make_shared<LinearAddBlock>(b, false);
     case BlockMode::CSLA: return std::make_shared<LinearAddBlock>(b, true);
     case BlockMode::RepVGG: return std::make_shared<RepVGGBlock>(b);
+    case BlockMode::Deploy: return std::make_shared<DeployBlock>(b);
   }
   TORCH_CHECK(false, "unreachable block mode");
 }

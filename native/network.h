@@ -13,7 +13,7 @@
 
 namespace repopt {
 
-enum class BlockMode { Target, HS, CSLA, RepVGG };
+enum class BlockMode { Target, HS, CSLA, RepVGG, Deploy };
 
 BlockMode parseBlockMode(const std::string& mode);
 

@@ -3,6 +3,7 @@
 #include <torch/nn/functional/loss.h>
 #include <torch/optim/adamw.h>
 #include <torch/optim/sgd.h>
+#include <torch/nn/utils/clip_grad.h>
 #include <torch/utils.h>
 
 #include <chrono>
@@ -10,6 +11,7 @@
 
 #include "addon.h"
 #include "async.h"
+#include "dataset_js.h"
 #include "errors.h"
 #include "optimizer_js.h"
 #include "repopt_adamw.h"
@@ -207,6 +209,9 @@ void JsNetwork::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
                                         InstanceMethod<&JsNetwork::Dispose>("dispose"),
                                         InstanceMethod<&JsNetwork::TimeOptimizerSteps>("timeOptimizerSteps"),
                                         InstanceMethod<&JsNetwork::To>("to"),
+                                        InstanceMethod<&JsNetwork::TrainBatch>("trainBatch"),
+                                        InstanceMethod<&JsNetwork::TakeTrainMetrics>("takeTrainMetrics"),
+                                        InstanceMethod<&JsNetwork::Evaluate>("evaluate"),
                                     });
   exports.Set("Network", ctor);
 }
@@ -406,6 +411,104 @@ Napi::Value JsNetwork::To(const Napi::CallbackInfo& info) {
     if (network_.use_count() > 1) throw Napi::Error::New(info.Env(), "Network.to: optimizers exist for this network; move the network before creating them");
     net.to(device, net.dtype());
     return info.Env().Undefined();
+  });
+}
+
+Napi::Value JsNetwork::TrainBatch(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    // trainBatch(optimizer, dataset, permutation, batchIndex, batchSize, { pad?, flip?, labelSmoothing?, clipNorm? })
+    Args args(info, "Network.trainBatch");
+    args.expectCount(5, 6);
+    Network& net = idle(args.fn());
+    auto opt = JsOptimizer::Get(args, 0, "optimizer");
+    if (opt->network.get() != &net) args.rangeError("optimizer", "belongs to another network");
+    auto ds = JsDataset::Get(args, 1, "dataset");
+    const at::Tensor& perm = Tensor::Get(args, 2, "permutation");
+    if (perm.dim() != 1 || perm.scalar_type() != at::kLong || perm.size(0) != ds->count()) {
+      args.typeError("permutation", "the dataset's permutation (an int64 Tensor of " + std::to_string(ds->count()) + " indices)");
+    }
+    const int64_t batchSize = args.integer(4, "batchSize", 1, 1 << 20);
+    const int64_t batchIndex = args.integer(3, "batchIndex", 0, std::max<int64_t>(0, ds->count() / batchSize - 1));
+    if (ds->count() < batchSize) args.rangeError("batchSize", "is larger than the dataset (" + std::to_string(ds->count()) + ")");
+    Augmentation aug;
+    double labelSmoothing = 0, clipNorm = 0;
+    if (args.has(5)) {
+      Fields o(info.Env(), args.object(5, "options"), args.fn(), "options");
+      aug = readAugmentation(o);
+      labelSmoothing = o.number("labelSmoothing", 0.0);
+      if (labelSmoothing < 0 || labelSmoothing > 1) o.fail("labelSmoothing", "must be in [0, 1]", true);
+      clipNorm = o.number("clipNorm", 0.0);
+      if (clipNorm < 0) o.fail("clipNorm", "must be >= 0 (0: no clipping)", true);
+    }
+    auto [x, y] = ds->batch(perm.narrow(0, batchIndex * batchSize, batchSize), aug, net.dtype());
+    x = x.to(net.device());
+    y = y.to(net.device());
+    net.train(true);
+    opt->optimizer->zero_grad();
+    at::Tensor logits = net.forward(x);
+    namespace F = torch::nn::functional;
+    at::Tensor loss = F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().label_smoothing(labelSmoothing));
+    loss.backward();
+    if (clipNorm > 0) torch::nn::utils::clip_grad_norm_(net.trainableParameters(), clipNorm);
+    opt->step();
+    at::NoGradGuard noGrad;
+    at::Tensor batchLoss = loss.detach().to(at::kDouble) * double(batchSize);
+    at::Tensor batchCorrect = logits.argmax(1).eq(y).sum();
+    if (!lossSum_.defined()) {
+      lossSum_ = batchLoss;
+      correct_ = batchCorrect;
+    } else {
+      lossSum_.add_(batchLoss);
+      correct_.add_(batchCorrect);
+    }
+    seen_ += batchSize;
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value JsNetwork::TakeTrainMetrics(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Args args(info, "Network.takeTrainMetrics");
+    args.expectCount(0, 0);
+    idle(args.fn());
+    auto out = Napi::Object::New(info.Env());
+    // The one host-device synchronisation of a reporting interval.
+    out.Set("count", double(seen_));
+    out.Set("loss", seen_ ? lossSum_.item<double>() / double(seen_) : NAN);
+    out.Set("accuracy", seen_ ? double(correct_.item<int64_t>()) / double(seen_) : NAN);
+    lossSum_ = correct_ = at::Tensor();
+    seen_ = 0;
+    return out;
+  });
+}
+
+Napi::Value JsNetwork::Evaluate(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Args args(info, "Network.evaluate");
+    args.expectCount(2, 2);
+    Network& net = idle(args.fn());
+    auto ds = JsDataset::Get(args, 0, "dataset");
+    const int64_t batchSize = args.integer(1, "batchSize", 1, 1 << 20);
+    net.train(false);
+    at::NoGradGuard noGrad;
+    at::Tensor lossSum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(net.device()));
+    at::Tensor correct = at::zeros({}, at::TensorOptions().dtype(at::kLong).device(net.device()));
+    at::Tensor all = at::arange(ds->count(), at::TensorOptions().dtype(at::kLong));
+    for (int64_t start = 0; start < ds->count(); start += batchSize) {
+      auto [x, y] = ds->batch(all.narrow(0, start, std::min(batchSize, ds->count() - start)), Augmentation{}, net.dtype());
+      x = x.to(net.device());
+      y = y.to(net.device());
+      at::Tensor logits = net.forward(x);
+      namespace F = torch::nn::functional;
+      lossSum.add_(F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().reduction(torch::kSum)).to(at::kDouble));
+      correct.add_(logits.argmax(1).eq(y).sum());
+    }
+    auto out = Napi::Object::New(info.Env());
+    const double n = double(ds->count());
+    out.Set("count", n);
+    out.Set("loss", n ? lossSum.item<double>() / n : NAN);
+    out.Set("accuracy", n ? double(correct.item<int64_t>()) / n : NAN);
+    return out;
   });
 }
 

@@ -29,12 +29,18 @@ class JsNetwork : public Napi::ObjectWrap<JsNetwork> {
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value TimeOptimizerSteps(const Napi::CallbackInfo& info);
   Napi::Value To(const Napi::CallbackInfo& info);
+  Napi::Value TrainBatch(const Napi::CallbackInfo& info);
+  Napi::Value TakeTrainMetrics(const Napi::CallbackInfo& info);
+  Napi::Value Evaluate(const Napi::CallbackInfo& info);
 
   // The network, checked to be alive and not inside an async step.
   Network& idle(const char* fn) const;
 
   std::shared_ptr<Network> network_;
   bool busy_ = false;
+  // Training metrics accumulated on the device since the last takeTrainMetrics (no per-step sync).
+  at::Tensor lossSum_, correct_;
+  int64_t seen_ = 0;
 };
 
 }  // namespace repopt

@@ -52,25 +52,27 @@ const char* dtypeName(at::ScalarType t) {
   return e ? e->name : c10::toString(t);
 }
 
-at::Device parseDevice(const Args& args, size_t i, const char* name) {
-  std::string s = args.string(i, name);
+at::Device deviceFromName(Napi::Env env, const std::string& fn, const std::string& what, const std::string& s) {
   at::Device device(at::kCPU);
   try {
     device = at::Device(s);
   } catch (const c10::Error&) {
-    args.rangeError(name, "is not a device name like 'cpu', 'cuda' or 'cuda:0': '" + s + "'");
+    throw Napi::RangeError::New(env, fn + ": " + what + " is not a device name like 'cpu', 'cuda' or 'cuda:0': '" + s + "'");
   }
   if (device.is_cuda()) {
-    if (!at::hasCUDA()) {
-      throw Napi::Error::New(args.env(), std::string(args.fn()) + ": CUDA is not available (this libtorch has no CUDA support or no CUDA device is visible)");
-    }
-    if (device.has_index() && device.index() >= at::detail::getCUDAHooks().getNumGPUs()) {
-      args.rangeError(name, "names " + s + " but only " + std::to_string(at::detail::getCUDAHooks().getNumGPUs()) + " CUDA device(s) are visible");
+    if (!at::hasCUDA()) throw Napi::Error::New(env, fn + ": CUDA is not available (this libtorch has no CUDA support or no CUDA device is visible)");
+    const int64_t visible = at::detail::getCUDAHooks().getNumGPUs();
+    if (device.has_index() && device.index() >= visible) {
+      throw Napi::RangeError::New(env, fn + ": " + what + " names " + s + " but only " + std::to_string(visible) + " CUDA device(s) are visible");
     }
   } else if (!device.is_cpu()) {
-    args.rangeError(name, "must be 'cpu' or a CUDA device, got '" + s + "'");
+    throw Napi::RangeError::New(env, fn + ": " + what + " must be 'cpu' or a CUDA device, got '" + s + "'");
   }
   return device;
+}
+
+at::Device parseDevice(const Args& args, size_t i, const char* name) {
+  return deviceFromName(args.env(), args.fn(), std::string("argument '") + name + "'", args.string(i, name));
 }
 
 void Tensor::Init(Napi::Env env, Napi::Object exports, Addon& addon) {

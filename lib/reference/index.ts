@@ -25,7 +25,7 @@ export type { ResolvedGroup, ResolvedOptimizerSpec } from './optimizer-spec';
 export { expandGradMult, checkGradMult } from './gradmult';
 export { Variable, backward, accumulateGrad } from './autograd';
 export type { BackwardFn } from './autograd';
-export { conv2d, conv2dOutputSize, batchNorm2d, relu, channelScale, add, globalAvgPool, linear, crossEntropy } from './ops';
+export { conv2d, conv2dOutputSize, batchNorm2d, relu, channelScale, channelBias, add, globalAvgPool, linear, crossEntropy } from './ops';
 export type { Conv2dOptions, BatchNormStats, BatchNormOptions } from './ops';
 export { gradCheck, centralDifference, relativeError } from './gradcheck';
 export type { GradCheckInput, GradCheckOptions, GradCheckResult } from './gradcheck';

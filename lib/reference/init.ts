@@ -35,6 +35,12 @@ export function initialParameters(spec: NetworkSpec, params: readonly ParamInfo[
       case 'linear_weight':
         uniform(kaimingUniformBound(fanIn(info.shape)));
         break;
+      case 'conv_bias': {
+        // nn.Conv2d's bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in of the block's 3x3 weight.
+        const weight = params.find((p) => p.block === info.block && p.role === 'conv3x3');
+        uniform(weight ? 1 / Math.sqrt(fanIn(weight.shape)) : 0);
+        break;
+      }
       case 'linear_bias': {
         const features = linearWeight === undefined ? 0 : linearWeight.shape[1];
         uniform(features > 0 ? 1 / Math.sqrt(features) : 0);

@@ -7,7 +7,7 @@ import type { BlockSpec, BufferInfo, NetworkSpec, ParamInfo, Precision } from '.
 import { Variable, backward } from './autograd';
 import { initialParameters } from './init';
 import { FloatArray, allocate, formatShape, sizeOf, toPrecision } from './numeric';
-import { BatchNormStats, add, batchNorm2d, channelScale, conv2d, crossEntropy, globalAvgPool, linear, relu } from './ops';
+import { BatchNormStats, add, batchNorm2d, channelScale, conv2d, crossEntropy, globalAvgPool, linear, relu, channelBias } from './ops';
 import { OptimizedParameter, ReferenceOptimizer } from './optimizers';
 import { StateEntry, checkStateDict } from './state-dict';
 
@@ -203,6 +203,8 @@ export class ReferenceNetwork implements Network {
         if (hasIdentity(b)) sum = add(sum, batchNorm(`${n}.bn_identity`, x));
         return relu(sum);
       }
+      case 'deploy':
+        return relu(channelBias(conv3x3(`${n}.rbr_reparam.weight`), param(`${n}.rbr_reparam.bias`)));
     }
   }
 

@@ -251,6 +251,33 @@ export function channelScale(x: Variable, w: Variable): Variable {
   });
 }
 
+/** x [N, C, H, W] plus a per-channel bias b [C] (a conv's bias). */
+export function channelBias(x: Variable, b: Variable): Variable {
+  const precision = commonPrecision('channel_bias', [x, b]);
+  expectRank('channel_bias', 'input', x, 4);
+  const [N, C, H, W] = x.shape;
+  if (b.shape.length !== 1 || b.size !== C) throw new RangeError(`channel_bias: bias shape ${formatShape(b.shape)} does not match ${C} channels`);
+  const plane = H * W;
+  const out = allocate(precision, x.size);
+  for (let n = 0; n < N; n++) {
+    for (let c = 0; c < C; c++) {
+      const base = (n * C + c) * plane;
+      for (let i = 0; i < plane; i++) out[base + i] = x.data[base + i] + b.data[c];
+    }
+  }
+  return Variable.result(out, x.shape, [x, b], (gradOut) => {
+    const gb = new Float64Array(C);
+    for (let n = 0; n < N; n++) {
+      for (let c = 0; c < C; c++) {
+        const base = (n * C + c) * plane;
+        for (let i = 0; i < plane; i++) gb[c] += gradOut[base + i];
+      }
+    }
+    if (x.requiresGrad) accumulateGrad(x, gradOut.slice());
+    accumulateGrad(b, stored(precision, gb));
+  });
+}
+
 /** Elementwise a + b (same shapes, no broadcasting). */
 export function add(a: Variable, b: Variable): Variable {
   const precision = commonPrecision('add', [a, b]);
