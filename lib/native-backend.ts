@@ -1,19 +1,30 @@
 // The libtorch backend: networks and optimizers live in the addon; whole steps cross the seam.
 import type { Backend, HostTensor, Network, Optimizer, OptimizerSpec, TrainStepOptions } from './backend';
 import { native, NativeNetwork, NativeOptimizer, Tensor } from './native';
+import type { PthTensor } from './pth';
 import { bufferInfo, NetworkSpec, parameterInfo, Precision, validateSpec } from './spec';
 
 function toNative(t: HostTensor): Tensor {
   return native().Tensor.fromArray(t.data, t.shape);
 }
 
-function toHost(t: Tensor): HostTensor {
+// Typed arrays made by the addon belong to the realm that loaded it, which is not always this one
+// (jest runs tests in their own realm): view their memory through this realm's classes.
+const VIEWS = { float32: Float32Array, float64: Float64Array, int32: Int32Array, int64: BigInt64Array, uint8: Uint8Array } as const;
+
+function localArray(t: Tensor): PthTensor['data'] {
   const data = t.toArray();
+  const View = VIEWS[t.dtype];
+  return new View(data.buffer as ArrayBuffer, data.byteOffset, data.length);
+}
+
+function toHost(t: Tensor): HostTensor {
+  const data = localArray(t);
   const floating = data instanceof Float32Array || data instanceof Float64Array ? data : Float64Array.from(data as ArrayLike<number | bigint>, Number);
   return { shape: t.shape, data: floating };
 }
 
-class NativeBackendOptimizer implements Optimizer {
+export class NativeBackendOptimizer implements Optimizer {
   constructor(
     readonly spec: OptimizerSpec,
     readonly handle: NativeOptimizer,
@@ -54,6 +65,26 @@ export class NativeBackendNetwork implements Network {
       t.dispose();
     }
     return out;
+  }
+
+  /** The state with its dtypes (num_batches_tracked int64), as torch.save writes a state_dict. */
+  stateTensors(): Map<string, PthTensor> {
+    const out = new Map<string, PthTensor>();
+    for (const [name, t] of Object.entries(this.handle.stateDict())) {
+      out.set(name, { dtype: t.dtype, shape: t.shape, data: localArray(t) });
+      t.dispose();
+    }
+    return out;
+  }
+
+  loadStateTensors(state: ReadonlyMap<string, PthTensor>): void {
+    const tensors: Record<string, Tensor> = {};
+    try {
+      for (const [name, t] of state) tensors[name] = native().Tensor.fromArray(t.data, t.shape);
+      this.handle.loadStateDict(tensors);
+    } finally {
+      for (const t of Object.values(tensors)) t.dispose();
+    }
   }
 
   loadStateDict(state: ReadonlyMap<string, HostTensor>): void {

@@ -88,6 +88,41 @@ export interface NativeOptimizer {
   dispose(): void;
 }
 
+export interface Augmentation {
+  /** Random crop of the original size from the image zero-padded by `pad` pixels. */
+  readonly pad?: number;
+  /** Horizontal flip with probability 1/2. */
+  readonly flip?: boolean;
+}
+
+/** Images (uint8) and labels uploaded once to a device; batches are gathered and augmented there. */
+export interface NativeDataset {
+  readonly count: number;
+  /** [C, H, W] */
+  readonly shape: number[];
+  readonly device: string;
+  /** The sample order of an epoch, a function of (seed, epoch) only. */
+  permutation(seed: number, epoch: number): Tensor<'int64'>;
+  /** Normalised images and labels of the given samples. */
+  batch(indices: Tensor, augmentation?: Augmentation, dtype?: 'float32' | 'float64'): [Tensor, Tensor<'int64'>];
+  /** The augmentation generator's state, for exact resume. */
+  rngState(): Uint8Array;
+  setRngState(state: Uint8Array): void;
+  dispose(): void;
+}
+
+export interface EpochMetrics {
+  readonly count: number;
+  readonly loss: number;
+  readonly accuracy: number;
+}
+
+export interface TrainBatchOptions extends Augmentation {
+  readonly labelSmoothing?: number;
+  /** Gradient-norm clipping (0: none). */
+  readonly clipNorm?: number;
+}
+
 export interface NativeNetwork {
   readonly device: string;
   readonly dtype: DType;
@@ -98,6 +133,12 @@ export interface NativeNetwork {
   createOptimizer(spec: object): NativeOptimizer;
   trainStep(optimizer: NativeOptimizer, input: Tensor, labels: Tensor, labelSmoothing?: number): number;
   trainStepAsync(optimizer: NativeOptimizer, input: Tensor, labels: Tensor, labelSmoothing?: number): Promise<number>;
+  /** One training step on batch `batchIndex` of `permutation`; loss and accuracy accumulate on the device. */
+  trainBatch(optimizer: NativeOptimizer, dataset: NativeDataset, permutation: Tensor, batchIndex: number, batchSize: number, options?: TrainBatchOptions): void;
+  /** Means since the last call (one device synchronisation). */
+  takeTrainMetrics(): EpochMetrics;
+  /** Loss and accuracy over the whole data set, eval mode, no augmentation. */
+  evaluate(dataset: NativeDataset, batchSize: number): EpochMetrics;
   /** Moves parameters and buffers to 'cpu' / 'cuda[:n]'; only before optimizers are created. */
   to(device: string): void;
   /** Benchmarks: sets fixed random gradients, then times `steps` optimizer steps (ms each). */
@@ -108,6 +149,12 @@ export interface NativeNetwork {
 export interface NativeBinding {
   Tensor: TensorStatics;
   Network: new (spec: object, options?: { precision?: 'float32' | 'float64'; seed?: number }) => NativeNetwork;
+  Dataset: new (
+    images: Uint8Array,
+    shape: readonly [number, number, number, number],
+    labels: Int32Array,
+    options: { device?: string; mean: readonly number[]; std: readonly number[]; augmentSeed?: number },
+  ) => NativeDataset;
   info(): NativeRuntimeInfo;
   memory(): MemoryInfo;
   setNumThreads(threads: number): void;

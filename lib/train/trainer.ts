@@ -1,0 +1,263 @@
+// The training loop: TypeScript drives, one native call per step. Loss and accuracy accumulate on the
+// device and are read every `logEvery` steps; the lr follows the official schedule per iteration.
+import * as fs from 'fs';
+import * as path from 'path';
+import type { OptimizerSpec } from '../backend';
+import { networkSpec } from '../configs';
+import { NativeBackendNetwork, NativeBackendOptimizer } from '../native-backend';
+import type { EpochMetrics, NativeDataset } from '../native';
+import { applyInitRule, gradMultOf, repConvsOf } from '../repopt';
+import { createProgress, writeJsonl } from '../report';
+import { setNumThreads } from '../runtime';
+import { loadScales } from '../scales';
+import type { BlockMode, NetworkSpec } from '../spec';
+import { readCheckpoint, readLatestCheckpoint, saveCheckpoint } from './checkpoint';
+import { channelStats, DataSpec, loadData, TrainTestData, uploadDataset } from './data';
+import { officialParamGroups } from './param-groups';
+import { lrAt } from './schedule';
+
+/** What is trained: target (RepOpt-VGG: target blocks + RepOptSGD from scales), vgg (target blocks,
+ * plain SGD), repvgg (three-branch blocks), hs (hyper-search: trainable scales). */
+export type TrainMode = 'target' | 'vgg' | 'repvgg' | 'hs';
+
+export interface TrainConfig {
+  readonly arch: string;
+  readonly mode: TrainMode;
+  readonly data: DataSpec;
+  readonly epochs: number;
+  readonly batchSize: number;
+  /** lr for batch 256 (scaled linearly). */
+  readonly lr: number;
+  readonly momentum: number;
+  readonly nesterov: boolean;
+  readonly weightDecay: number;
+  readonly warmupEpochs: number;
+  readonly labelSmoothing: number;
+  readonly augment: { readonly pad: number; readonly flip: boolean };
+  /** Gradient-norm clipping (0: none). Refused with a RepOptimizer unless forceClip. */
+  readonly clipNorm: number;
+  readonly forceClip?: boolean;
+  /** Scale file (JSON or .pth) for mode target. */
+  readonly scales?: string;
+  readonly identityInit?: 'trained' | 'one';
+  readonly strides?: readonly [number, number, number, number, number];
+  readonly seed: number;
+  readonly device: string;
+  readonly threads: number;
+  readonly outDir: string;
+  readonly logEvery: number;
+  readonly evalBatchSize: number;
+  /** Stop after this many steps (with a checkpoint), e.g. to split a run. */
+  readonly stopAfterSteps?: number;
+  /** Continue from the newest complete checkpoint in outDir/checkpoints. */
+  readonly resume?: boolean;
+  /** Start from this checkpoint's weights (no init rule), e.g. to fine-tune. */
+  readonly finetune?: string;
+}
+
+export interface EpochRecord {
+  readonly epoch: number;
+  readonly step: number;
+  readonly lr: number;
+  readonly trainLoss: number;
+  readonly trainAccuracy: number;
+  readonly testLoss: number;
+  readonly testAccuracy: number;
+  readonly seconds: number;
+}
+
+export interface TrainResult {
+  readonly config: TrainConfig;
+  readonly spec: NetworkSpec;
+  readonly network: NativeBackendNetwork;
+  readonly history: EpochRecord[];
+  readonly test: EpochMetrics;
+  readonly steps: number;
+  readonly trainSeconds: number;
+  readonly imagesPerSecond: number;
+  readonly peakRssBytes: number;
+  readonly parameterCount: number;
+  readonly checkpoint: string;
+}
+
+export const TRAIN_DEFAULTS = {
+  momentum: 0.9,
+  nesterov: true,
+  weightDecay: 4e-5,
+  warmupEpochs: 0,
+  labelSmoothing: 0.1,
+  clipNorm: 0,
+  seed: 0,
+  device: 'cpu',
+  threads: 2,
+  logEvery: 20,
+  evalBatchSize: 500,
+  augment: { pad: 0, flip: false },
+} as const;
+
+function blockMode(mode: TrainMode): BlockMode {
+  return mode === 'vgg' ? 'target' : mode;
+}
+
+/** Checks a config before anything runs; throws an Error saying what to change. */
+export function checkConfig(c: TrainConfig): void {
+  const positive = (v: number) => Number.isInteger(v) && v > 0;
+  if (!positive(c.epochs)) throw new RangeError(`epochs must be a positive integer, got ${c.epochs}`);
+  if (!positive(c.batchSize)) throw new RangeError(`batch size must be a positive integer, got ${c.batchSize}`);
+  if (!(c.lr > 0)) throw new RangeError(`lr must be positive, got ${c.lr}`);
+  if (!(c.clipNorm >= 0)) throw new RangeError(`clip norm must be >= 0, got ${c.clipNorm}`);
+  if (c.mode === 'target' && !c.scales) throw new Error('mode target (RepOpt-VGG) needs --scales: a scale file from `repopt hyper-search` or an official RepOpt-VGG-*-scales.pth');
+  if (c.mode !== 'target' && c.scales) throw new Error(`--scales only applies to mode target, not ${c.mode}`);
+  if (c.mode === 'target' && c.clipNorm > 0 && !c.forceClip) {
+    throw new Error('gradient clipping breaks the RepOptimizer equivalence (the GradMult update is no longer the CSLA update); drop --clip-norm or pass --force-clip');
+  }
+  if (c.resume && c.finetune) throw new Error('--resume and --finetune exclude each other');
+}
+
+function peakRss(current: number): number {
+  return Math.max(current, process.memoryUsage().rss);
+}
+
+export async function train(config: TrainConfig, preloaded?: TrainTestData): Promise<TrainResult> {
+  checkConfig(config);
+  setNumThreads(config.threads);
+  const data = preloaded ?? (await loadData(config.data, config.seed));
+  const checkpointsDir = path.join(config.outDir, 'checkpoints');
+  fs.mkdirSync(config.outDir, { recursive: true });
+
+  const spec = networkSpec(config.arch, {
+    mode: blockMode(config.mode),
+    numClasses: data.train.numClasses,
+    inChannels: data.train.channels,
+    ...(config.strides ? { strides: config.strides } : {}),
+  });
+  const network = new NativeBackendNetwork(spec, 'float32', config.seed);
+  if (config.device !== 'cpu') network.handle.to(config.device);
+
+  // Weights: a resumed run's, a fine-tuning start, or fresh (after the init rule for mode target).
+  const resumed = config.resume ? readLatestCheckpoint<TrainConfig>(checkpointsDir) : undefined;
+  const gradMults = config.mode === 'target' ? repConvsOf(spec, loadScales(config.scales!)) : undefined;
+  if (resumed) {
+    network.loadStateTensors(resumed.model);
+  } else if (config.finetune) {
+    network.loadStateTensors(readCheckpoint(config.finetune).model);
+  } else if (gradMults) {
+    network.loadStateDict(applyInitRule(network.stateDict(), gradMults, { identityInit: config.identityInit ?? 'trained', seed: config.seed }));
+  }
+
+  const optimizerSpec: OptimizerSpec = {
+    type: 'sgd',
+    lr: config.lr,
+    momentum: config.momentum,
+    nesterov: config.nesterov,
+    groups: officialParamGroups(network.parameters(), config.weightDecay),
+    ...(gradMults ? { gradMults: gradMults.map((c) => gradMultOf(c)) } : {}),
+  };
+  const optimizer = network.createOptimizer(optimizerSpec) as NativeBackendOptimizer;
+  if (resumed) optimizer.handle.loadStateBytes(resumed.optimizer);
+
+  const stats = channelStats(data.train);
+  const trainSet = uploadDataset(data.train, stats, config.device, config.seed);
+  const testSet = uploadDataset(data.test, stats, config.device, config.seed);
+  if (resumed) trainSet.setRngState(new Uint8Array(Buffer.from(resumed.meta.rngState, 'base64')));
+
+  const stepsPerEpoch = Math.floor(trainSet.count / config.batchSize);
+  if (stepsPerEpoch === 0) throw new RangeError(`batch size ${config.batchSize} is larger than the training set (${trainSet.count} images)`);
+  const totalSteps = stepsPerEpoch * config.epochs;
+  const schedule = { baseLr: config.lr, batchSize: config.batchSize, totalSteps, warmupSteps: stepsPerEpoch * config.warmupEpochs };
+  const history: EpochRecord[] = resumed ? ((resumed.meta.extra?.history as EpochRecord[]) ?? []) : [];
+  const metricsLog = writeJsonl(path.join(config.outDir, 'metrics.jsonl'));
+  const parameterCount = network.parameters().reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+
+  let step = resumed?.meta.step ?? 0;
+  const stopAt = Math.min(totalSteps, config.stopAfterSteps ?? totalSteps);
+  let rss = process.memoryUsage().rss;
+  let trainSeconds = 0;
+  let lastCheckpoint = resumed?.dir ?? '';
+  const save = (epoch: number) => {
+    lastCheckpoint = saveCheckpoint(checkpointsDir, {
+      step,
+      epoch,
+      config,
+      rngState: trainSet.rngState(),
+      model: network.stateTensors(),
+      optimizer: optimizer.handle.stateBytes(),
+      extra: { history },
+    });
+  };
+
+  const progress = createProgress({ total: stopAt, label: `${config.mode} ${config.arch}` });
+  try {
+    while (step < stopAt) {
+      const epoch = Math.floor(step / stepsPerEpoch);
+      const permutation = trainSet.permutation(config.seed, epoch);
+      const epochStart = process.hrtime.bigint();
+      let lr = 0;
+      let last: EpochMetrics = { count: 0, loss: NaN, accuracy: NaN };
+      let epochLossSum = 0;
+      let epochCorrect = 0;
+      let epochSeen = 0;
+      const epochEnd = Math.min(stopAt, (epoch + 1) * stepsPerEpoch);
+      while (step < epochEnd) {
+        lr = lrAt(step, schedule);
+        optimizer.handle.setLr(lr);
+        network.handle.trainBatch(optimizer.handle, trainSet, permutation, step - epoch * stepsPerEpoch, config.batchSize, {
+          ...config.augment,
+          labelSmoothing: config.labelSmoothing,
+          clipNorm: config.clipNorm,
+        });
+        step++;
+        if (step % config.logEvery === 0 || step === epochEnd) {
+          last = network.handle.takeTrainMetrics();
+          if (!Number.isFinite(last.loss)) throw new Error(`training diverged: the loss is ${last.loss} at step ${step}; the last good checkpoint is ${lastCheckpoint || '(none)'}`);
+          epochLossSum += last.loss * last.count;
+          epochCorrect += last.accuracy * last.count;
+          epochSeen += last.count;
+          metricsLog.append({ type: 'train', step, epoch, lr, loss: last.loss, accuracy: last.accuracy });
+          progress.update(step, { loss: last.loss, acc: last.accuracy, lr });
+          rss = peakRss(rss);
+        }
+      }
+      permutation.dispose();
+      const seconds = Number(process.hrtime.bigint() - epochStart) / 1e9;
+      trainSeconds += seconds;
+      if (step === (epoch + 1) * stepsPerEpoch) {
+        const test = network.handle.evaluate(testSet, config.evalBatchSize);
+        const record: EpochRecord = {
+          epoch: epoch + 1,
+          step,
+          lr,
+          trainLoss: epochLossSum / epochSeen,
+          trainAccuracy: epochCorrect / epochSeen,
+          testLoss: test.loss,
+          testAccuracy: test.accuracy,
+          seconds,
+        };
+        history.push(record);
+        metricsLog.append({ type: 'eval', ...record });
+        save(epoch + 1);
+      } else {
+        save(epoch);
+      }
+    }
+  } finally {
+    progress.finish();
+    metricsLog.close();
+  }
+  const test = network.handle.evaluate(testSet, config.evalBatchSize);
+  trainSet.dispose();
+  testSet.dispose();
+  return {
+    config,
+    spec,
+    network,
+    history,
+    test,
+    steps: step,
+    trainSeconds,
+    imagesPerSecond: ((step - (resumed?.meta.step ?? 0)) * config.batchSize) / Math.max(trainSeconds, 1e-9),
+    peakRssBytes: peakRss(rss),
+    parameterCount,
+    checkpoint: lastCheckpoint,
+  };
+}

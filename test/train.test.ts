@@ -1,0 +1,109 @@
+// The training loop on a small synthetic data set: exact resume, learning, the official weight-decay
+// grouping, clipping refusal, the lr schedule.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import type { ImageDataset } from '../lib/data';
+import { Random } from '../lib/reference/random';
+import { parameterInfo } from '../lib/spec';
+import { networkSpec } from '../lib/configs';
+import { officialParamGroups } from '../lib/train/param-groups';
+import { lrAt } from '../lib/train/schedule';
+import { checkConfig, train, TRAIN_DEFAULTS, TrainConfig } from '../lib/train/trainer';
+import { thrown } from './helpers';
+
+/** 4 classes of 8x8 grey images: a bright quadrant per class, plus noise. */
+function synthetic(count: number, seed: number): ImageDataset {
+  const random = new Random(seed);
+  const images = new Uint8Array(count * 64);
+  const labels = new Int32Array(count);
+  for (let n = 0; n < count; n++) {
+    const label = n % 4;
+    labels[n] = label;
+    for (let y = 0; y < 8; y++) {
+      for (let x = 0; x < 8; x++) {
+        const quadrant = (y >= 4 ? 2 : 0) + (x >= 4 ? 1 : 0);
+        images[n * 64 + y * 8 + x] = Math.min(255, (quadrant === label ? 150 : 40) + Math.floor(random.nextDouble() * 80));
+      }
+    }
+  }
+  return { name: `synthetic-${seed}`, images, labels, count, channels: 1, height: 8, width: 8, numClasses: 4 };
+}
+
+const data = { train: synthetic(2048, 1), test: synthetic(256, 2) };
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'repopt-train-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+function config(outDir: string, extra: Partial<TrainConfig> = {}): TrainConfig {
+  return {
+    ...TRAIN_DEFAULTS,
+    arch: 'RepOpt-VGG-XS',
+    mode: 'vgg',
+    data: { kind: 'fashion-mnist' },
+    epochs: 16,
+    batchSize: 16,
+    lr: 0.4,
+    warmupEpochs: 1,
+    augment: { pad: 1, flip: false }, // no flip: it would swap the left and right quadrants' classes
+    logEvery: 50,
+    outDir: path.join(tmp, outDir),
+    ...extra,
+  };
+}
+
+describe('training loop', () => {
+  test('2048 steps in one run == 1000 steps + resume + 1048 steps, bit for bit', async () => {
+    const whole = await train(config('whole'), data);
+    expect(whole.steps).toBe(2048);
+    expect(whole.test.accuracy).toBeGreaterThan(0.9); // learnable task, chance is 0.25
+
+    const first = await train(config('split', { stopAfterSteps: 1000 }), data);
+    expect(first.steps).toBe(1000);
+    const rest = await train(config('split', { resume: true }), data);
+    expect(rest.steps).toBe(2048);
+    const a = whole.network.stateTensors();
+    const b = rest.network.stateTensors();
+    for (const [name, t] of a) expect([name, Buffer.compare(Buffer.from(t.data.buffer), Buffer.from(b.get(name)!.data.buffer))]).toEqual([name, 0]);
+    expect(rest.history.map((h) => h.testAccuracy)).toEqual(whole.history.map((h) => h.testAccuracy));
+    const lines = fs.readFileSync(path.join(tmp, 'whole', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.filter((l) => l.type === 'eval')).toHaveLength(16);
+    expect(lines.filter((l) => l.type === 'train').every((l) => Number.isFinite(l.loss))).toBe(true);
+  });
+});
+
+describe('official weight-decay grouping', () => {
+  test('decay on conv / linear weights and identity scales; none on BN, biases, branch scales', () => {
+    const spec = networkSpec('RepOpt-VGG-XS', { mode: 'hs', numClasses: 10, inChannels: 1 });
+    const [decay, none] = officialParamGroups(parameterInfo(spec), 4e-5);
+    expect(decay.weightDecay).toBe(4e-5);
+    expect(none.weightDecay).toBe(0);
+    expect(decay.params).toContain('stage0.conv.weight');
+    expect(decay.params).toContain('stage1.0.conv_1x1.weight');
+    expect(decay.params).toContain('linear.weight');
+    for (const k of ['stage0.bn.weight', 'stage0.bn.bias', 'linear.bias', 'stage0.scale_conv.weight', 'stage0.scale_1x1.weight']) expect(none.params).toContain(k);
+    const identity = parameterInfo(spec).filter((p) => p.role === 'scale_identity').map((p) => p.name);
+    for (const k of identity) expect(decay.params).toContain(k);
+    expect(decay.params.length + none.params.length).toBe(parameterInfo(spec).length);
+  });
+});
+
+describe('gradient clipping', () => {
+  test('refused with the RepOptimizer unless forced; allowed for plain optimizers', () => {
+    const base = config('clip', { mode: 'target', scales: 'x.json', clipNorm: 5 });
+    expect(thrown(() => checkConfig(base)).message).toMatch(/gradient clipping breaks the RepOptimizer equivalence/);
+    expect(() => checkConfig({ ...base, forceClip: true })).not.toThrow();
+    expect(() => checkConfig({ ...base, mode: 'hs', scales: undefined })).not.toThrow();
+    expect(thrown(() => checkConfig({ ...base, clipNorm: 0, scales: undefined })).message).toMatch(/mode target \(RepOpt-VGG\) needs --scales/);
+  });
+});
+
+describe('lr schedule', () => {
+  test('linear scaling, linear warm-up, cosine per iteration', () => {
+    const s = { baseLr: 0.1, batchSize: 128, totalSteps: 110, warmupSteps: 10 };
+    expect(lrAt(0, s)).toBe(0);
+    expect(lrAt(5, s)).toBeCloseTo(0.025, 12);
+    expect(lrAt(10, s)).toBeCloseTo(0.05, 12); // 0.1 * 128 / 256
+    expect(lrAt(60, s)).toBeCloseTo(0.025, 12); // half-way down the cosine
+    expect(lrAt(110, s)).toBeCloseTo(0, 12);
+  });
+});
