@@ -117,7 +117,12 @@ export interface EpochMetrics {
   readonly accuracy: number;
 }
 
-export interface TrainBatchOptions extends Augmentation {
+export interface PrecisionOptions {
+  /** Forward pass in bfloat16 where autocast allows (like torch.autocast); 'none' by default. */
+  readonly autocast?: 'bf16' | 'none';
+}
+
+export interface TrainBatchOptions extends Augmentation, PrecisionOptions {
   readonly labelSmoothing?: number;
   /** Gradient-norm clipping (0: none). */
   readonly clipNorm?: number;
@@ -138,7 +143,9 @@ export interface NativeNetwork {
   /** Means since the last call (one device synchronisation). */
   takeTrainMetrics(): EpochMetrics;
   /** Loss and accuracy over the whole data set, eval mode, no augmentation. */
-  evaluate(dataset: NativeDataset, batchSize: number): EpochMetrics;
+  evaluate(dataset: NativeDataset, batchSize: number, options?: PrecisionOptions): EpochMetrics;
+  /** Conv weights (and inputs) in channels-last layout; only before optimizers are created. */
+  setChannelsLast(on: boolean): void;
   /** Moves parameters and buffers to 'cpu' / 'cuda[:n]'; only before optimizers are created. */
   to(device: string): void;
   /** Benchmarks: sets fixed random gradients, then times `steps` optimizer steps (ms each). */

@@ -181,6 +181,12 @@ void Network::to(at::Device device, at::ScalarType dtype) {
   for (auto& [_, b] : namedBuffers()) convert(b);
 }
 
+void Network::setMemoryFormat(at::MemoryFormat format) {
+  at::NoGradGuard noGrad;
+  for (auto& [_, p] : namedParameters())
+    if (p.dim() == 4) p.set_data(p.contiguous(format));
+}
+
 at::Device Network::device() const { return linear_->weight.device(); }
 
 at::ScalarType Network::dtype() const { return linear_->weight.scalar_type(); }

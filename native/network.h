@@ -62,6 +62,8 @@ class Network {
   // Looks a parameter up by key; undefined tensor when absent.
   at::Tensor parameter(const std::string& name) const;
   void to(at::Device device, at::ScalarType dtype);
+  // Lays 4-D parameters (conv weights) out in `format`.
+  void setMemoryFormat(at::MemoryFormat format);
   const NetworkConfig& config() const { return config_; }
   at::Device device() const;
   at::ScalarType dtype() const;

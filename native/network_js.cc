@@ -11,6 +11,7 @@
 
 #include "addon.h"
 #include "async.h"
+#include "autocast.h"
 #include "dataset_js.h"
 #include "errors.h"
 #include "optimizer_js.h"
@@ -193,6 +194,15 @@ double trainStepImpl(Network& net, OptimizerHandle& opt, const at::Tensor& x, co
   return loss.item<double>();
 }
 
+// { autocast?: 'bf16' | 'none' }: the lower precision of the forward pass, if any.
+c10::optional<at::ScalarType> readAutocast(const Fields& f) {
+  const std::string a = f.string("autocast", "none");
+  if (a == "none") return c10::nullopt;
+  if (a == "bf16") return at::kBFloat16;
+  if (a == "fp16") f.fail("autocast", "fp16 needs loss scaling, which repopt does not do; use 'bf16'", true);
+  f.fail("autocast", "must be 'bf16' or 'none', got '" + a + "'", true);
+}
+
 }  // namespace
 
 void JsNetwork::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
@@ -209,6 +219,7 @@ void JsNetwork::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
                                         InstanceMethod<&JsNetwork::Dispose>("dispose"),
                                         InstanceMethod<&JsNetwork::TimeOptimizerSteps>("timeOptimizerSteps"),
                                         InstanceMethod<&JsNetwork::To>("to"),
+                                        InstanceMethod<&JsNetwork::SetChannelsLast>("setChannelsLast"),
                                         InstanceMethod<&JsNetwork::TrainBatch>("trainBatch"),
                                         InstanceMethod<&JsNetwork::TakeTrainMetrics>("takeTrainMetrics"),
                                         InstanceMethod<&JsNetwork::Evaluate>("evaluate"),
@@ -432,9 +443,11 @@ Napi::Value JsNetwork::TrainBatch(const Napi::CallbackInfo& info) {
     if (ds->count() < batchSize) args.rangeError("batchSize", "is larger than the dataset (" + std::to_string(ds->count()) + ")");
     Augmentation aug;
     double labelSmoothing = 0, clipNorm = 0;
+    c10::optional<at::ScalarType> autocast;
     if (args.has(5)) {
       Fields o(info.Env(), args.object(5, "options"), args.fn(), "options");
       aug = readAugmentation(o);
+      autocast = readAutocast(o);
       labelSmoothing = o.number("labelSmoothing", 0.0);
       if (labelSmoothing < 0 || labelSmoothing > 1) o.fail("labelSmoothing", "must be in [0, 1]", true);
       clipNorm = o.number("clipNorm", 0.0);
@@ -442,12 +455,17 @@ Napi::Value JsNetwork::TrainBatch(const Napi::CallbackInfo& info) {
     }
     auto [x, y] = ds->batch(perm.narrow(0, batchIndex * batchSize, batchSize), aug, net.dtype());
     x = x.to(net.device());
+    if (channelsLast_) x = x.contiguous(at::MemoryFormat::ChannelsLast);
     y = y.to(net.device());
     net.train(true);
     opt->optimizer->zero_grad();
-    at::Tensor logits = net.forward(x);
-    namespace F = torch::nn::functional;
-    at::Tensor loss = F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().label_smoothing(labelSmoothing));
+    at::Tensor logits, loss;
+    {
+      AutocastScope mixed(net.device(), autocast);
+      logits = net.forward(x);
+      namespace F = torch::nn::functional;
+      loss = F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().label_smoothing(labelSmoothing));
+    }
     loss.backward();
     if (clipNorm > 0) torch::nn::utils::clip_grad_norm_(net.trainableParameters(), clipNorm);
     opt->step();
@@ -485,20 +503,24 @@ Napi::Value JsNetwork::TakeTrainMetrics(const Napi::CallbackInfo& info) {
 Napi::Value JsNetwork::Evaluate(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     Args args(info, "Network.evaluate");
-    args.expectCount(2, 2);
+    args.expectCount(2, 3);
     Network& net = idle(args.fn());
     auto ds = JsDataset::Get(args, 0, "dataset");
     const int64_t batchSize = args.integer(1, "batchSize", 1, 1 << 20);
+    c10::optional<at::ScalarType> autocast;
+    if (args.has(2)) autocast = readAutocast(Fields(info.Env(), args.object(2, "options"), args.fn(), "options"));
     net.train(false);
     at::NoGradGuard noGrad;
+    AutocastScope mixed(net.device(), autocast);
     at::Tensor lossSum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(net.device()));
     at::Tensor correct = at::zeros({}, at::TensorOptions().dtype(at::kLong).device(net.device()));
     at::Tensor all = at::arange(ds->count(), at::TensorOptions().dtype(at::kLong));
     for (int64_t start = 0; start < ds->count(); start += batchSize) {
       auto [x, y] = ds->batch(all.narrow(0, start, std::min(batchSize, ds->count() - start)), Augmentation{}, net.dtype());
       x = x.to(net.device());
+      if (channelsLast_) x = x.contiguous(at::MemoryFormat::ChannelsLast);
       y = y.to(net.device());
-      at::Tensor logits = net.forward(x);
+      at::Tensor logits = net.forward(x).to(at::kFloat);
       namespace F = torch::nn::functional;
       lossSum.add_(F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().reduction(torch::kSum)).to(at::kDouble));
       correct.add_(logits.argmax(1).eq(y).sum());
@@ -509,6 +531,19 @@ Napi::Value JsNetwork::Evaluate(const Napi::CallbackInfo& info) {
     out.Set("loss", n ? lossSum.item<double>() / n : NAN);
     out.Set("accuracy", n ? double(correct.item<int64_t>()) / n : NAN);
     return out;
+  });
+}
+
+Napi::Value JsNetwork::SetChannelsLast(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Args args(info, "Network.setChannelsLast");
+    args.expectCount(1, 1);
+    Network& net = idle(args.fn());
+    const bool on = args.boolean(0, "on");
+    if (network_.use_count() > 1) throw Napi::Error::New(info.Env(), "Network.setChannelsLast: optimizers exist for this network; set the memory format before creating them");
+    net.setMemoryFormat(on ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+    channelsLast_ = on;
+    return info.Env().Undefined();
   });
 }
 

@@ -29,6 +29,7 @@ class JsNetwork : public Napi::ObjectWrap<JsNetwork> {
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   Napi::Value TimeOptimizerSteps(const Napi::CallbackInfo& info);
   Napi::Value To(const Napi::CallbackInfo& info);
+  Napi::Value SetChannelsLast(const Napi::CallbackInfo& info);
   Napi::Value TrainBatch(const Napi::CallbackInfo& info);
   Napi::Value TakeTrainMetrics(const Napi::CallbackInfo& info);
   Napi::Value Evaluate(const Napi::CallbackInfo& info);
@@ -41,6 +42,7 @@ class JsNetwork : public Napi::ObjectWrap<JsNetwork> {
   // Training metrics accumulated on the device since the last takeTrainMetrics (no per-step sync).
   at::Tensor lossSum_, correct_;
   int64_t seen_ = 0;
+  bool channelsLast_ = false;
 };
 
 }  // namespace repopt

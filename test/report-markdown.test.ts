@@ -24,7 +24,7 @@ test('explicit alignment, escaped pipes and newlines, short and long rows', () =
     [
       '|     a     | b   |',
       '| :-------: | --- |',
-      '|   x\\|y   | 1   |',
+      '|   x\\|y    | 1   |',
       '| two lines |     |',
     ].join('\n'),
   );

@@ -107,3 +107,26 @@ describe('lr schedule', () => {
     expect(lrAt(110, s)).toBeCloseTo(0, 12);
   });
 });
+
+describe('precision and layout options (CPU)', () => {
+  test('channels-last gives the same training as NCHW; bf16 autocast still learns', async () => {
+    // Small: bf16 is emulated (slow) on CPUs without bf16 instructions.
+    const small = { train: synthetic(512, 3), test: synthetic(256, 4) };
+    const short = { epochs: 3, logEvery: 32 };
+    const nchw = await train(config('nchw', short), small);
+    const cl = await train(config('cl', { ...short, channelsLast: true }), small);
+    const a = nchw.network.stateDict();
+    const b = cl.network.stateDict();
+    let worst = 0;
+    for (const [name, t] of a) {
+      const other = b.get(name)!.data;
+      const scale = Math.max(...Array.from(t.data, Math.abs), 1e-3);
+      t.data.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - other[i]) / scale)));
+    }
+    expect(worst).toBeLessThan(1e-3);
+    const bf16 = await train(config('bf16', { ...short, autocast: 'bf16' }), small);
+    expect(nchw.test.accuracy).toBeGreaterThan(0.8);
+    expect(bf16.test.accuracy).toBeGreaterThan(0.8);
+    expect(Math.abs(bf16.test.accuracy - nchw.test.accuracy)).toBeLessThan(0.1);
+  });
+});

@@ -2,9 +2,8 @@
 // the red, green and blue planes of a 32x32 image, each row-major, which is already CHW.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { ImageDataset } from './dataset';
-import { DataFormatError, firstExisting, formatError, missingFile, readDataFile, readLabels, type DataFile } from './files';
-import type { Split } from './idx';
+import type { ImageDataset, Split } from './dataset';
+import { DataFormatError, firstExisting, formatError, readDataFile, readLabels, type DataFile } from './files';
 
 export type CifarVariant = 'cifar10' | 'cifar100';
 
@@ -69,11 +68,7 @@ export function loadCifar(dir: string, variant: CifarVariant, split: Split, opti
   const [firstName] = layout.files[split];
   const folder = path.dirname(firstExisting([path.join(dir, firstName), path.join(dir, layout.folder, firstName)]));
 
-  const files = layout.files[split].map((name) => {
-    const file = path.join(folder, name);
-    if (!fs.existsSync(file)) throw missingFile(file);
-    return readDataFile(file);
-  });
+  const files = layout.files[split].map((name) => readDataFile(path.join(folder, name)));
   const recordCounts = files.map((file) => countRecords(file, recordSize));
   const count = recordCounts.reduce((sum, n) => sum + n, 0);
   const images = new Uint8Array(count * IMAGE_SIZE);
@@ -81,6 +76,7 @@ export function loadCifar(dir: string, variant: CifarVariant, split: Split, opti
   let first = 0;
   files.forEach((file, k) => {
     const n = recordCounts[k];
+    // The column not returned is checked too: a bad byte there means a damaged or misread record.
     for (const other of [layout.fine, layout.coarse]) {
       if (other !== undefined && other !== column) readLabels(file, other.offset, recordSize, n, other.numClasses);
     }

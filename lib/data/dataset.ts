@@ -1,5 +1,8 @@
 // The in-memory image data set every reader produces, and whole-data-set helpers (summaries, subsets, splits).
 
+/** The two halves of the classic data sets. */
+export type Split = 'train' | 'test';
+
 /** Images as the native side uploads them to the training device in one copy. Every reader returns arrays
  * that own their ArrayBuffer from byte 0. */
 export interface ImageDataset {

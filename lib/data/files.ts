@@ -31,7 +31,7 @@ export function formatError(file: DataFile, offset: number | undefined, problem:
 }
 
 /** The error for a data file that is not there, naming what was looked for. */
-export function missingFile(file: string, hint = ''): DataFormatError {
+function missingFile(file: string, hint = ''): DataFormatError {
   return new DataFormatError(file, undefined, `${path.basename(file)}: not found in ${path.dirname(file)}${hint}`);
 }
 

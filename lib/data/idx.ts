@@ -3,10 +3,8 @@
 // Labels: magic 0x00000801 (unsigned bytes, 1 dimension), count, one byte per label.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { ImageDataset } from './dataset';
+import type { ImageDataset, Split } from './dataset';
 import { DataFormatError, firstExisting, formatError, readDataFile, readLabels, type DataFile } from './files';
-
-export type Split = 'train' | 'test';
 
 /** Where Debian's dataset-fashion-mnist package installs the four gzipped IDX files. */
 export const FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist';
@@ -34,6 +32,7 @@ const UBYTE_TYPE = 0x08;
 export function loadIdxDataset(dir: string, split: Split, options: IdxOptions = {}): ImageDataset {
   const { classNames } = options;
   const numClasses = options.numClasses ?? classNames?.length ?? 10;
+  if (!Number.isInteger(numClasses) || numClasses < 1) throw new RangeError(`loadIdxDataset: numClasses ${numClasses} is not a positive integer`);
   if (classNames !== undefined && classNames.length !== numClasses) {
     throw new RangeError(`loadIdxDataset: ${classNames.length} class names for ${numClasses} classes`);
   }
@@ -47,7 +46,7 @@ export function loadIdxDataset(dir: string, split: Split, options: IdxOptions = 
   const [count, height, width] = readHeader(imageFile, IMAGES_MAGIC, 'IDX images', 3);
   if (height === 0 || width === 0) throw formatError(imageFile, 8, `empty image size ${height}x${width} at byte 8`);
   const imagesStart = 16;
-  checkLength(imageFile, imagesStart, count, height * width, 'image');
+  checkLength(imageFile, imagesStart, count, height * width, `images of ${height}x${width}`);
 
   const labelFile = idxFile('labels-idx1');
   const [labelCount] = readHeader(labelFile, LABELS_MAGIC, 'IDX labels', 1);
@@ -55,7 +54,7 @@ export function loadIdxDataset(dir: string, split: Split, options: IdxOptions = 
     throw formatError(labelFile, 4, `${labelCount} labels declared at byte 4, but ${imageFile.label} declares ${count} images`);
   }
   const labelsStart = 8;
-  checkLength(labelFile, labelsStart, count, 1, 'label');
+  checkLength(labelFile, labelsStart, count, 1, 'labels');
 
   return {
     name: options.name ?? `${path.basename(path.resolve(dir))}/${split}`,
@@ -96,16 +95,16 @@ function readHeader(file: DataFile, magic: number, what: string, dims: number): 
 }
 
 /** The file must hold exactly `count` items of `itemSize` bytes after its header. */
-function checkLength(file: DataFile, start: number, count: number, itemSize: number, item: string): void {
+function checkLength(file: DataFile, start: number, count: number, itemSize: number, items: string): void {
   const expected = start + count * itemSize;
   const actual = file.bytes.length;
-  const declared = `the header declares ${count} ${item}s of ${itemSize} bytes, ${expected} bytes in all`;
+  const declared = `the header declares ${count} ${items}, ${expected} bytes in all`;
   if (actual < expected) {
     const inside = Math.floor((actual - start) / itemSize);
-    throw formatError(file, actual, `truncated at byte ${actual}, inside ${item} ${inside} (${declared})`);
+    throw formatError(file, actual, `truncated at byte ${actual}, inside item ${inside} (${declared})`);
   }
   if (actual > expected) {
-    throw formatError(file, expected, `${actual - expected} unexpected bytes after the last ${item}, at byte ${expected} (${declared})`);
+    throw formatError(file, expected, `${actual - expected} unexpected bytes after the last item, at byte ${expected} (${declared})`);
   }
 }
 

@@ -20,8 +20,8 @@ export interface ImageFolderOptions {
   readonly name?: string;
 }
 
-/** Reads `dir/<class>/**` (hidden entries skipped, classes and files in code-unit order; class k is the k-th
- * folder). Each image is scaled so that it covers height x width, then centre-cropped to it; EXIF orientation
+/** Reads `dir/<class>/**` (hidden entries skipped; class k is the k-th folder in code-unit order, and images
+ * follow torchvision's ImageFolder order). Each image is scaled so that it covers height x width, then centre-cropped to it; EXIF orientation
  * is ignored, as in PIL-based pipelines. Every file must decode: a bad one fails the load, naming it. */
 export async function loadImageFolder(dir: string, options: ImageFolderOptions): Promise<ImageDataset> {
   const { height, width, channels = 3, concurrency = os.availableParallelism() } = options;
@@ -36,8 +36,10 @@ export async function loadImageFolder(dir: string, options: ImageFolderOptions):
   classNames.forEach((className, label) => {
     const classFiles = listFilesUnder(path.join(dir, className));
     if (classFiles.length === 0) throw new DataFormatError(path.join(dir, className), undefined, `${className}/: no images in class folder`);
-    files.push(...classFiles);
-    classFiles.forEach(() => fileLabels.push(label));
+    for (const file of classFiles) {
+      files.push(file);
+      fileLabels.push(label);
+    }
   });
 
   const imageSize = channels * height * width;
@@ -90,15 +92,22 @@ function listClasses(dir: string): string[] {
   return classes;
 }
 
-/** Every visible file below `folder`, at any depth, sorted by path. */
+/** Every visible file below `folder`, at any depth, in torchvision's order: folders sorted by path, the files
+ * of each sorted by name (so that subsets taken by index match PyTorch runs on the same folder). */
 function listFilesUnder(folder: string): string[] {
-  const found: string[] = [];
-  for (const name of fs.readdirSync(folder).filter((entry) => !isHidden(entry)).sort(byCodeUnits)) {
-    const entry = path.join(folder, name);
-    if (fs.statSync(entry).isDirectory()) found.push(...listFilesUnder(entry));
-    else found.push(entry);
-  }
-  return found;
+  const folders: { readonly folder: string; readonly files: string[] }[] = [];
+  const walk = (current: string): void => {
+    const files: string[] = [];
+    folders.push({ folder: current, files });
+    for (const name of fs.readdirSync(current).filter((entry) => !isHidden(entry))) {
+      const entry = path.join(current, name);
+      if (fs.statSync(entry).isDirectory()) walk(entry);
+      else files.push(entry);
+    }
+  };
+  walk(folder);
+  folders.sort((a, b) => byCodeUnits(a.folder, b.folder));
+  return folders.flatMap(({ files }) => files.sort(byCodeUnits));
 }
 
 /** Decodes `file`, fits it to height x width, and writes it to `out` as CHW bytes. */

@@ -23,7 +23,7 @@ function sized(spec: TopLevelSpec): TopLevelSpec {
     // 'fit' with 'padding' makes the whole image, legend and titles included, exactly this size.
     autosize: { type: 'fit', contains: 'padding' },
     config: PLOT_CONFIG,
-  } as TopLevelSpec;
+  };
 }
 
 /** The plot as an SVG document, rendered headlessly (Vega needs no canvas for SVG). */

@@ -43,6 +43,10 @@ export interface TrainConfig {
   readonly strides?: readonly [number, number, number, number, number];
   readonly seed: number;
   readonly device: string;
+  /** Channels-last conv weights and inputs. Default: on for CUDA, off for CPU. */
+  readonly channelsLast?: boolean;
+  /** bf16 autocast of the forward pass. Default: 'bf16' on CUDA, 'none' on CPU. */
+  readonly autocast?: 'bf16' | 'none';
   readonly threads: number;
   readonly outDir: string;
   readonly logEvery: number;
@@ -132,7 +136,10 @@ export async function train(config: TrainConfig, preloaded?: TrainTestData): Pro
     ...(config.strides ? { strides: config.strides } : {}),
   });
   const network = new NativeBackendNetwork(spec, 'float32', config.seed);
+  const onCuda = config.device.startsWith('cuda');
+  const precision = { autocast: config.autocast ?? (onCuda ? 'bf16' : 'none') } as const;
   if (config.device !== 'cpu') network.handle.to(config.device);
+  if (config.channelsLast ?? onCuda) network.handle.setChannelsLast(true);
 
   // Weights: a resumed run's, a fine-tuning start, or fresh (after the init rule for mode target).
   const resumed = config.resume ? readLatestCheckpoint<TrainConfig>(checkpointsDir) : undefined;
@@ -205,6 +212,7 @@ export async function train(config: TrainConfig, preloaded?: TrainTestData): Pro
           ...config.augment,
           labelSmoothing: config.labelSmoothing,
           clipNorm: config.clipNorm,
+          ...precision,
         });
         step++;
         if (step % config.logEvery === 0 || step === epochEnd) {
@@ -222,7 +230,7 @@ export async function train(config: TrainConfig, preloaded?: TrainTestData): Pro
       const seconds = Number(process.hrtime.bigint() - epochStart) / 1e9;
       trainSeconds += seconds;
       if (step === (epoch + 1) * stepsPerEpoch) {
-        const test = network.handle.evaluate(testSet, config.evalBatchSize);
+        const test = network.handle.evaluate(testSet, config.evalBatchSize, precision);
         const record: EpochRecord = {
           epoch: epoch + 1,
           step,
@@ -244,7 +252,7 @@ export async function train(config: TrainConfig, preloaded?: TrainTestData): Pro
     progress.finish();
     metricsLog.close();
   }
-  const test = network.handle.evaluate(testSet, config.evalBatchSize);
+  const test = network.handle.evaluate(testSet, config.evalBatchSize, precision);
   trainSet.dispose();
   testSet.dispose();
   return {

@@ -1,0 +1,67 @@
+// safetensors files (https://github.com/huggingface/safetensors): an 8-byte little-endian header
+// length, a JSON header {name: {dtype, shape, data_offsets}}, then the raw little-endian data. Written
+// here because no maintained npm package provides it; the format is this small.
+import * as fs from 'fs';
+import { PthDtype, PthTensor, writeFileAtomic } from './pth';
+
+const CODES: Record<PthDtype, string> = { float32: 'F32', float64: 'F64', int64: 'I64', int32: 'I32', uint8: 'U8' };
+const DTYPES = Object.fromEntries(Object.entries(CODES).map(([d, c]) => [c, d as PthDtype])) as Record<string, PthDtype>;
+const VIEWS = { float32: Float32Array, float64: Float64Array, int64: BigInt64Array, int32: Int32Array, uint8: Uint8Array } as const;
+
+export function serializeSafetensors(tensors: ReadonlyMap<string, PthTensor>, metadata: Record<string, string> = { format: 'pt' }): Uint8Array {
+  const header: Record<string, unknown> = { __metadata__: metadata };
+  let offset = 0;
+  for (const [name, t] of tensors) {
+    const bytes = t.data.byteLength;
+    header[name] = { dtype: CODES[t.dtype], shape: t.shape, data_offsets: [offset, offset + bytes] };
+    offset += bytes;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (json.length % 8)) % 8); // data starts 8-byte aligned
+  const head = new TextEncoder().encode(json);
+  const out = new Uint8Array(8 + head.length + offset);
+  new DataView(out.buffer).setBigUint64(0, BigInt(head.length), true);
+  out.set(head, 8);
+  let at = 8 + head.length;
+  for (const t of tensors.values()) {
+    out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), at);
+    at += t.data.byteLength;
+  }
+  return out;
+}
+
+export function parseSafetensors(bytes: Uint8Array, name: string): Map<string, PthTensor> {
+  const fail = (what: string): never => {
+    throw new Error(`${name}: ${what}`);
+  };
+  if (bytes.length < 8) fail('too short for a safetensors header');
+  const headerLength = Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true));
+  if (headerLength > bytes.length - 8) fail(`header of ${headerLength} bytes runs past the end of the file (${bytes.length} bytes)`);
+  let header: Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
+  try {
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + headerLength)));
+  } catch (e) {
+    return fail(`header is not JSON (${(e as Error).message})`);
+  }
+  const dataStart = 8 + headerLength;
+  const out = new Map<string, PthTensor>();
+  for (const [key, entry] of Object.entries(header)) {
+    if (key === '__metadata__') continue;
+    const dtype = DTYPES[entry.dtype] ?? fail(`tensor '${key}' has unsupported dtype ${entry.dtype}`);
+    const [begin, end] = entry.data_offsets;
+    const View = VIEWS[dtype];
+    const count = entry.shape.reduce((a, b) => a * b, 1);
+    if (end - begin !== count * View.BYTES_PER_ELEMENT || dataStart + end > bytes.length) fail(`tensor '${key}' has offsets [${begin}, ${end}] that do not fit its shape or the file`);
+    const copy = bytes.slice(dataStart + begin, dataStart + end);
+    out.set(key, { dtype, shape: entry.shape, data: new View(copy.buffer, 0, count) } as PthTensor);
+  }
+  return out;
+}
+
+export function writeSafetensors(file: string, tensors: ReadonlyMap<string, PthTensor>): void {
+  writeFileAtomic(file, serializeSafetensors(tensors));
+}
+
+export function readSafetensors(file: string): Map<string, PthTensor> {
+  return parseSafetensors(fs.readFileSync(file), file);
+}
