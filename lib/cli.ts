@@ -56,6 +56,7 @@ interface TrainFlags {
   labelSmoothing: number;
   pad: number;
   flip: boolean;
+  resizedCrop?: boolean;
   clipNorm: number;
   forceClip?: boolean;
   strides?: [number, number, number, number, number];
@@ -97,6 +98,7 @@ function addTrainOptions(cmd: Command, defaults: { epochs: number; out: string }
     .option('--label-smoothing <x>', 'label smoothing', real(0), TRAIN_DEFAULTS.labelSmoothing)
     .option('--pad <n>', 'random-crop padding (0: no crop)', integer(0), 2)
     .option('--no-flip', 'no random horizontal flip')
+    .option('--resized-crop', 'random-resized crop (scale 0.08-1, ratio 3/4-4/3) instead of the padded crop')
     .option('--clip-norm <x>', 'gradient-norm clipping (0: none)', real(0), 0)
     .option('--force-clip', 'allow clipping with a RepOptimizer (breaks the equivalence)')
     .option('--strides <list>', 'strides of stage0..stage4, e.g. 1,2,2,2,2 for a CIFAR-style stem', strides)
@@ -126,7 +128,7 @@ function trainConfig(f: TrainFlags, mode: TrainMode, scales?: string): TrainConf
     weightDecay: f.weightDecay,
     warmupEpochs: f.warmupEpochs,
     labelSmoothing: f.labelSmoothing,
-    augment: { pad: f.pad, flip: f.flip },
+    augment: f.resizedCrop ? { pad: 0, flip: f.flip, resizedCrop: true } : { pad: f.pad, flip: f.flip },
     clipNorm: f.clipNorm,
     ...(f.forceClip ? { forceClip: true } : {}),
     ...(scales ? { scales } : {}),

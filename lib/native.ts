@@ -93,6 +93,12 @@ export interface Augmentation {
   readonly pad?: number;
   /** Horizontal flip with probability 1/2. */
   readonly flip?: boolean;
+  /** Random-resized crop (torchvision's RandomResizedCrop) back to the image size; excludes pad. */
+  readonly resizedCrop?: boolean;
+  /** Area fraction range of the crop box (default [0.08, 1]). */
+  readonly cropScale?: readonly [number, number];
+  /** Aspect ratio range of the crop box (default [3/4, 4/3]). */
+  readonly cropRatio?: readonly [number, number];
 }
 
 /** Images (uint8) and labels uploaded once to a device; batches are gathered and augmented there. */

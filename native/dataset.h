@@ -12,6 +12,10 @@ namespace repopt {
 struct Augmentation {
   int64_t pad = 0;    // random crop of the original size out of the zero-padded image
   bool flip = false;  // horizontal flip with probability 1/2
+  // Random-resized crop (torchvision's RandomResizedCrop): a box of area fraction in [scaleMin,
+  // scaleMax] and aspect ratio in [ratioMin, ratioMax], resized (bilinear) to the image size.
+  bool resizedCrop = false;
+  double scaleMin = 0.08, scaleMax = 1.0, ratioMin = 3.0 / 4.0, ratioMax = 4.0 / 3.0;
 };
 
 class DeviceDataset {
@@ -31,6 +35,7 @@ class DeviceDataset {
   void setRngState(const at::Tensor& state);
 
  private:
+  at::Tensor resizedCrop(const at::Tensor& normalised, const Augmentation& augmentation);
   at::Tensor images_, labels_, mean_, std_;
   at::Generator generator_;
 };

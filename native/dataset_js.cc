@@ -27,6 +27,20 @@ Augmentation readAugmentation(const Fields& f) {
   Augmentation a;
   a.pad = f.has("pad") ? f.integer("pad", 0, 1024) : 0;
   a.flip = f.boolean("flip", false);
+  a.resizedCrop = f.boolean("resizedCrop", false);
+  if (f.has("cropScale")) {
+    Napi::Array v = f.array("cropScale");
+    if (v.Length() != 2 || !v.Get(0u).IsNumber() || !v.Get(1u).IsNumber()) f.fail("cropScale", "must be [min, max]", true);
+    a.scaleMin = v.Get(0u).As<Napi::Number>().DoubleValue(), a.scaleMax = v.Get(1u).As<Napi::Number>().DoubleValue();
+    if (!(a.scaleMin > 0 && a.scaleMin <= a.scaleMax && a.scaleMax <= 1)) f.fail("cropScale", "must satisfy 0 < min <= max <= 1", true);
+  }
+  if (f.has("cropRatio")) {
+    Napi::Array v = f.array("cropRatio");
+    if (v.Length() != 2 || !v.Get(0u).IsNumber() || !v.Get(1u).IsNumber()) f.fail("cropRatio", "must be [min, max]", true);
+    a.ratioMin = v.Get(0u).As<Napi::Number>().DoubleValue(), a.ratioMax = v.Get(1u).As<Napi::Number>().DoubleValue();
+    if (!(a.ratioMin > 0 && a.ratioMin <= a.ratioMax)) f.fail("cropRatio", "must satisfy 0 < min <= max", true);
+  }
+  if (a.resizedCrop && a.pad > 0) f.fail("pad", "and resizedCrop exclude each other", true);
   return a;
 }
 

@@ -82,3 +82,21 @@ describe('device dataset', () => {
     expect(thrown(() => make().batch(native().Tensor.fromArray(BigInt64Array.of(6n)))).message).toMatch(/indices.*must lie in \[0, 6\)/);
   });
 });
+
+describe('random-resized crop', () => {
+  test('the full box at ratio 1 reproduces the image; random boxes stay in range and vary', () => {
+    const ds = make(3);
+    const index = native().Tensor.fromArray(BigInt64Array.from({ length: 16 }, (_, k) => BigInt(k % N)));
+    const [plain] = ds.batch(index);
+    const [identity] = ds.batch(index, { resizedCrop: true, cropScale: [1, 1], cropRatio: [4 / 3, 4 / 3] });
+    Array.from(identity.toArray() as Float32Array).forEach((v, i) => expect(v).toBeCloseTo((plain.toArray() as Float32Array)[i], 3));
+    const [random] = ds.batch(index, { resizedCrop: true, flip: true });
+    const values = Array.from(random.toArray() as Float32Array);
+    expect(random.shape).toEqual([16, 1, 3, 4]);
+    expect(Math.min(...values)).toBeGreaterThanOrEqual(-1e-3);
+    expect(Math.max(...values)).toBeLessThanOrEqual(171 + 1e-3);
+    expect(JSON.stringify(values)).not.toEqual(JSON.stringify(Array.from(plain.toArray() as Float32Array)));
+    expect(thrown(() => ds.batch(index, { resizedCrop: true, pad: 2 })).message).toMatch(/pad and resizedCrop exclude each other/);
+    expect(thrown(() => ds.batch(index, { resizedCrop: true, cropScale: [0, 1] })).message).toMatch(/cropScale must satisfy 0 < min <= max <= 1/);
+  });
+});

@@ -33,7 +33,7 @@ export interface TrainConfig {
   readonly weightDecay: number;
   readonly warmupEpochs: number;
   readonly labelSmoothing: number;
-  readonly augment: { readonly pad: number; readonly flip: boolean };
+  readonly augment: { readonly pad: number; readonly flip: boolean; readonly resizedCrop?: boolean };
   /** Gradient-norm clipping (0: none). Refused with a RepOptimizer unless forceClip. */
   readonly clipNorm: number;
   readonly forceClip?: boolean;
