@@ -144,8 +144,9 @@ export interface NativeNetwork {
   createOptimizer(spec: object): NativeOptimizer;
   trainStep(optimizer: NativeOptimizer, input: Tensor, labels: Tensor, labelSmoothing?: number): number;
   trainStepAsync(optimizer: NativeOptimizer, input: Tensor, labels: Tensor, labelSmoothing?: number): Promise<number>;
-  /** One training step on batch `batchIndex` of `permutation`; loss and accuracy accumulate on the device. */
-  trainBatch(optimizer: NativeOptimizer, dataset: NativeDataset, permutation: Tensor, batchIndex: number, batchSize: number, options?: TrainBatchOptions): void;
+  /** One training step on batch `batchIndex` of `permutation` (or `count` consecutive steps in one native
+   * loop); loss and accuracy accumulate on the device. */
+  trainBatch(optimizer: NativeOptimizer, dataset: NativeDataset, permutation: Tensor, batchIndex: number, batchSize: number, options?: TrainBatchOptions, count?: number): void;
   /** Means since the last call (one device synchronisation). */
   takeTrainMetrics(): EpochMetrics;
   /** Loss and accuracy over the whole data set, eval mode, no augmentation. */

@@ -167,6 +167,11 @@ std::vector<at::Tensor> Network::trainableParameters() const {
   return out;
 }
 
+void Network::clearGradients() {
+  for (auto& [_, p] : namedParameters())
+    if (p.grad().defined()) p.mutable_grad().reset();
+}
+
 at::Tensor Network::parameter(const std::string& name) const {
   for (const auto& [key, p] : namedParameters())
     if (key == name) return p;

@@ -59,6 +59,9 @@ class Network {
   // Parameters and buffers in PyTorch's state_dict order (each module's own, then its children's).
   NamedTensors stateDict() const;
   std::vector<at::Tensor> trainableParameters() const;
+  // Drops every gradient (PyTorch's zero_grad(set_to_none=True)): backward then writes fresh gradients
+  // instead of adding to zeroed ones, one memory pass less per parameter.
+  void clearGradients();
   // Looks a parameter up by key; undefined tensor when absent.
   at::Tensor parameter(const std::string& name) const;
   void to(at::Device device, at::ScalarType dtype);

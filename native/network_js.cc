@@ -185,7 +185,7 @@ std::pair<at::Tensor, at::Tensor> prepareBatch(const Args& args, const Network& 
 
 double trainStepImpl(Network& net, OptimizerHandle& opt, const at::Tensor& x, const at::Tensor& y, double labelSmoothing) {
   net.train(true);
-  opt.optimizer->zero_grad();
+  net.clearGradients();
   at::Tensor logits = net.forward(x);
   namespace F = torch::nn::functional;
   at::Tensor loss = F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().label_smoothing(labelSmoothing));
@@ -427,9 +427,10 @@ Napi::Value JsNetwork::To(const Napi::CallbackInfo& info) {
 
 Napi::Value JsNetwork::TrainBatch(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
-    // trainBatch(optimizer, dataset, permutation, batchIndex, batchSize, { pad?, flip?, labelSmoothing?, clipNorm? })
+    // trainBatch(optimizer, dataset, permutation, batchIndex, batchSize, options?, count?): `count`
+    // consecutive batches from batchIndex on, in one native loop (benchmarks compare it with one call per step).
     Args args(info, "Network.trainBatch");
-    args.expectCount(5, 6);
+    args.expectCount(5, 7);
     Network& net = idle(args.fn());
     auto opt = JsOptimizer::Get(args, 0, "optimizer");
     if (opt->network.get() != &net) args.rangeError("optimizer", "belongs to another network");
@@ -439,8 +440,10 @@ Napi::Value JsNetwork::TrainBatch(const Napi::CallbackInfo& info) {
       args.typeError("permutation", "the dataset's permutation (an int64 Tensor of " + std::to_string(ds->count()) + " indices)");
     }
     const int64_t batchSize = args.integer(4, "batchSize", 1, 1 << 20);
-    const int64_t batchIndex = args.integer(3, "batchIndex", 0, std::max<int64_t>(0, ds->count() / batchSize - 1));
     if (ds->count() < batchSize) args.rangeError("batchSize", "is larger than the dataset (" + std::to_string(ds->count()) + ")");
+    const int64_t batches = ds->count() / batchSize;
+    const int64_t batchIndex = args.integer(3, "batchIndex", 0, batches - 1);
+    const int64_t count = args.has(6) ? args.integer(6, "count", 1, batches - batchIndex) : 1;
     Augmentation aug;
     double labelSmoothing = 0, clipNorm = 0;
     c10::optional<at::ScalarType> autocast;
@@ -453,33 +456,35 @@ Napi::Value JsNetwork::TrainBatch(const Napi::CallbackInfo& info) {
       clipNorm = o.number("clipNorm", 0.0);
       if (clipNorm < 0) o.fail("clipNorm", "must be >= 0 (0: no clipping)", true);
     }
-    auto [x, y] = ds->batch(perm.narrow(0, batchIndex * batchSize, batchSize), aug, net.dtype());
-    x = x.to(net.device());
-    if (channelsLast_) x = x.contiguous(at::MemoryFormat::ChannelsLast);
-    y = y.to(net.device());
-    net.train(true);
-    opt->optimizer->zero_grad();
-    at::Tensor logits, loss;
-    {
-      AutocastScope mixed(net.device(), autocast);
-      logits = net.forward(x);
-      namespace F = torch::nn::functional;
-      loss = F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().label_smoothing(labelSmoothing));
+    for (int64_t k = 0; k < count; ++k) {
+      auto [x, y] = ds->batch(perm.narrow(0, (batchIndex + k) * batchSize, batchSize), aug, net.dtype());
+      x = x.to(net.device());
+      if (channelsLast_) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+      y = y.to(net.device());
+      net.train(true);
+      net.clearGradients();
+      at::Tensor logits, loss;
+      {
+        AutocastScope mixed(net.device(), autocast);
+        logits = net.forward(x);
+        namespace F = torch::nn::functional;
+        loss = F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().label_smoothing(labelSmoothing));
+      }
+      loss.backward();
+      if (clipNorm > 0) torch::nn::utils::clip_grad_norm_(net.trainableParameters(), clipNorm);
+      opt->step();
+      at::NoGradGuard noGrad;
+      at::Tensor batchLoss = loss.detach().to(at::kDouble) * double(batchSize);
+      at::Tensor batchCorrect = logits.argmax(1).eq(y).sum();
+      if (!lossSum_.defined()) {
+        lossSum_ = batchLoss;
+        correct_ = batchCorrect;
+      } else {
+        lossSum_.add_(batchLoss);
+        correct_.add_(batchCorrect);
+      }
+      seen_ += batchSize;
     }
-    loss.backward();
-    if (clipNorm > 0) torch::nn::utils::clip_grad_norm_(net.trainableParameters(), clipNorm);
-    opt->step();
-    at::NoGradGuard noGrad;
-    at::Tensor batchLoss = loss.detach().to(at::kDouble) * double(batchSize);
-    at::Tensor batchCorrect = logits.argmax(1).eq(y).sum();
-    if (!lossSum_.defined()) {
-      lossSum_ = batchLoss;
-      correct_ = batchCorrect;
-    } else {
-      lossSum_.add_(batchLoss);
-      correct_.add_(batchCorrect);
-    }
-    seen_ += batchSize;
     return info.Env().Undefined();
   });
 }

@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian 12 machine (as root) or an already prepared checkout: system
-# packages, npm dependencies, the native addon (source build; with --for-tests also the prebuildify
-# binary the packaging test needs, and python3-torch) and the TypeScript build. Does only what is missing
+# packages, npm dependencies, the native addon (source build, and the prebuild when asked) and the
+# TypeScript build. Does only what is missing
 # or out of date.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# --for-tests: also the prebuild (for the packaging test) and python3-torch.
-for_tests=0
-[ "${1:-}" = --for-tests ] && for_tests=1
+# --with-prebuild: also the prebuildify binary (the packaging test installs it).
+# --with-python-torch: also Debian's python3-torch (tests read our .pth files back with it; the
+# benchmarks run PyTorch eager side by side).
+with_prebuild=0
+with_python_torch=0
+for arg in "$@"; do
+  case "$arg" in
+    --with-prebuild) with_prebuild=1 ;;
+    --with-python-torch) with_python_torch=1 ;;
+    *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
+  esac
+done
 
 log() { printf '[setup] %s\n' "$*"; }
 
@@ -15,7 +24,7 @@ apt_missing=()
 if ! node scripts/torch-config.js json >/dev/null 2>&1; then apt_missing+=(libtorch-dev); fi
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || apt_missing+=(dataset-fashion-mnist)
 # The tests read back the .pth files we write with real PyTorch (Debian's, for /usr/bin/python3).
-if [ $for_tests = 1 ] && ! /usr/bin/python3 -c 'import torch' >/dev/null 2>&1; then apt_missing+=(python3-torch); fi
+if [ $with_python_torch = 1 ] && ! /usr/bin/python3 -c 'import torch' >/dev/null 2>&1; then apt_missing+=(python3-torch); fi
 if [ ${#apt_missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     echo "[setup] missing: ${apt_missing[*]}. Install them (Debian/Ubuntu: apt-get install ${apt_missing[*]}) or see README." >&2
@@ -51,7 +60,7 @@ run_logged() {
 }
 
 prebuild=prebuilds/linux-x64/repopt.node
-if [ $for_tests = 1 ] && stale "$prebuild"; then
+if [ $with_prebuild = 1 ] && stale "$prebuild"; then
   log "prebuildify (node-gyp, binding.gyp)"
   run_logged prebuildify npx prebuildify --napi --strip
   # prebuildify names the file after node-gyp's target; keep one stable name.

@@ -16,7 +16,7 @@ describe('npm pack + install', () => {
   afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
 
   test('the installed tarball loads the prebuild and runs libtorch', () => {
-    expect(fs.existsSync(prebuild)).toBe(true); // made by `npm run prebuildify` (scripts/setup.sh --for-tests)
+    expect(fs.existsSync(prebuild)).toBe(true); // made by `npm run prebuildify` (scripts/setup.sh --with-prebuild)
     const npm = (args: string[], cwd: string) =>
       execFileSync('npm', args, { cwd, encoding: 'utf8', env: { ...process.env, npm_config_audit: 'false', npm_config_fund: 'false' } });
 

@@ -1,0 +1,131 @@
+#!/usr/bin/env node
+// Training steps on CPU, measured side by side in one run, same threads and shapes:
+//   - the TypeScript loop (one native call per step, lr set and metrics read as the trainer does)
+//   - the same steps in one native call (a pure C++ loop in the addon)
+//   - PyTorch eager (Debian's python3-torch, same libtorch version) doing the same step
+// for RepOpt-VGG-S at 28x28 batch 64 and RepOpt-VGG-A0 at 32x32 batch 128 (target blocks, RepOptSGD),
+// then resident memory after 200 and 2000 steps. Prints tables, writes bench/results/train-step.json.
+'use strict';
+const { spawnSync } = require('child_process');
+const fs = require('fs');
+const path = require('path');
+const { nativeBackend, networkSpec, setNumThreads, info, gradMultOf } = require('../dist');
+const { native } = require('../dist/native');
+
+const threads = Number(process.env.REPOPT_BENCH_THREADS || 2);
+const runs = Number(process.env.REPOPT_BENCH_REPS || 5);
+const python = process.env.REPOPT_BENCH_PYTHON || '/usr/bin/python3';
+setNumThreads(threads);
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const now = () => Number(process.hrtime.bigint()) / 1e6;
+
+function setup(arch, imageShape, batchSize, count, channelsLast) {
+  const spec = networkSpec(arch, { mode: 'target', numClasses: 10, inChannels: imageShape[0] });
+  const net = nativeBackend.createNetwork(spec, { seed: 0 });
+  net.handle.setChannelsLast(channelsLast);
+  let seed = 1;
+  const random = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
+  const gradMults = spec.blocks.map((b) =>
+    gradMultOf({
+      param: `${b.name}.conv.weight`,
+      shape: [b.outChannels, b.inChannels, 3, 3],
+      groups: 1,
+      identity: b.inChannels === b.outChannels && b.stride === 1,
+      scales: { s: Array.from({ length: b.outChannels }, () => 0.5 + random()), t: Array.from({ length: b.outChannels }, () => 0.5 + random()) },
+    }),
+  );
+  const opt = net.createOptimizer({ type: 'sgd', lr: 0.05, momentum: 0.9, nesterov: true, weightDecay: 4e-5, gradMults });
+  const size = imageShape.reduce((a, b) => a * b, 1);
+  const images = Uint8Array.from({ length: count * size }, () => Math.floor(random() * 256));
+  const labels = Int32Array.from({ length: count }, () => Math.floor(random() * 10));
+  const ds = new (native().Dataset)(images, [count, ...imageShape], labels, { mean: [0.5, 0.5, 0.5].slice(0, imageShape[0]), std: [0.25, 0.25, 0.25].slice(0, imageShape[0]) });
+  const perm = ds.permutation(0, 0);
+  return { spec, net, opt, ds, perm, batches: Math.floor(count / batchSize) };
+}
+
+function tsLoop(s, batchSize, steps, offset) {
+  for (let k = 0; k < steps; k++) {
+    s.opt.handle.setLr(0.05);
+    s.net.handle.trainBatch(s.opt.handle, s.ds, s.perm, (offset + k) % s.batches, batchSize, { labelSmoothing: 0.1 });
+    if ((k + 1) % 20 === 0) s.net.handle.takeTrainMetrics();
+  }
+  s.net.handle.takeTrainMetrics();
+}
+
+function cppLoop(s, batchSize, steps, offset) {
+  // Consecutive batches in one call: keep within the permutation.
+  let done = 0;
+  while (done < steps) {
+    const start = (offset + done) % s.batches;
+    const count = Math.min(steps - done, s.batches - start);
+    s.net.handle.trainBatch(s.opt.handle, s.ds, s.perm, start, batchSize, { labelSmoothing: 0.1 }, count);
+    done += count;
+  }
+  s.net.handle.takeTrainMetrics();
+}
+
+function timed(fn, steps) {
+  const t0 = now();
+  fn();
+  return (now() - t0) / steps;
+}
+
+const workloads = [
+  { arch: 'RepOpt-VGG-S', imageShape: [1, 28, 28], batchSize: 64, steps: 30 },
+  { arch: 'RepOpt-VGG-A0', imageShape: [3, 32, 32], batchSize: 128, steps: 6 },
+];
+const rows = [];
+for (const w of workloads) {
+  const count = w.batchSize * 16;
+  // Channels-last is the trainer's default; NCHW is PyTorch's.
+  const s = setup(w.arch, w.imageShape, w.batchSize, count, true);
+  const nchw = setup(w.arch, w.imageShape, w.batchSize, count, false);
+  tsLoop(s, w.batchSize, 3, 0); // warm-up
+  tsLoop(nchw, w.batchSize, 3, 0);
+  const ts = [];
+  const cpp = [];
+  const tsNchw = [];
+  // Interleaved runs, so that drifting machine load hits all alike.
+  for (let r = 0; r < runs; r++) {
+    ts.push(timed(() => tsLoop(s, w.batchSize, w.steps, r * w.steps), w.steps));
+    cpp.push(timed(() => cppLoop(s, w.batchSize, w.steps, r * w.steps), w.steps));
+    tsNchw.push(timed(() => tsLoop(nchw, w.batchSize, w.steps, r * w.steps), w.steps));
+  }
+  const cfg = { spec: s.spec, imageShape: w.imageShape, batchSize: w.batchSize, count, steps: w.steps, runs, warmup: 3, threads, optimizer: 'repopt-sgd' };
+  const py = spawnSync(python, [path.join(__dirname, 'python', 'train_step.py'), JSON.stringify(cfg)], { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: String(threads) } });
+  if (py.status !== 0) throw new Error(`PyTorch peer failed (${python}; apt-get install python3-torch): ${py.stderr}`);
+  const pyResult = JSON.parse(py.stdout.trim().split('\n').pop());
+  rows.push({
+    workload: `${w.arch} ${w.imageShape.join('x')} batch ${w.batchSize}`,
+    tsMs: median(ts),
+    cppMs: median(cpp),
+    tsNchwMs: median(tsNchw),
+    pytorchMs: median(pyResult.msPerStep),
+    pytorch: pyResult.torch,
+  });
+  for (const x of [s, nchw]) x.perm.dispose(), x.ds.dispose();
+}
+
+// Resident memory: 200 steps, then 1800 more (the TypeScript loop, RepOpt-VGG-S).
+const w = workloads[0];
+const s = setup(w.arch, w.imageShape, w.batchSize, w.batchSize * 16, true);
+tsLoop(s, w.batchSize, 200, 0);
+global.gc?.();
+const rss200 = process.memoryUsage().rss;
+tsLoop(s, w.batchSize, 1800, 200);
+global.gc?.();
+const rss2000 = process.memoryUsage().rss;
+
+const mib = (b) => (b / (1 << 20)).toFixed(1);
+console.log(`training step, CPU, ${threads} torch threads, median of ${runs} runs, libtorch ${info().torchVersion} (addon) / PyTorch ${rows[0].pytorch} (eager)`);
+console.log('| workload (target + RepOptSGD) | TS loop ms/step | C++ loop ms/step | TS throughput / C++ | PyTorch eager (NCHW) ms/step | TS time / PyTorch | TS NCHW ms/step | TS NCHW / PyTorch |');
+console.log('|---|---|---|---|---|---|---|---|');
+for (const r of rows) {
+  const cells = [r.tsMs.toFixed(2), r.cppMs.toFixed(2), (r.cppMs / r.tsMs).toFixed(3), r.pytorchMs.toFixed(2), (r.tsMs / r.pytorchMs).toFixed(3), r.tsNchwMs.toFixed(2), (r.tsNchwMs / r.pytorchMs).toFixed(3)];
+  console.log(`| ${r.workload} | ${cells.join(' | ')} |`);
+}
+console.log('TS / C++ loops: channels-last (the trainer default). Ratios below 1.000 in time: faster than PyTorch eager.');
+console.log(`RSS after 200 steps ${mib(rss200)} MiB, after 2000 steps ${mib(rss2000)} MiB (${((rss2000 / rss200 - 1) * 100).toFixed(1)} %)`);
+fs.mkdirSync(path.join(__dirname, 'results'), { recursive: true });
+fs.writeFileSync(path.join(__dirname, 'results', 'train-step.json'), JSON.stringify({ threads, runs, rows, rss200, rss2000 }, null, 2) + '\n');
