@@ -160,6 +160,21 @@ function writeWeights(file: string, tensors: ReadonlyMap<string, PthTensor>): vo
   else throw new Error(`${file}: choose the format by the extension, .pth or .safetensors`);
 }
 
+/** The network a checkpoint holds: its config's architecture and mode, classes and input channels
+ * read off the weights. */
+function specOfCheckpoint(ckpt: Checkpoint<TrainConfig>) {
+  const c = ckpt.meta.config;
+  const first = [...ckpt.model].find(([k, t]) => k.startsWith('stage0.') && t.shape.length === 4);
+  const linear = ckpt.model.get('linear.weight');
+  if (!first || !linear) throw new Error(`${ckpt.dir}: the model has no stage0 conv or linear.weight; not a repopt network`);
+  return networkSpec(c.arch, {
+    mode: c.mode === 'vgg' ? 'target' : c.mode,
+    numClasses: linear.shape[0],
+    inChannels: first[1].shape[1],
+    ...(c.strides ? { strides: c.strides } : {}),
+  });
+}
+
 export function buildProgram(): Command {
   const program = new Command('repopt')
     .description('RepOptimizer training on libtorch: hyper-search the scales, train RepOpt-VGG, compare with RepVGG and VGG')
@@ -230,8 +245,7 @@ export function buildProgram(): Command {
       const ckpt = checkpointAt(o.checkpoint);
       const c = ckpt.meta.config;
       const data = await loadData(c.data, c.seed);
-      const spec = networkSpec(c.arch, { mode: c.mode === 'vgg' ? 'target' : c.mode, numClasses: data.train.numClasses, inChannels: data.train.channels, ...(c.strides ? { strides: c.strides } : {}) });
-      const net = new NativeBackendNetwork(spec, 'float32');
+      const net = new NativeBackendNetwork(specOfCheckpoint(ckpt), 'float32');
       net.loadStateTensors(ckpt.model);
       const test = uploadDataset(data.test, channelStats(data.train), 'cpu', 0);
       const m = net.handle.evaluate(test, 500);
@@ -247,8 +261,7 @@ export function buildProgram(): Command {
       const ckpt = checkpointAt(o.checkpoint);
       const c = ckpt.meta.config;
       if (c.mode !== 'repvgg') throw new Error(`convert folds repvgg checkpoints; ${ckpt.dir} is mode ${c.mode}`);
-      const first = ckpt.model.get('linear.weight')!;
-      const spec = networkSpec(c.arch, { mode: 'repvgg', numClasses: first.shape[0], inChannels: ckpt.model.get('stage0.conv_3x3.weight')!.shape[1], ...(c.strides ? { strides: c.strides } : {}) });
+      const spec = specOfCheckpoint(ckpt);
       const host = new Map([...ckpt.model].map(([k, t]) => [k, { shape: t.shape, data: Float64Array.from(t.data as ArrayLike<number>, Number) }]));
       const folded = foldRepVGG(spec, host);
       writeWeights(o.out, new Map([...folded].map(([k, t]) => [k, { dtype: 'float32' as const, shape: [...t.shape], data: Float32Array.from(t.data) }])));
