@@ -171,6 +171,8 @@ export interface NativeBinding {
   ) => NativeDataset;
   info(): NativeRuntimeInfo;
   memory(): MemoryInfo;
+  /** CUDA caching-allocator bytes on a device (CUDA builds); resetPeak starts a new peak after reading. */
+  cudaMemory(device?: number, resetPeak?: boolean): { allocated: number; peakAllocated: number; reserved: number };
   setNumThreads(threads: number): void;
   manualSeed(seed: number | bigint): void;
 }

@@ -6,6 +6,10 @@
 #include <torch/cuda.h>
 #include <torch/version.h>
 
+#ifdef REPOPT_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
 #include "addon.h"
 #include "errors.h"
 
@@ -43,6 +47,32 @@ Napi::Value Memory(const Napi::CallbackInfo& info) {
   });
 }
 
+// Peak and current bytes of the CUDA caching allocator on one device (CUDA builds only).
+Napi::Value CudaMemory(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Args args(info, "cudaMemory");
+    args.expectCount(0, 2);
+    const int64_t device = args.has(0) ? args.integer(0, "device", 0, 1023) : 0;
+    const bool resetPeak = args.has(1) && args.boolean(1, "resetPeak");
+#ifdef REPOPT_CUDA
+    if (!torch::cuda::is_available() || device >= int64_t(torch::cuda::device_count())) args.rangeError("device", "is not a visible CUDA device");
+    namespace alloc = c10::cuda::CUDACachingAllocator;
+    const auto stats = alloc::getDeviceStats(int(device));
+    const auto& allocated = stats.allocated_bytes[size_t(alloc::StatType::AGGREGATE)];
+    const auto& reserved = stats.reserved_bytes[size_t(alloc::StatType::AGGREGATE)];
+    auto out = Napi::Object::New(info.Env());
+    out.Set("allocated", double(allocated.current));
+    out.Set("peakAllocated", double(allocated.peak));
+    out.Set("reserved", double(reserved.current));
+    if (resetPeak) alloc::resetPeakStats(int(device));
+    return out;
+#else
+    (void)device, (void)resetPeak;
+    throw Napi::Error::New(info.Env(), "cudaMemory: this addon was built without CUDA");
+#endif
+  });
+}
+
 Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     Args args(info, "setNumThreads");
@@ -74,6 +104,7 @@ Napi::Value ManualSeed(const Napi::CallbackInfo& info) {
 void InitRuntime(Napi::Env env, Napi::Object exports) {
   exports.Set("info", Napi::Function::New<Info>(env, "info"));
   exports.Set("memory", Napi::Function::New<Memory>(env, "memory"));
+  exports.Set("cudaMemory", Napi::Function::New<CudaMemory>(env, "cudaMemory"));
   exports.Set("setNumThreads", Napi::Function::New<SetNumThreads>(env, "setNumThreads"));
   exports.Set("manualSeed", Napi::Function::New<ManualSeed>(env, "manualSeed"));
 }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The CUDA benchmark in one command, on a machine with a pip PyTorch (CUDA), cmake and g++ but no npm
+# and no internet. Prepare on a machine with npm first:
+#   npm install && npm run build && ../shared/tools/portable-node.sh .portable
+# and bring the checkout with .portable/ and dist/. Then, from the repository root:
+#   bash bench/cuda/run.sh [results-dir]
+# It builds the addon against that PyTorch, then measures RepOpt-VGG-B1 training steps (224x224 batch
+# 128, 32x32 batch 256; fp32 and bf16 + channels-last) from TypeScript, in PyTorch eager and with
+# torch.compile, in one run, and prints ms/step, img/s, TFLOP/s, peak GPU memory and the ratios.
+set -euo pipefail
+out=${1:-${OUT:-/tmp/repopt-cuda-bench}}
+mkdir -p "$out"
+source .portable/activate.sh
+build=/tmp/repopt-cuda-build
+REPOPT_TORCH=python cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_JS_INC="$NAPI_INC" \
+  -DCMAKE_PREFIX_PATH="$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')" >"$out/cmake.log" 2>&1 || { tail -40 "$out/cmake.log"; exit 1; }
+cmake --build "$build" -j"$(nproc)" >>"$out/cmake.log" 2>&1 || { tail -40 "$out/cmake.log"; exit 1; }
+mkdir -p build/Release && cp "$build/repopt.node" build/Release/
+readelf -d build/Release/repopt.node | grep -q libtorch_cuda.so || { echo "the addon does not link libtorch_cuda.so" >&2; exit 1; }
+node dist/cli.js info | tee "$out/info.txt"
+node bench/cuda/train-step.js "$out"
