@@ -105,7 +105,7 @@ function addTrainOptions(cmd: Command, defaults: { epochs: number; out: string }
     .option('--seed <n>', 'seed', integer(0), 0)
     .option('--threads <n>', 'torch threads (never more than free cores)', integer(1), 2)
     .option('--device <name>', "'cpu' or 'cuda[:n]'", 'cpu')
-    .option('--channels-last', 'channels-last conv weights and inputs (the default)')
+    .option('--channels-last', 'channels-last conv weights and inputs (default on CUDA; on CPU it helps wide networks)')
     .option('--no-channels-last', 'contiguous (NCHW) layout')
     .addOption(new Option('--autocast <dtype>', 'forward pass precision (default: bf16 on CUDA, none on CPU)').choices(['bf16', 'none']))
     .option('--out <dir>', 'output folder (checkpoints, metrics.jsonl)', defaults.out)
