@@ -117,7 +117,7 @@ export function applyInitRule(state: ReadonlyMap<string, HostTensor>, convs: rea
   for (const conv of convs) {
     checkConv(conv);
     const current = state.get(conv.param);
-    const [o, perGroup, k] = conv.shape;
+    const [o, perGroup] = conv.shape;
     if (!current) throw new RangeError(`init rule: the network has no parameter ${conv.param}`);
     if (current.shape.join() !== conv.shape.join()) throw new RangeError(`init rule: ${conv.param} has shape [${current.shape}], expected [${conv.shape}]`);
     const w1 = options.kernels1x1?.get(conv.param) ?? freshKernel1x1(random, o, perGroup);

@@ -5,7 +5,7 @@ import * as path from 'path';
 import type { OptimizerSpec } from '../backend';
 import { networkSpec } from '../configs';
 import { NativeBackendNetwork, NativeBackendOptimizer } from '../native-backend';
-import type { EpochMetrics, NativeDataset } from '../native';
+import type { EpochMetrics } from '../native';
 import { applyInitRule, gradMultOf, repConvsOf } from '../repopt';
 import { createProgress, writeJsonl } from '../report';
 import { setNumThreads } from '../runtime';
