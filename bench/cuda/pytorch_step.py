@@ -2,32 +2,15 @@
 label-smoothed cross-entropy, backward, GradMult multiply as the official code does, SGD nesterov) on
 the same shapes, eager and torch.compile. Prints one JSON line."""
 import json
+import os
 import sys
 import time
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-
-class Block(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn = nn.BatchNorm2d(cout)
-
-    def forward(self, x):
-        return F.relu(self.bn(self.conv(x)), inplace=True)
-
-
-class Net(nn.Module):
-    def __init__(self, spec):
-        super().__init__()
-        self.blocks = nn.Sequential(*[Block(b['inChannels'], b['outChannels'], b['stride']) for b in spec['blocks']])
-        self.linear = nn.Linear(spec['blocks'][-1]['outChannels'], spec['numClasses'])
-
-    def forward(self, x):
-        return self.linear(self.blocks(x).mean((2, 3)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'python'))
+from vgg_net import Net  # noqa: E402
 
 
 def run(cfg, compiled):
