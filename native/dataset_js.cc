@@ -102,10 +102,12 @@ DeviceDataset& JsDataset::live(const char* fn) const {
 }
 
 Napi::Value JsDataset::Count(const Napi::CallbackInfo& info) {
+  requireReceiver(info, kDatasetTag, "Dataset.count");
   return guarded(info.Env(), [&]() -> Napi::Value { return Napi::Number::New(info.Env(), double(live("Dataset.count").count())); });
 }
 
 Napi::Value JsDataset::Shape(const Napi::CallbackInfo& info) {
+  requireReceiver(info, kDatasetTag, "Dataset.shape");
   return guarded(info.Env(), [&]() -> Napi::Value {
     auto dims = live("Dataset.shape").imageShape();
     auto out = Napi::Array::New(info.Env(), dims.size());
@@ -115,6 +117,7 @@ Napi::Value JsDataset::Shape(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value JsDataset::Device(const Napi::CallbackInfo& info) {
+  requireReceiver(info, kDatasetTag, "Dataset.device");
   return guarded(info.Env(), [&]() -> Napi::Value { return Napi::String::New(info.Env(), live("Dataset.device").device().str()); });
 }
 

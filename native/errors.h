@@ -93,6 +93,15 @@ class Fields {
   std::string fn_, path_;
 };
 
+// Getters are not receiver-checked by V8 (methods are): a getter of one class called on an object of
+// another would read the wrong C++ object. Every getter starts with this check, before touching `this`.
+inline void requireReceiver(const Napi::CallbackInfo& info, const napi_type_tag& tag, const char* what) {
+  Napi::Value self = info.This();
+  if (!self.IsObject() || !self.As<Napi::Object>().CheckTypeTag(&tag)) {
+    throw Napi::TypeError::New(info.Env(), std::string(what) + ": called on an object of another class");
+  }
+}
+
 // Largest element count we accept from JS: far above any real tensor, far below int64 overflow.
 constexpr int64_t kMaxNumel = int64_t(1) << 48;
 

@@ -23,6 +23,8 @@ namespace repopt {
 
 namespace {
 
+const napi_type_tag kNetworkTag = {0x3f8a2c6e1b7d4905ULL, 0xa4e19c3b7f2d6058ULL};
+
 NetworkConfig parseNetworkConfig(const Fields& spec) {
   NetworkConfig c;
   c.mode = parseBlockMode(spec.string("mode"));
@@ -242,6 +244,7 @@ JsNetwork::JsNetwork(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsNetwor
     }
     network_ = std::make_shared<Network>(config);
     if (dtype != at::kFloat) network_->to(at::kCPU, dtype);
+    info.This().As<Napi::Object>().TypeTag(&kNetworkTag);
   });
 }
 
@@ -252,10 +255,12 @@ Network& JsNetwork::idle(const char* fn) const {
 }
 
 Napi::Value JsNetwork::Device(const Napi::CallbackInfo& info) {
+  requireReceiver(info, kNetworkTag, "Network.device");
   return guarded(info.Env(), [&]() -> Napi::Value { return Napi::String::New(info.Env(), idle("Network.device").device().str()); });
 }
 
 Napi::Value JsNetwork::Dtype(const Napi::CallbackInfo& info) {
+  requireReceiver(info, kNetworkTag, "Network.dtype");
   return guarded(info.Env(), [&]() -> Napi::Value { return Napi::String::New(info.Env(), dtypeName(idle("Network.dtype").dtype())); });
 }
 

@@ -68,14 +68,17 @@ OptimizerHandle& JsOptimizer::live(const char* fn) const {
 }
 
 Napi::Value JsOptimizer::Kind(const Napi::CallbackInfo& info) {
+  requireReceiver(info, kOptimizerTag, "Optimizer.kind");
   return guarded(info.Env(), [&]() -> Napi::Value { return Napi::String::New(info.Env(), live("Optimizer.kind").kind); });
 }
 
 Napi::Value JsOptimizer::Steps(const Napi::CallbackInfo& info) {
+  requireReceiver(info, kOptimizerTag, "Optimizer.steps");
   return guarded(info.Env(), [&]() -> Napi::Value { return Napi::Number::New(info.Env(), double(live("Optimizer.steps").steps())); });
 }
 
 Napi::Value JsOptimizer::GradMultBytes(const Napi::CallbackInfo& info) {
+  requireReceiver(info, kOptimizerTag, "Optimizer.gradMultBytes");
   return guarded(info.Env(), [&]() -> Napi::Value {
     auto* g = dynamic_cast<GradMultOptimizer*>(live("Optimizer.gradMultBytes").optimizer.get());
     return Napi::Number::New(info.Env(), g ? double(g->gradMults().bytes()) : 0.0);

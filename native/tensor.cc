@@ -188,6 +188,7 @@ Napi::Value Tensor::Randn(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Tensor::Shape(const Napi::CallbackInfo& info) {
+  requireReceiver(info, kTensorTag, "Tensor.shape");
   return guarded(info.Env(), [&]() -> Napi::Value {
     const at::Tensor& t = live("Tensor.shape");
     auto arr = Napi::Array::New(info.Env(), t.dim());
@@ -197,18 +198,24 @@ Napi::Value Tensor::Shape(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value Tensor::Dtype(const Napi::CallbackInfo& info) {
+  requireReceiver(info, kTensorTag, "Tensor.dtype");
   return guarded(info.Env(), [&]() -> Napi::Value { return Napi::String::New(info.Env(), dtypeName(live("Tensor.dtype").scalar_type())); });
 }
 
 Napi::Value Tensor::DeviceName(const Napi::CallbackInfo& info) {
+  requireReceiver(info, kTensorTag, "Tensor.device");
   return guarded(info.Env(), [&]() -> Napi::Value { return Napi::String::New(info.Env(), live("Tensor.device").device().str()); });
 }
 
 Napi::Value Tensor::Nbytes(const Napi::CallbackInfo& info) {
+  requireReceiver(info, kTensorTag, "Tensor.nbytes");
   return guarded(info.Env(), [&]() -> Napi::Value { return Napi::Number::New(info.Env(), double(bytesOf(live("Tensor.nbytes")))); });
 }
 
-Napi::Value Tensor::IsDisposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), disposed_); }
+Napi::Value Tensor::IsDisposed(const Napi::CallbackInfo& info) {
+  requireReceiver(info, kTensorTag, "Tensor.isDisposed");
+  return Napi::Boolean::New(info.Env(), disposed_);
+}
 
 Napi::Value Tensor::ToArray(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {

@@ -62,6 +62,12 @@ describe('argument errors name the argument', () => {
     expectError(() => t.matmul({} as never), 'TypeError', "Tensor.matmul: argument 'other' must be a Tensor");
     expectError(() => t.matmul(impostor), 'TypeError', "Tensor.matmul: argument 'other' must be a Tensor");
     expectError(() => Object.getPrototypeOf(t).toArray.call({}), 'TypeError', /Illegal invocation/);
+    // Getters are not receiver-checked by V8: ours check the class themselves.
+    const shapeGetter = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(t), 'shape')!.get!;
+    const net = new (native().Network)({ mode: 'target', inChannels: 1, numClasses: 2, blocks: [{ name: 'stage0', inChannels: 1, outChannels: 2, stride: 1 }] });
+    expectError(() => shapeGetter.call(net), 'TypeError', 'Tensor.shape: called on an object of another class');
+    const netDevice = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(net), 'device')!.get!;
+    expectError(() => netDevice.call(t), 'TypeError', 'Network.device: called on an object of another class');
     const Ctor = (t as unknown as { constructor: new () => unknown }).constructor;
     expectError(() => new Ctor(), 'TypeError', /use Tensor\.fromArray/);
   });
