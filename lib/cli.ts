@@ -59,6 +59,7 @@ interface TrainFlags {
   resizedCrop?: boolean;
   clipNorm: number;
   forceClip?: boolean;
+  skipNonFinite?: boolean;
   strides?: [number, number, number, number, number];
   seed: number;
   threads: number;
@@ -101,6 +102,7 @@ function addTrainOptions(cmd: Command, defaults: { epochs: number; out: string }
     .option('--resized-crop', 'random-resized crop (scale 0.08-1, ratio 3/4-4/3) instead of the padded crop')
     .option('--clip-norm <x>', 'gradient-norm clipping (0: none)', real(0), 0)
     .option('--force-clip', 'allow clipping with a RepOptimizer (breaks the equivalence)')
+    .option('--skip-non-finite', 'skip steps with a NaN/Inf loss or gradient (counted) instead of stopping')
     .option('--strides <list>', 'strides of stage0..stage4, e.g. 1,2,2,2,2 for a CIFAR-style stem', strides)
     .option('--seed <n>', 'seed', integer(0), 0)
     .option('--threads <n>', 'torch threads (never more than free cores)', integer(1), 2)
@@ -131,6 +133,7 @@ function trainConfig(f: TrainFlags, mode: TrainMode, scales?: string): TrainConf
     augment: f.resizedCrop ? { pad: 0, flip: f.flip, resizedCrop: true } : { pad: f.pad, flip: f.flip },
     clipNorm: f.clipNorm,
     ...(f.forceClip ? { forceClip: true } : {}),
+    ...(f.skipNonFinite ? { skipNonFinite: true } : {}),
     ...(scales ? { scales } : {}),
     ...(f.strides ? { strides: f.strides } : {}),
     seed: f.seed,
@@ -232,7 +235,8 @@ export function buildProgram(): Command {
     .option('--scales <file>', 'scale file (JSON or .pth) for mode target')
     .action(async (f: TrainFlags & { mode: TrainMode; scales?: string }) => {
       const r = await train(trainConfig(f, f.mode, f.scales));
-      process.stdout.write(`test accuracy ${formatPercent(r.test.accuracy)} after ${r.steps} steps; checkpoint ${r.checkpoint}\n`);
+      const skipped = r.skippedSteps ? `, ${r.skippedSteps} step(s) skipped for non-finite values` : '';
+      process.stdout.write(`test accuracy ${formatPercent(r.test.accuracy)} after ${r.steps} steps${skipped}; checkpoint ${r.checkpoint}\n`);
     });
 
   program

@@ -121,6 +121,8 @@ export interface EpochMetrics {
   readonly count: number;
   readonly loss: number;
   readonly accuracy: number;
+  /** Steps skipped for non-finite values since the last read (trainBatch with skipNonFinite). */
+  readonly skipped?: number;
 }
 
 export interface PrecisionOptions {
@@ -132,6 +134,8 @@ export interface TrainBatchOptions extends Augmentation, PrecisionOptions {
   readonly labelSmoothing?: number;
   /** Gradient-norm clipping (0: none). */
   readonly clipNorm?: number;
+  /** Skip the optimizer step when the loss or a gradient is not finite (costs a sync per step). */
+  readonly skipNonFinite?: boolean;
 }
 
 export interface NativeNetwork {

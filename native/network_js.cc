@@ -452,10 +452,12 @@ Napi::Value JsNetwork::TrainBatch(const Napi::CallbackInfo& info) {
     Augmentation aug;
     double labelSmoothing = 0, clipNorm = 0;
     c10::optional<at::ScalarType> autocast;
+    bool skipNonFinite = false;
     if (args.has(5)) {
       Fields o(info.Env(), args.object(5, "options"), args.fn(), "options");
       aug = readAugmentation(o);
       autocast = readAutocast(o);
+      skipNonFinite = o.boolean("skipNonFinite", false);
       labelSmoothing = o.number("labelSmoothing", 0.0);
       if (labelSmoothing < 0 || labelSmoothing > 1) o.fail("labelSmoothing", "must be in [0, 1]", true);
       clipNorm = o.number("clipNorm", 0.0);
@@ -477,6 +479,18 @@ Napi::Value JsNetwork::TrainBatch(const Napi::CallbackInfo& info) {
       }
       loss.backward();
       if (clipNorm > 0) torch::nn::utils::clip_grad_norm_(net.trainableParameters(), clipNorm);
+      if (skipNonFinite) {
+        // Opted in: one host-device synchronisation per step to leave the weights untouched.
+        at::NoGradGuard noGrad;
+        bool finite = at::isfinite(loss).all().item<bool>();
+        for (const auto& p : net.trainableParameters())
+          if (finite && p.grad().defined()) finite = at::isfinite(p.grad()).all().item<bool>();
+        if (!finite) {
+          net.clearGradients();
+          ++skipped_;
+          continue;
+        }
+      }
       opt->step();
       at::NoGradGuard noGrad;
       at::Tensor batchLoss = loss.detach().to(at::kDouble) * double(batchSize);
@@ -504,8 +518,10 @@ Napi::Value JsNetwork::TakeTrainMetrics(const Napi::CallbackInfo& info) {
     out.Set("count", double(seen_));
     out.Set("loss", seen_ ? lossSum_.item<double>() / double(seen_) : NAN);
     out.Set("accuracy", seen_ ? double(correct_.item<int64_t>()) / double(seen_) : NAN);
+    out.Set("skipped", double(skipped_));
     lossSum_ = correct_ = at::Tensor();
     seen_ = 0;
+    skipped_ = 0;
     return out;
   });
 }

@@ -42,6 +42,7 @@ class JsNetwork : public Napi::ObjectWrap<JsNetwork> {
   // Training metrics accumulated on the device since the last takeTrainMetrics (no per-step sync).
   at::Tensor lossSum_, correct_;
   int64_t seen_ = 0;
+  int64_t skipped_ = 0;  // steps skipped for a non-finite loss or gradient (skipNonFinite)
   bool channelsLast_ = false;
 };
 

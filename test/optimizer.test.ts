@@ -214,6 +214,7 @@ describe('asynchronous train steps', () => {
       const pending = b.handle.trainStepAsync(optB.handle, input, labels, 0);
       expect(thrown(() => b.handle.trainStep(optB.handle, input, labels)).message).toMatch(/an asynchronous train step is running on this network/);
       expect(thrown(() => b.handle.stateDict()).message).toMatch(/await it first/);
+      expect(thrown(() => b.handle.trainStepAsync(optB.handle, input, labels, 0)).message).toMatch(/an asynchronous train step is running/);
       expect(await pending).toBe(a.trainStep(optA, x, y));
     }
     expectBitIdentical(a, b);

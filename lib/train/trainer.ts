@@ -54,6 +54,8 @@ export interface TrainConfig {
   readonly evalBatchSize: number;
   /** Stop after this many steps (with a checkpoint), e.g. to split a run. */
   readonly stopAfterSteps?: number;
+  /** Skip steps whose loss or gradients are not finite (counted) instead of stopping. */
+  readonly skipNonFinite?: boolean;
   /** Continue from the newest complete checkpoint in outDir/checkpoints. */
   readonly resume?: boolean;
   /** Start from this checkpoint's weights (no init rule), e.g. to fine-tune. */
@@ -83,6 +85,8 @@ export interface TrainResult {
   readonly peakRssBytes: number;
   readonly parameterCount: number;
   readonly checkpoint: string;
+  /** Steps skipped for non-finite values (skipNonFinite). */
+  readonly skippedSteps: number;
 }
 
 export const TRAIN_DEFAULTS = {
@@ -182,6 +186,7 @@ export async function train(config: TrainConfig, preloaded?: TrainTestData): Pro
   let rss = process.memoryUsage().rss;
   let trainSeconds = 0;
   let lastCheckpoint = resumed?.dir ?? '';
+  let skippedSteps = 0;
   const save = (epoch: number) => {
     lastCheckpoint = saveCheckpoint(checkpointsDir, {
       step,
@@ -213,16 +218,25 @@ export async function train(config: TrainConfig, preloaded?: TrainTestData): Pro
           ...config.augment,
           labelSmoothing: config.labelSmoothing,
           clipNorm: config.clipNorm,
+          skipNonFinite: config.skipNonFinite ?? false,
           ...precision,
         });
         step++;
         if (step % config.logEvery === 0 || step === epochEnd) {
           last = network.handle.takeTrainMetrics();
-          if (!Number.isFinite(last.loss)) throw new Error(`training diverged: the loss is ${last.loss} at step ${step}; the last good checkpoint is ${lastCheckpoint || '(none)'}`);
-          epochLossSum += last.loss * last.count;
-          epochCorrect += last.accuracy * last.count;
-          epochSeen += last.count;
-          metricsLog.append({ type: 'train', step, epoch, lr, loss: last.loss, accuracy: last.accuracy });
+          skippedSteps += last.skipped ?? 0;
+          if (last.count > 0 && !Number.isFinite(last.loss)) {
+            throw new Error(
+              `training diverged: the loss is ${last.loss} in steps ${step - config.logEvery + 1}..${step}; ` +
+                `the last good checkpoint is ${lastCheckpoint || '(none)'}: resume from it with --resume (and a lower lr), or pass --skip-non-finite`,
+            );
+          }
+          if (last.count > 0) {
+            epochLossSum += last.loss * last.count;
+            epochCorrect += last.accuracy * last.count;
+            epochSeen += last.count;
+          }
+          metricsLog.append({ type: 'train', step, epoch, lr, loss: last.loss, accuracy: last.accuracy, skipped: last.skipped ?? 0 });
           progress.update(step, { loss: last.loss, acc: last.accuracy, lr });
           rss = peakRss(rss);
         }
@@ -268,5 +282,6 @@ export async function train(config: TrainConfig, preloaded?: TrainTestData): Pro
     peakRssBytes: peakRss(rss),
     parameterCount,
     checkpoint: lastCheckpoint,
+    skippedSteps,
   };
 }
