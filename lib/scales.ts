@@ -1,6 +1,7 @@
 // Branch scale sets (the s, t, g vectors of hs / csla blocks that hyper-search learns): a typed, immutable
 // container, JSON and .pth files, and strict validation against a network spec. The official loader takes
 // scale files with strict=False and silently ignores mismatches; here a file either fits whole or is refused.
+import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { HostTensor } from './backend';
@@ -136,12 +137,25 @@ export type ScaleFileFormat = 'json' | 'pth';
 export const SCALE_JSON_FORMAT = 'repopt-scales';
 export const SCALE_JSON_VERSION = 1;
 
-/** The JSON scale file: {"format": "repopt-scales", "version": 1, "scales": {key: [numbers], ...}}. Numbers
- * are float32 values written in the shortest form that reads back to the same float32 (-0 included). */
+/** The JSON scale file: {"format": "repopt-scales", "version": 1, "sha256": ..., "scales": {key: [numbers], ...}}.
+ * Numbers are float32 values written in the shortest form that reads back to the same float32 (-0
+ * included). sha256 (written always, checked when present) covers the keys and float32 values, so a
+ * damaged file is detected; remove it after editing values by hand. */
 export interface ScaleFileJson {
   readonly format: typeof SCALE_JSON_FORMAT;
   readonly version: typeof SCALE_JSON_VERSION;
+  readonly sha256?: string;
   readonly scales: Readonly<Record<string, readonly number[]>>;
+}
+
+/** SHA-256 over each key (UTF-8, then a NUL) and its float32 values (little-endian), in order. */
+function scalesDigest(entries: ReadonlyArray<readonly [string, Float32Array]>): string {
+  const hash = createHash('sha256');
+  for (const [key, vector] of entries) {
+    hash.update(Buffer.from(key + '\0', 'utf8'));
+    hash.update(Buffer.from(vector.buffer, vector.byteOffset, vector.byteLength));
+  }
+  return hash.digest('hex');
 }
 
 /** The fewest significant digits that read back to the same float32 (9 always do); '-0' keeps the sign that
@@ -163,7 +177,8 @@ export function scalesToJson(set: ScaleSet): string {
     const numbers = Array.from(vector, shortestFloat32Text);
     return `    ${JSON.stringify(key)}: [${numbers.join(', ')}]`;
   });
-  return `{\n  "format": "${SCALE_JSON_FORMAT}",\n  "version": ${SCALE_JSON_VERSION},\n  "scales": {\n${lines.join(',\n')}\n  }\n}\n`;
+  const digest = scalesDigest(set.entries());
+  return `{\n  "format": "${SCALE_JSON_FORMAT}",\n  "version": ${SCALE_JSON_VERSION},\n  "sha256": "${digest}",\n  "scales": {\n${lines.join(',\n')}\n  }\n}\n`;
 }
 
 /** Parses scale JSON; `name` appears in errors. */
@@ -191,6 +206,9 @@ export function scalesFromJson(text: string, name: string): ScaleSet {
     if (overflow >= 0) throw new Error(`${name}: scales["${key}"][${overflow}] = ${vector[overflow]} is outside the float32 range`);
     return [key, values];
   });
+  if (doc.sha256 !== undefined && doc.sha256 !== scalesDigest(entries)) {
+    throw new Error(`${name}: checksum mismatch, the file is damaged (if you edited its values on purpose, delete the "sha256" line)`);
+  }
   return ScaleSet.from(entries);
 }
 

@@ -270,3 +270,16 @@ describe('scalesFromNetworkState', () => {
     expect(() => scalesFromNetworkState(TINY_SPEC, diverged)).toThrow(/non-finite values \(1 in 1 keys\): stage0\.scale_1x1\.weight has 1/);
   });
 });
+
+describe('scale JSON checksum', () => {
+  test('a damaged value is detected; a hand-edited file without the checksum loads', () => {
+    const set = ScaleSet.from([['stage0.scale_conv.weight', [1.5, -0.25]], ['stage0.scale_1x1.weight', [0.75, 2]]]);
+    const text = scalesToJson(set);
+    expect(text).toMatch(/"sha256": "[0-9a-f]{64}"/);
+    expect(Array.from(scalesFromJson(text, 'ok.json').get('stage0.scale_conv.weight'))).toEqual([1.5, -0.25]);
+    const damaged = text.replace('-0.25', '-0.26');
+    expect(() => scalesFromJson(damaged, 'damaged.json')).toThrow(/damaged\.json: checksum mismatch/);
+    const edited = damaged.replace(/\n\s*"sha256": "[0-9a-f]+",/, '');
+    expect(Array.from(scalesFromJson(edited, 'edited.json').get('stage0.scale_conv.weight'))).toEqual([1.5, -0.26].map(Math.fround));
+  });
+});
