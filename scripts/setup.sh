@@ -23,6 +23,8 @@ log() { printf '[setup] %s\n' "$*"; }
 apt_missing=()
 if ! node scripts/torch-config.js json >/dev/null 2>&1; then apt_missing+=(libtorch-dev); fi
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || apt_missing+=(dataset-fashion-mnist)
+# Text in the report's PNG plots (sharp's SVG renderer uses the system's fonts).
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || apt_missing+=(fonts-dejavu-core)
 # The tests read back the .pth files we write with real PyTorch (Debian's, for /usr/bin/python3).
 if [ $with_python_torch = 1 ] && ! /usr/bin/python3 -c 'import torch' >/dev/null 2>&1; then apt_missing+=(python3-torch); fi
 if [ ${#apt_missing[@]} -gt 0 ]; then
