@@ -88,16 +88,13 @@ export class NativeBackendNetwork implements Network {
   }
 
   loadStateDict(state: ReadonlyMap<string, HostTensor>): void {
-    const tensors: Record<string, Tensor> = {};
-    try {
-      for (const [name, t] of state) {
-        const isCount = name.endsWith('.num_batches_tracked');
-        tensors[name] = isCount ? native().Tensor.fromArray(BigInt64Array.from(t.data, (v) => BigInt(Math.round(v))), t.shape) : toNative(t);
-      }
-      this.handle.loadStateDict(tensors);
-    } finally {
-      for (const t of Object.values(tensors)) t.dispose();
+    const typed = new Map<string, PthTensor>();
+    for (const [name, t] of state) {
+      // Host states hold the batch counts as floats; the network keeps them as int64.
+      if (name.endsWith('.num_batches_tracked')) typed.set(name, { dtype: 'int64', shape: t.shape, data: BigInt64Array.from(t.data, (v) => BigInt(Math.round(v))) });
+      else typed.set(name, { dtype: t.data instanceof Float32Array ? 'float32' : 'float64', shape: t.shape, data: t.data });
     }
+    this.loadStateTensors(typed);
   }
 
   forward(input: HostTensor, mode: 'train' | 'eval'): HostTensor {

@@ -63,8 +63,7 @@ JsDataset::JsDataset(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsDatase
   guarded(info.Env(), [&] {
     Args args(info, "Dataset");
     args.expectCount(4, 4);
-    if (!args[0].IsTypedArray() || args[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) args.typeError("images", "a Uint8Array");
-    auto images = args[0].As<Napi::Uint8Array>();
+    auto images = args.uint8Array(0, "images");
     auto shape = args.shape(1, "shape");
     if (shape.size() != 4) args.rangeError("shape", "must be [N, C, H, W]");
     int64_t numel = shape[0] * shape[1] * shape[2] * shape[3];
@@ -163,8 +162,7 @@ Napi::Value JsDataset::SetRngState(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     Args args(info, "Dataset.setRngState");
     args.expectCount(1, 1);
-    if (!args[0].IsTypedArray() || args[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) args.typeError("state", "a Uint8Array");
-    auto bytes = args[0].As<Napi::Uint8Array>();
+    auto bytes = args.uint8Array(0, "state");
     at::Tensor s = at::empty({int64_t(bytes.ElementLength())}, at::TensorOptions().dtype(at::kByte));
     if (bytes.ElementLength() > 0) std::memcpy(s.data_ptr(), bytes.Data(), bytes.ElementLength());
     live(args.fn()).setRngState(s);

@@ -66,6 +66,13 @@ Napi::Object Args::object(size_t i, const char* name) const {
   return info_[i].As<Napi::Object>();
 }
 
+Napi::Uint8Array Args::uint8Array(size_t i, const char* name) const {
+  if (i >= info_.Length() || !info_[i].IsTypedArray() || info_[i].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    typeError(name, "a Uint8Array");
+  }
+  return info_[i].As<Napi::Uint8Array>();
+}
+
 std::vector<int64_t> Args::shape(size_t i, const char* name) const {
   if (i >= info_.Length() || !info_[i].IsArray()) typeError(name, "an array of non-negative integers, got " + describe(i < info_.Length() ? info_[i] : env().Undefined()));
   auto arr = info_[i].As<Napi::Array>();

@@ -58,6 +58,7 @@ class Args {
   std::string string(size_t i, const char* name) const;
   Napi::Object object(size_t i, const char* name) const;
   std::vector<int64_t> shape(size_t i, const char* name) const;
+  Napi::Uint8Array uint8Array(size_t i, const char* name) const;
 
   const char* fn() const { return fn_; }
 

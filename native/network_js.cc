@@ -166,12 +166,16 @@ std::shared_ptr<OptimizerHandle> buildOptimizer(const std::shared_ptr<Network>& 
   return handle;
 }
 
+void checkInput(const Args& args, const Network& net, const at::Tensor& x) {
+  if (x.dim() != 4 || x.size(1) != net.config().inChannels) {
+    args.rangeError("input", "must be [N, " + std::to_string(net.config().inChannels) + ", H, W], got " + c10::str(x.sizes()));
+  }
+}
+
 // Checks a batch against the network; returns input and labels on the network's device and dtype.
 std::pair<at::Tensor, at::Tensor> prepareBatch(const Args& args, const Network& net, const at::Tensor& x, const at::Tensor& y) {
   const auto& c = net.config();
-  if (x.dim() != 4 || x.size(1) != c.inChannels) {
-    args.rangeError("input", "must be [N, " + std::to_string(c.inChannels) + ", H, W], got " + c10::str(x.sizes()));
-  }
+  checkInput(args, net, x);
   if (y.dim() != 1 || y.size(0) != x.size(0)) args.rangeError("labels", "must be [" + std::to_string(x.size(0)) + "], got " + c10::str(y.sizes()));
   if (y.scalar_type() != at::kLong && y.scalar_type() != at::kInt) args.typeError("labels", "an int32 or int64 tensor");
   if (y.is_cpu() && y.numel() > 0) {
@@ -185,13 +189,24 @@ std::pair<at::Tensor, at::Tensor> prepareBatch(const Args& args, const Network& 
   return {x.to(net.device(), net.dtype()), y.to(net.device(), at::kLong)};
 }
 
-double trainStepImpl(Network& net, OptimizerHandle& opt, const at::Tensor& x, const at::Tensor& y, double labelSmoothing) {
+// Gradients of one batch (train mode, label-smoothed cross-entropy); returns logits and loss.
+std::pair<at::Tensor, at::Tensor> lossAndGradients(Network& net, const at::Tensor& x, const at::Tensor& y, double labelSmoothing,
+                                                   c10::optional<at::ScalarType> autocast) {
   net.train(true);
   net.clearGradients();
-  at::Tensor logits = net.forward(x);
-  namespace F = torch::nn::functional;
-  at::Tensor loss = F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().label_smoothing(labelSmoothing));
+  at::Tensor logits, loss;
+  {
+    AutocastScope mixed(net.device(), autocast);
+    logits = net.forward(x);
+    namespace F = torch::nn::functional;
+    loss = F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().label_smoothing(labelSmoothing));
+  }
   loss.backward();
+  return {logits, loss};
+}
+
+double trainStepImpl(Network& net, OptimizerHandle& opt, const at::Tensor& x, const at::Tensor& y, double labelSmoothing) {
+  at::Tensor loss = lossAndGradients(net, x, y, labelSmoothing, c10::nullopt).second;
   opt.step();
   return loss.item<double>();
 }
@@ -336,9 +351,7 @@ Napi::Value JsNetwork::Forward(const Napi::CallbackInfo& info) {
     const at::Tensor& x = Tensor::Get(args, 0, "input");
     const std::string mode = args.string(1, "mode");
     if (mode != "train" && mode != "eval") args.rangeError("mode", "must be 'train' or 'eval', got '" + mode + "'");
-    if (x.dim() != 4 || x.size(1) != net.config().inChannels) {
-      args.rangeError("input", "must be [N, " + std::to_string(net.config().inChannels) + ", H, W], got " + c10::str(x.sizes()));
-    }
+    checkInput(args, net, x);
     net.train(mode == "train");
     at::NoGradGuard noGrad;
     return Tensor::Wrap(info.Env(), net.forward(x.to(net.device(), net.dtype())));
@@ -468,16 +481,7 @@ Napi::Value JsNetwork::TrainBatch(const Napi::CallbackInfo& info) {
       x = x.to(net.device());
       if (channelsLast_) x = x.contiguous(at::MemoryFormat::ChannelsLast);
       y = y.to(net.device());
-      net.train(true);
-      net.clearGradients();
-      at::Tensor logits, loss;
-      {
-        AutocastScope mixed(net.device(), autocast);
-        logits = net.forward(x);
-        namespace F = torch::nn::functional;
-        loss = F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().label_smoothing(labelSmoothing));
-      }
-      loss.backward();
+      auto [logits, loss] = lossAndGradients(net, x, y, labelSmoothing, autocast);
       if (clipNorm > 0) torch::nn::utils::clip_grad_norm_(net.trainableParameters(), clipNorm);
       if (skipNonFinite) {
         // Opted in: one host-device synchronisation per step to leave the weights untouched.

@@ -146,8 +146,7 @@ Napi::Value JsOptimizer::LoadStateBytes(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     Args args(info, "Optimizer.loadStateBytes");
     args.expectCount(1, 1);
-    if (!args[0].IsTypedArray() || args[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) args.typeError("bytes", "a Uint8Array");
-    auto bytes = args[0].As<Napi::Uint8Array>();
+    auto bytes = args.uint8Array(0, "bytes");
     OptimizerHandle& h = live(args.fn());
     torch::serialize::InputArchive archive;
     archive.load_from(reinterpret_cast<const char*>(bytes.Data()), bytes.ByteLength());
