@@ -138,6 +138,48 @@ export interface TrainBatchOptions extends Augmentation, PrecisionOptions {
   readonly skipNonFinite?: boolean;
 }
 
+export interface QuantOptions {
+  /** 'minmax' (running min and max) or 'percentile' (per batch the nearest-rank (100-p)-th and p-th
+   * percentiles, averaged over batches). Default 'minmax'. */
+  readonly observer?: 'minmax' | 'percentile';
+  /** The upper percentile of the 'percentile' observer, in (50, 100]; default 99.99. */
+  readonly percentile?: number;
+  /** Activation type: 'uint8' [0, 255] (default; the only one real int8 inference runs) or 'int8'. */
+  readonly activations?: 'uint8' | 'int8';
+  /** QAT: the moving-average factor by which ranges follow each batch's min and max (default 0.01). */
+  readonly qatMomentum?: number;
+}
+
+export interface QuantPointParams {
+  /** 'input', a block name ('stage1.0'), 'pool' or 'logits'. */
+  readonly name: string;
+  readonly min: number;
+  readonly max: number;
+  readonly scale: number;
+  readonly zeroPoint: number;
+  readonly qmin: number;
+  readonly qmax: number;
+}
+
+export interface QuantParams {
+  readonly observer: 'minmax' | 'percentile';
+  readonly percentile: number;
+  readonly activations: 'uint8' | 'int8';
+  readonly points: QuantPointParams[];
+  /** Per-output-channel symmetric int8 scales of each conv weight and linear.weight. */
+  readonly weights: { key: string; scales: Float64Array }[];
+}
+
+export interface QuantizedLayer {
+  /** The float weight's state_dict key. */
+  readonly key: string;
+  readonly shape: number[];
+  readonly weight: Int8Array;
+  readonly scales: Float64Array;
+  /** int32 bias with per-channel scale (input scale x weight scale); deploy convs and the linear layer. */
+  readonly bias?: Int32Array;
+}
+
 export interface NativeNetwork {
   readonly device: string;
   readonly dtype: DType;
@@ -161,6 +203,19 @@ export interface NativeNetwork {
   to(device: string): void;
   /** Benchmarks: sets fixed random gradients, then times `steps` optimizer steps (ms each). */
   timeOptimizerSteps(optimizer: NativeOptimizer, steps: number): Float64Array;
+  /** Plain networks (target or deploy blocks), float32: eval-mode forwards of the first `batches`
+   * batches in `permutation` order observe every quantization point; replaces earlier ranges. */
+  calibrate(dataset: NativeDataset, permutation: Tensor, batchSize: number, batches: number, options?: QuantOptions): QuantParams;
+  /** Ranges from elsewhere (another network of the same blocks, a file); names must match. */
+  setQuantRanges(ranges: QuantOptions & { points: readonly { name: string; min: number; max: number }[] }): QuantParams;
+  quantParams(): QuantParams | null;
+  /** forward / evaluate / trainBatch run the fake-quantized network (QAT when training). */
+  setFakeQuant(on: boolean): void;
+  /** Real int8 inference with libtorch's quantized CPU kernels (QNNPACK); deploy networks. */
+  evaluateInt8(dataset: NativeDataset, batchSize: number): EpochMetrics;
+  forwardInt8(input: Tensor): Tensor<'float32'>;
+  /** The int8 weights and int32 biases of the current weights and ranges. */
+  quantizedWeights(): QuantizedLayer[];
   dispose(): void;
 }
 
@@ -179,6 +234,10 @@ export interface NativeBinding {
   cudaMemory(device?: number, resetPeak?: boolean): { allocated: number; peakAllocated: number; reserved: number };
   setNumThreads(threads: number): void;
   manualSeed(seed: number | bigint): void;
+  /** The observer and qparam rules of calibration, applied to the given tensors. */
+  observeRange(batches: readonly Tensor[], options?: QuantOptions): { min: number; max: number; scale: number; zeroPoint: number };
+  /** Per-output-channel symmetric int8 scales (max |w| / 127.5). */
+  channelScales(weight: Tensor): Float64Array;
 }
 
 export const packageRoot = path.resolve(__dirname, '..');

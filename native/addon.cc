@@ -14,6 +14,7 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
   JsDataset::Init(env, exports, *this);
   JsOptimizer::Init(env, exports, *this);
   InitRuntime(env, exports);
+  InitQuantFunctions(env, exports);
 }
 
 }  // namespace repopt

@@ -2,6 +2,8 @@
 
 #include <torch/nn/functional/pooling.h>
 
+#include "quant.h"
+
 namespace repopt {
 
 namespace nn = torch::nn;
@@ -33,6 +35,7 @@ class TargetBlock : public Block {
     bn_ = register_module("bn", nn::BatchNorm2d(b.outChannels));
   }
   at::Tensor forward(const at::Tensor& x) override { return bn_->forward(conv_->forward(x)).relu_(); }
+  c10::optional<PlainLayer> plain() const override { return PlainLayer{"conv.weight", conv_->weight, at::Tensor(), bn_, conv_->options.stride()->at(0)}; }
 
  private:
   nn::Conv2d conv_{nullptr};
@@ -94,6 +97,7 @@ class DeployBlock : public Block {
     conv_ = register_module("rbr_reparam", nn::Conv2d(nn::Conv2dOptions(b.inChannels, b.outChannels, 3).stride(b.stride).padding(1).bias(true)));
   }
   at::Tensor forward(const at::Tensor& x) override { return conv_->forward(x).relu_(); }
+  c10::optional<PlainLayer> plain() const override { return PlainLayer{"rbr_reparam.weight", conv_->weight, conv_->bias, nullptr, conv_->options.stride()->at(0)}; }
 
  private:
   nn::Conv2d conv_{nullptr};
@@ -119,6 +123,11 @@ Network::Network(const NetworkConfig& config) : config_(config) {
 }
 
 at::Tensor Network::forward(const at::Tensor& x) {
+  if (quant && quant->mode != QuantState::Mode::Off) return quant->forward(*this, x);
+  return floatForward(x);
+}
+
+at::Tensor Network::floatForward(const at::Tensor& x) {
   at::Tensor out = x;
   for (auto& b : blocks_) out = b->forward(out);
   return linear_->forward(out.mean({2, 3}));
@@ -190,6 +199,18 @@ void Network::setMemoryFormat(at::MemoryFormat format) {
   at::NoGradGuard noGrad;
   for (auto& [_, p] : namedParameters())
     if (p.dim() == 4) p.set_data(p.contiguous(format));
+}
+
+std::vector<PlainLayer> Network::plainLayers() const {
+  std::vector<PlainLayer> out;
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    auto layer = blocks_[i]->plain();
+    TORCH_CHECK(layer, "only plain networks (target or deploy blocks) quantize; fold this ", (config_.mode == BlockMode::RepVGG ? "repvgg" : "multi-branch"),
+                " network into deploy blocks first");
+    layer->weightKey = config_.blocks[i].name + "." + layer->weightKey;
+    out.push_back(*layer);
+  }
+  return out;
 }
 
 at::Device Network::device() const { return linear_->weight.device(); }

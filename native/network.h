@@ -39,9 +39,21 @@ class ScaleLayerImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ScaleLayer);
 
+// One conv3x3 -> [BN] -> ReLU layer of a plain network (target or deploy blocks).
+struct PlainLayer {
+  std::string weightKey;  // e.g. 'stage1.0.conv.weight'
+  at::Tensor weight, bias;  // bias: deploy blocks only
+  torch::nn::BatchNorm2d bn{nullptr};  // target blocks only
+  int64_t stride;
+};
+
+class QuantState;
+
 class Block : public torch::nn::Module {
  public:
   virtual at::Tensor forward(const at::Tensor& x) = 0;
+  // The block as a plain layer (weightKey without the block's prefix); nullopt for multi-branch blocks.
+  virtual c10::optional<PlainLayer> plain() const { return c10::nullopt; }
 };
 
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
@@ -50,7 +62,9 @@ class Network {
  public:
   explicit Network(const NetworkConfig& config);
 
+  // The float forward, or the quantized one while `quant` is in calibration or fake-quant mode.
   at::Tensor forward(const at::Tensor& x);
+  at::Tensor floatForward(const at::Tensor& x);
   void train(bool on);
   bool isTraining() const;
   // In the official registration order, with full keys ('stage1.0.conv.weight', 'linear.bias').
@@ -70,6 +84,11 @@ class Network {
   const NetworkConfig& config() const { return config_; }
   at::Device device() const;
   at::ScalarType dtype() const;
+  // The blocks as plain layers; throws for hs, csla and repvgg networks (fold them first).
+  std::vector<PlainLayer> plainLayers() const;
+  const torch::nn::Linear& linear() const { return linear_; }
+
+  std::shared_ptr<QuantState> quant;
 
  private:
   NetworkConfig config_;

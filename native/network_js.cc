@@ -240,6 +240,13 @@ void JsNetwork::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
                                         InstanceMethod<&JsNetwork::TrainBatch>("trainBatch"),
                                         InstanceMethod<&JsNetwork::TakeTrainMetrics>("takeTrainMetrics"),
                                         InstanceMethod<&JsNetwork::Evaluate>("evaluate"),
+                                        InstanceMethod<&JsNetwork::Calibrate>("calibrate"),
+                                        InstanceMethod<&JsNetwork::SetQuantRanges>("setQuantRanges"),
+                                        InstanceMethod<&JsNetwork::QuantParams>("quantParams"),
+                                        InstanceMethod<&JsNetwork::SetFakeQuant>("setFakeQuant"),
+                                        InstanceMethod<&JsNetwork::EvaluateInt8>("evaluateInt8"),
+                                        InstanceMethod<&JsNetwork::ForwardInt8>("forwardInt8"),
+                                        InstanceMethod<&JsNetwork::QuantizedWeights>("quantizedWeights"),
                                     });
   exports.Set("Network", ctor);
 }

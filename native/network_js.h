@@ -11,6 +11,9 @@ namespace repopt {
 
 class Addon;
 
+// Module functions of quant_js.cc: observeRange, channelScales.
+void InitQuantFunctions(Napi::Env env, Napi::Object exports);
+
 class JsNetwork : public Napi::ObjectWrap<JsNetwork> {
  public:
   static void Init(Napi::Env env, Napi::Object exports, Addon& addon);
@@ -33,6 +36,14 @@ class JsNetwork : public Napi::ObjectWrap<JsNetwork> {
   Napi::Value TrainBatch(const Napi::CallbackInfo& info);
   Napi::Value TakeTrainMetrics(const Napi::CallbackInfo& info);
   Napi::Value Evaluate(const Napi::CallbackInfo& info);
+  // Quantization (quant_js.cc).
+  Napi::Value Calibrate(const Napi::CallbackInfo& info);
+  Napi::Value SetQuantRanges(const Napi::CallbackInfo& info);
+  Napi::Value QuantParams(const Napi::CallbackInfo& info);
+  Napi::Value SetFakeQuant(const Napi::CallbackInfo& info);
+  Napi::Value EvaluateInt8(const Napi::CallbackInfo& info);
+  Napi::Value ForwardInt8(const Napi::CallbackInfo& info);
+  Napi::Value QuantizedWeights(const Napi::CallbackInfo& info);
 
   // The network, checked to be alive and not inside an async step.
   Network& idle(const char* fn) const;
