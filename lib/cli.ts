@@ -1,11 +1,12 @@
 #!/usr/bin/env node
-// The repopt command line: info, demo, hyper-search, train, eval, convert, export, scales show.
+// The repopt command line: info, demo, hyper-search, train, eval, convert, quantize, export, scales show.
 import { Command, InvalidArgumentError, Option } from 'commander';
 import * as fs from 'fs';
 import * as path from 'path';
 import { ARCHS, networkSpec } from './configs';
 import { demo } from './demo';
-import { deploySpec, foldRepVGG } from './fold';
+import { foldToDeploy } from './fold';
+import { quantizeCheckpoint } from './quant/command';
 import { hyperSearch, plotScales, scaleStatistics, scaleTable, scaleWarnings } from './hypersearch';
 import { NativeBackendNetwork } from './native-backend';
 import { PthTensor, writePth } from './pth';
@@ -13,7 +14,7 @@ import { writeSafetensors } from './safetensors';
 import { formatPercent } from './report';
 import { info, setNumThreads } from './runtime';
 import { loadScales, validateScales } from './scales';
-import { readLatestCheckpoint, readCheckpoint, Checkpoint } from './train/checkpoint';
+import { checkpointAt, specOfCheckpoint } from './train/load';
 import { channelStats, DataSpec, loadData, uploadDataset } from './train/data';
 import { TRAIN_DEFAULTS, train, TrainConfig, TrainMode } from './train/trainer';
 
@@ -150,32 +151,10 @@ function trainConfig(f: TrainFlags, mode: TrainMode, scales?: string): TrainConf
   };
 }
 
-function checkpointAt(where: string): Checkpoint<TrainConfig> {
-  if (fs.existsSync(path.join(where, 'meta.json'))) return readCheckpoint<TrainConfig>(where);
-  const latest = readLatestCheckpoint<TrainConfig>(fs.existsSync(path.join(where, 'checkpoints')) ? path.join(where, 'checkpoints') : where);
-  if (!latest) throw new Error(`no checkpoint at ${where} (give a checkpoint folder, a checkpoints/ folder or a run's --out)`);
-  return latest;
-}
-
 function writeWeights(file: string, tensors: ReadonlyMap<string, PthTensor>): void {
   if (file.endsWith('.safetensors')) writeSafetensors(file, tensors);
   else if (file.endsWith('.pth') || file.endsWith('.pt')) writePth(file, tensors);
   else throw new Error(`${file}: choose the format by the extension, .pth or .safetensors`);
-}
-
-/** The network a checkpoint holds: its config's architecture and mode, classes and input channels
- * read off the weights. */
-function specOfCheckpoint(ckpt: Checkpoint<TrainConfig>) {
-  const c = ckpt.meta.config;
-  const first = [...ckpt.model].find(([k, t]) => k.startsWith('stage0.') && t.shape.length === 4);
-  const linear = ckpt.model.get('linear.weight');
-  if (!first || !linear) throw new Error(`${ckpt.dir}: the model has no stage0 conv or linear.weight; not a repopt network`);
-  return networkSpec(c.arch, {
-    mode: c.mode === 'vgg' ? 'target' : c.mode,
-    numClasses: linear.shape[0],
-    inChannels: first[1].shape[1],
-    ...(c.strides ? { strides: c.strides } : {}),
-  });
 }
 
 export function buildProgram(): Command {
@@ -258,18 +237,38 @@ export function buildProgram(): Command {
 
   program
     .command('convert')
-    .description('fold a trained repvgg checkpoint into the deploy network (one conv3x3 + bias per block), as a PyTorch state_dict')
-    .requiredOption('--checkpoint <dir>', 'checkpoint of a repvgg run')
-    .requiredOption('--out <file>', 'output .pth (torch.load reads it)')
+    .description('fold a trained repvgg, RepOpt-VGG or VGG checkpoint into the deploy network (one conv3x3 + bias per block)')
+    .requiredOption('--checkpoint <dir>', 'checkpoint of a repvgg, target or vgg run')
+    .requiredOption('--out <file>', 'output: *.pth (torch.load reads it) or *.safetensors')
     .action((o: { checkpoint: string; out: string }) => {
       const ckpt = checkpointAt(o.checkpoint);
       const c = ckpt.meta.config;
-      if (c.mode !== 'repvgg') throw new Error(`convert folds repvgg checkpoints; ${ckpt.dir} is mode ${c.mode}`);
+      if (c.mode === 'hs') throw new Error(`convert folds trained repvgg, target and vgg checkpoints; ${ckpt.dir} is mode hs (its scales are what matters: see scales.json)`);
       const spec = specOfCheckpoint(ckpt);
       const host = new Map([...ckpt.model].map(([k, t]) => [k, { shape: t.shape, data: Float64Array.from(t.data as ArrayLike<number>, Number) }]));
-      const folded = foldRepVGG(spec, host);
-      writeWeights(o.out, new Map([...folded].map(([k, t]) => [k, { dtype: 'float32' as const, shape: [...t.shape], data: Float32Array.from(t.data) }])));
-      process.stdout.write(`${o.out}: ${deploySpec(spec).blocks.length} folded blocks\n`);
+      const folded = foldToDeploy(spec, host);
+      writeWeights(o.out, new Map([...folded.state].map(([k, t]) => [k, { dtype: 'float32' as const, shape: [...t.shape], data: Float32Array.from(t.data) }])));
+      process.stdout.write(`${o.out}: ${folded.spec.blocks.length} folded blocks\n`);
+    });
+
+  program
+    .command('quantize')
+    .description('INT8: fold a checkpoint, calibrate, compare float vs simulated vs real int8 accuracy; optionally fine-tune with QAT; export')
+    .requiredOption('--checkpoint <dir>', 'checkpoint folder, or a run folder (its newest checkpoint)')
+    .option('--calib-batches <n>', 'training batches for calibration', integer(1), 8)
+    .option('--batch-size <n>', 'calibration batch size', integer(1), 128)
+    .addOption(new Option('--observer <kind>', 'activation range observer').choices(['minmax', 'percentile']).default('minmax'))
+    .option('--percentile <p>', 'percentile observer: upper percentile in (50, 100]', real(50), 99.99)
+    .option('--qat-epochs <k>', 'quantization-aware fine-tuning epochs (target and vgg runs; GradMults stay on)', integer(0), 0)
+    .option('--qat-lr <x>', 'QAT learning rate for batch 256 (default: the run\'s / 10)', real(0))
+    .option('--threads <n>', 'torch threads', integer(1), 2)
+    .option('--out <dir>', 'output folder (default <run>/int8)')
+    .action(async (o: { checkpoint: string; calibBatches: number; batchSize: number; observer: 'minmax' | 'percentile'; percentile: number; qatEpochs: number; qatLr?: number; threads: number; out?: string }) => {
+      const r = await quantizeCheckpoint(o);
+      for (const row of r.rows) {
+        process.stdout.write(`${row.name.padEnd(16)} float32 ${formatPercent(row.float.accuracy)}  int8 simulated ${formatPercent(row.simulated.accuracy)}  int8 QNNPACK ${formatPercent(row.int8.accuracy)}\n`);
+      }
+      process.stdout.write(`report: ${r.report}\nint8 model: ${r.int8Model}\n`);
     });
 
   program

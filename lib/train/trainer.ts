@@ -60,6 +60,9 @@ export interface TrainConfig {
   readonly resume?: boolean;
   /** Start from this checkpoint's weights (no init rule), e.g. to fine-tune. */
   readonly finetune?: string;
+  /** Quantization-aware training (target and vgg): calibrate the int8 ranges on this many training
+   * batches, then train the fake-quantized network (ranges follow the batches; GradMults stay on). */
+  readonly quant?: { readonly calibBatches: number; readonly observer?: 'minmax' | 'percentile'; readonly percentile?: number };
 }
 
 export interface EpochRecord {
@@ -121,6 +124,14 @@ export function checkConfig(c: TrainConfig): void {
     throw new Error('gradient clipping breaks the RepOptimizer equivalence (the GradMult update is no longer the CSLA update); drop --clip-norm or pass --force-clip');
   }
   if (c.resume && c.finetune) throw new Error('--resume and --finetune exclude each other');
+  if (c.quant && c.mode !== 'target' && c.mode !== 'vgg') throw new Error(`quantization-aware training fine-tunes plain networks (target, vgg), not ${c.mode}`);
+  if (c.quant && !positive(c.quant.calibBatches)) throw new RangeError(`QAT calibration needs at least 1 batch, got ${c.quant.calibBatches}`);
+}
+
+/** The ranges of a network's quantization points, as checkpoints keep them. */
+function quantRanges(network: NativeBackendNetwork) {
+  const p = network.handle.quantParams();
+  return p && { observer: p.observer, percentile: p.percentile, activations: p.activations, points: p.points.map(({ name, min, max }) => ({ name, min, max })) };
 }
 
 function peakRss(current: number): number {
@@ -172,6 +183,21 @@ export async function train(config: TrainConfig, preloaded?: TrainTestData): Pro
   const trainSet = uploadDataset(data.train, stats, config.device, config.seed);
   const testSet = uploadDataset(data.test, stats, config.device, config.seed);
   if (resumed) trainSet.setRngState(new Uint8Array(Buffer.from(resumed.meta.rngState, 'base64')));
+  if (config.quant) {
+    const saved = resumed?.meta.extra?.quant as Parameters<typeof network.handle.setQuantRanges>[0] | undefined;
+    if (saved) {
+      network.handle.setQuantRanges(saved);
+    } else {
+      const { calibBatches, ...observer } = config.quant;
+      const order = trainSet.permutation(config.seed, 0);
+      try {
+        network.handle.calibrate(trainSet, order, config.batchSize, calibBatches, observer);
+      } finally {
+        order.dispose();
+      }
+    }
+    network.handle.setFakeQuant(true);
+  }
 
   const stepsPerEpoch = Math.floor(trainSet.count / config.batchSize);
   if (stepsPerEpoch === 0) throw new RangeError(`batch size ${config.batchSize} is larger than the training set (${trainSet.count} images)`);
@@ -195,7 +221,7 @@ export async function train(config: TrainConfig, preloaded?: TrainTestData): Pro
       rngState: trainSet.rngState(),
       model: network.stateTensors(),
       optimizer: optimizer.handle.stateBytes(),
-      extra: { history },
+      extra: { history, ...(config.quant ? { quant: quantRanges(network) } : {}) },
     });
   };
 

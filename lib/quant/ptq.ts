@@ -1,0 +1,65 @@
+// Post-training INT8 quantization of a trained network: fold it into the deploy form (one conv3x3 +
+// bias per block), calibrate the activation ranges on training batches, and evaluate the float,
+// fake-quantized (simulated) and real int8 (libtorch's QNNPACK kernels) networks side by side.
+import type { HostTensor } from '../backend';
+import { foldToDeploy } from '../fold';
+import type { EpochMetrics, NativeDataset, QuantOptions, QuantParams } from '../native';
+import { NativeBackendNetwork } from '../native-backend';
+import type { NetworkSpec } from '../spec';
+
+export interface CalibrationOptions extends QuantOptions {
+  /** Training batches the observers see (at least 1). */
+  readonly batches: number;
+  readonly batchSize: number;
+  /** Seed of the calibration batches' order (the training set's permutation of epoch 0). */
+  readonly seed: number;
+}
+
+export interface PtqResult {
+  /** The deploy network (float32) with its quantization ranges. */
+  readonly deploy: NativeBackendNetwork;
+  readonly params: QuantParams;
+  readonly float: EpochMetrics;
+  readonly simulated: EpochMetrics;
+  readonly int8: EpochMetrics;
+}
+
+/** The deploy network of a trained repvgg or target network. */
+export function deployNetwork(spec: NetworkSpec, state: ReadonlyMap<string, HostTensor>): NativeBackendNetwork {
+  const folded = foldToDeploy(spec, state);
+  const deploy = new NativeBackendNetwork(folded.spec, 'float32');
+  deploy.loadStateDict(folded.state);
+  return deploy;
+}
+
+/** Calibrates `deploy` on `calibration` (or takes `ranges`, e.g. a QAT model's) and evaluates the float,
+ * simulated and real int8 networks on `test`. */
+export function quantizeDeploy(
+  deploy: NativeBackendNetwork,
+  calibration: NativeDataset,
+  test: NativeDataset,
+  options: CalibrationOptions,
+  ranges?: QuantParams,
+  evalBatchSize = 500,
+): PtqResult {
+  if (!(Number.isInteger(options.batches) && options.batches >= 1)) throw new RangeError(`calibration needs at least 1 batch, got ${options.batches}`);
+  const net = deploy.handle;
+  const float = net.evaluate(test, evalBatchSize);
+  let params: QuantParams;
+  if (ranges) {
+    params = net.setQuantRanges(ranges);
+  } else {
+    const order = calibration.permutation(options.seed, 0);
+    try {
+      const { batches, batchSize, seed: _seed, ...observer } = options;
+      params = net.calibrate(calibration, order, batchSize, batches, observer);
+    } finally {
+      order.dispose();
+    }
+  }
+  net.setFakeQuant(true);
+  const simulated = net.evaluate(test, evalBatchSize);
+  net.setFakeQuant(false);
+  const int8 = params.activations === 'uint8' ? net.evaluateInt8(test, evalBatchSize) : { count: 0, loss: NaN, accuracy: NaN };
+  return { deploy, params, float, simulated, int8 };
+}
