@@ -14,7 +14,8 @@ function repopt(...args: string[]) {
 }
 
 describe('repopt demo --quick', () => {
-  let results: { rows: { name: string; testAccuracy: number }[]; folded: { accuracy: number } };
+  type Metrics = { accuracy: number };
+  let results: { rows: { name: string; testAccuracy: number }[]; folded: Metrics; int8: Record<string, { float: Metrics; simulated: Metrics; int8: Metrics }> };
   beforeAll(() => {
     const r = repopt('demo', '--quick', '--out', out, '--threads', '2');
     if (r.status !== 0) throw new Error(`demo failed (${r.status}):\n${r.stderr}`);
@@ -25,13 +26,28 @@ describe('repopt demo --quick', () => {
   test('writes the report, plots, scales and checkpoints', async () => {
     const report = fs.readFileSync(path.join(out, 'report.md'), 'utf8');
     for (const name of ['RepOpt-VGG', 'RepVGG', 'VGG', 'RepVGG, folded (deploy)']) expect(report).toContain(`| ${name}`);
-    for (const png of ['accuracy.png', 'loss.png', 'scales.png']) {
+    // The INT8 column, the INT8 table and the weight-spread table.
+    expect(report).toMatch(/\| model +\| test accuracy \| INT8 \(PTQ\) \|/);
+    expect(report).toMatch(/\| RepVGG, folded \(deploy\) \| \d+\.\d% +\| \d+\.\d% +\|/);
+    expect(report).toMatch(/\| model \(folded\) \| float32 \| INT8 simulated \| INT8 \(QNNPACK\) \| drop/);
+    expect(report).toMatch(/\| layer +\| RepOpt-VGG range +\| RepOpt-VGG std +\| RepOpt-VGG max\/std \| RepVGG range/);
+    expect(report).toMatch(/\| stage4\.0 +\| -?\d/);
+    for (const png of ['accuracy.png', 'loss.png', 'scales.png', 'weights.png']) {
       expect(report).toContain(`](${png})`);
       const meta = await sharp(path.join(out, png)).metadata();
       expect([meta.format, meta.width, meta.height]).toEqual(['png', 900, 500]);
     }
     for (const f of ['hyper-search/scales.json', 'hyper-search/scales.pth', 'RepOpt-VGG/checkpoints/latest', 'RepVGG/metrics.jsonl', 'VGG/checkpoints/latest']) {
       expect(fs.existsSync(path.join(out, f))).toBe(true);
+    }
+  });
+
+  test('INT8: every model keeps most of its accuracy; simulated and real int8 agree closely', () => {
+    for (const name of ['RepOpt-VGG', 'RepVGG', 'VGG']) {
+      const q = results.int8[name];
+      expect(q.int8.accuracy).toBeGreaterThan(0.6);
+      expect(Math.abs(q.int8.accuracy - q.simulated.accuracy)).toBeLessThanOrEqual(0.005);
+      expect(q.float.accuracy).toBeCloseTo(results.rows.find((r) => r.name === name)!.testAccuracy, 2);
     }
   });
 
@@ -42,7 +58,7 @@ describe('repopt demo --quick', () => {
     expect(Math.abs(results.folded.accuracy - repvgg.testAccuracy)).toBeLessThanOrEqual(0.002);
   });
 
-  test('eval and convert work on the demo’s checkpoints; convert refuses non-repvgg runs', () => {
+  test('eval and convert work on the demo’s checkpoints; convert folds repvgg and plain runs, refuses hs', () => {
     const evaluated = repopt('eval', '--checkpoint', path.join(out, 'VGG'));
     expect(evaluated.stderr).toBe('');
     expect(evaluated.stdout).toMatch(/test accuracy \d+\.\d%, loss \d\.\d+ on 2000 images/);
@@ -50,9 +66,11 @@ describe('repopt demo --quick', () => {
     const converted = repopt('convert', '--checkpoint', path.join(out, 'RepVGG'), '--out', pth);
     expect(converted.status).toBe(0);
     expect(fs.statSync(pth).size).toBeGreaterThan(100000);
-    const refused = repopt('convert', '--checkpoint', path.join(out, 'VGG'), '--out', pth);
+    const plain = repopt('convert', '--checkpoint', path.join(out, 'VGG'), '--out', path.join(out, 'vgg-deploy.safetensors'));
+    expect(plain.stdout).toMatch(/vgg-deploy\.safetensors: 7 folded blocks/);
+    const refused = repopt('convert', '--checkpoint', path.join(out, 'hyper-search'), '--out', pth);
     expect(refused.status).toBe(1);
-    expect(refused.stderr).toMatch(/convert folds repvgg checkpoints; .* is mode vgg/);
+    expect(refused.stderr).toMatch(/convert folds trained repvgg, target and vgg checkpoints; .* is mode hs/);
   });
 });
 
@@ -102,5 +120,55 @@ print(json.dumps({'keys': list(sd.keys()), 'same': same, 'batches': int(sd['stag
     expect(got.keys.slice(0, 6)).toEqual(['stage0.conv.weight', 'stage0.bn.weight', 'stage0.bn.bias', 'stage0.bn.running_mean', 'stage0.bn.running_var', 'stage0.bn.num_batches_tracked']);
     expect(got.keys[got.keys.length - 1]).toBe('linear.bias');
     expect(got.batches).toBeGreaterThan(0);
+  });
+});
+
+describe('repopt quantize on the demo’s runs', () => {
+  test('PTQ + 1 epoch of QAT on RepOpt-VGG (GradMults on): accuracies printed and in the run report, exports written', () => {
+    const run = path.join(out, 'RepOpt-VGG');
+    const r = repopt('quantize', '--checkpoint', run, '--calib-batches', '2', '--qat-epochs', '1', '--threads', '2');
+    if (r.status !== 0) throw new Error(`quantize failed (${r.status}):\n${r.stderr}`);
+    expect(r.stdout).toMatch(/post-training +float32 \d+\.\d% +int8 simulated \d+\.\d% +int8 QNNPACK \d+\.\d%/);
+    expect(r.stdout).toMatch(/QAT \(1 epoch\) +float32 \d+\.\d% +int8 simulated \d+\.\d% +int8 QNNPACK \d+\.\d%/);
+    const q = JSON.parse(fs.readFileSync(path.join(run, 'int8', 'quantization.json'), 'utf8'));
+    expect(q.rows.map((x: { name: string }) => x.name)).toEqual(['post-training', 'QAT (1 epoch)']);
+    for (const row of q.rows) {
+      expect(row.int8.accuracy).toBeGreaterThan(0.6);
+      expect(Math.abs(row.int8.accuracy - row.simulated.accuracy)).toBeLessThanOrEqual(0.005);
+    }
+    const report = fs.readFileSync(path.join(run, 'report.md'), 'utf8');
+    expect(report).toMatch(/## INT8 quantization/);
+    expect(report).toMatch(/\| QAT \(1 epoch\) +\| \d+\.\d% +\| \d+\.\d% +\| \d+\.\d% +\|/);
+    // The QAT run is a RepOpt-VGG run: GradMults from the demo's scales, ranges kept in its checkpoint.
+    const qatMeta = JSON.parse(fs.readFileSync(path.join(run, 'int8', 'qat', 'checkpoints', fs.readFileSync(path.join(run, 'int8', 'qat', 'checkpoints', 'latest'), 'utf8').trim(), 'meta.json'), 'utf8'));
+    expect(qatMeta.config.mode).toBe('target');
+    expect(qatMeta.config.scales).toMatch(/hyper-search/);
+    expect(qatMeta.extra.quant.points.map((p: { name: string }) => p.name)).toContain('stage4.0');
+    // Quantizing again replaces the report's section instead of adding a second.
+    expect(repopt('quantize', '--checkpoint', run, '--calib-batches', '1', '--observer', 'percentile').status).toBe(0);
+    expect(fs.readFileSync(path.join(run, 'report.md'), 'utf8').match(/## INT8 quantization/g)).toHaveLength(1);
+    // The float deploy export: PyTorch reads it with the official deploy keys.
+    const py = spawnSync('/usr/bin/python3', ['-c', 'import sys, torch; sd = torch.load(sys.argv[1]); print(",".join(sd.keys()))', path.join(run, 'int8', 'deploy.pth')], { encoding: 'utf8' });
+    expect(py.stdout.trim().split(',').slice(0, 3)).toEqual(['stage0.rbr_reparam.weight', 'stage0.rbr_reparam.bias', 'stage1.0.rbr_reparam.weight']);
+  }, 120000);
+
+  test('bad input: zero calibration batches, a hyper-search run, a checkpoint of another architecture, QAT of a repvgg run', () => {
+    const zero = repopt('quantize', '--checkpoint', path.join(out, 'VGG'), '--calib-batches', '0');
+    expect(zero.status).toBe(1);
+    expect(zero.stderr).toMatch(/'--calib-batches <n>' argument '0' is invalid\. expected an integer >= 1/);
+    const hs = repopt('quantize', '--checkpoint', path.join(out, 'hyper-search'));
+    expect(hs.stderr).toMatch(/quantize takes trained target, vgg or repvgg checkpoints; this one is a hyper-search \(mode hs\) model/);
+    const repvgg = repopt('quantize', '--checkpoint', path.join(out, 'RepVGG'), '--qat-epochs', '1');
+    expect(repvgg.stderr).toMatch(/a repvgg run quantizes post-training only/);
+    // A checkpoint whose config names another architecture than its weights.
+    const src = path.join(out, 'VGG', 'checkpoints', fs.readFileSync(path.join(out, 'VGG', 'checkpoints', 'latest'), 'utf8').trim());
+    const wrong = path.join(out, 'wrong-arch');
+    fs.cpSync(src, wrong, { recursive: true });
+    const meta = JSON.parse(fs.readFileSync(path.join(wrong, 'meta.json'), 'utf8'));
+    meta.config.arch = 'RepOpt-VGG-XS';
+    fs.writeFileSync(path.join(wrong, 'meta.json'), JSON.stringify(meta));
+    const mismatch = repopt('quantize', '--checkpoint', wrong, '--out', path.join(out, 'wrong-int8'));
+    expect(mismatch.status).toBe(1);
+    expect(mismatch.stderr).toMatch(/the weights do not fit RepOpt-VGG-XS \(target\)/);
   });
 });

@@ -14,6 +14,8 @@ export interface HistogramPlotOptions {
   series: HistogramSeries[];
   /** Number of equal-width bins over the range of all series together (default 60). */
   bins?: number;
+  /** 'symlog' shows sparse tails (a few large weights) next to the bulk; default 'linear'. */
+  countScale?: 'linear' | 'symlog';
 }
 
 export interface Histogram {
@@ -70,7 +72,7 @@ export async function histogramPlot(file: string, options: HistogramPlotOptions)
     encoding: {
       x: { field: 'start', type: 'quantitative', title: options.xLabel, scale: { zero: false, nice: false } },
       x2: { field: 'end' },
-      y: { field: 'count', type: 'quantitative', title: 'count' },
+      y: { field: 'count', type: 'quantitative', title: options.countScale === 'symlog' ? 'count (symmetric log scale)' : 'count', scale: { type: options.countScale ?? 'linear' } },
       y2: { datum: 0 },
       color: seriesColor(options.series.map((s) => s.name)),
     },
