@@ -71,6 +71,27 @@ describe('training loop', () => {
   });
 });
 
+describe('quantization-aware training', () => {
+  test('fake-quantized training learns, keeps its int8 ranges in checkpoints and resumes bit for bit', async () => {
+    const qat = { quant: { calibBatches: 4 }, epochs: 2 };
+    const whole = await train(config('qat-whole', qat), data);
+    expect(whole.test.accuracy).toBeGreaterThan(0.9); // evaluated fake-quantized
+    const ranges = whole.network.handle.quantParams()!;
+    expect(ranges.points.map((p) => p.name)).toEqual(['input', 'stage0', 'stage1.0', 'stage2.0', 'stage3.0', 'stage4.0', 'pool', 'logits']);
+    await train(config('qat-split', { ...qat, stopAfterSteps: 100 }), data);
+    const rest = await train(config('qat-split', { ...qat, resume: true }), data);
+    const a = whole.network.stateTensors();
+    const b = rest.network.stateTensors();
+    for (const [name, t] of a) expect([name, Buffer.compare(Buffer.from(t.data.buffer), Buffer.from(b.get(name)!.data.buffer))]).toEqual([name, 0]);
+    expect(rest.network.handle.quantParams()!.points).toEqual(ranges.points);
+  });
+
+  test('QAT is for plain networks and needs calibration batches', () => {
+    expect(thrown(() => checkConfig(config('q', { mode: 'repvgg', quant: { calibBatches: 2 } }))).message).toMatch(/fine-tunes plain networks \(target, vgg\), not repvgg/);
+    expect(thrown(() => checkConfig(config('q', { quant: { calibBatches: 0 } }))).message).toMatch(/QAT calibration needs at least 1 batch, got 0/);
+  });
+});
+
 describe('official weight-decay grouping', () => {
   test('decay on conv / linear weights and identity scales; none on BN, biases, branch scales', () => {
     const spec = networkSpec('RepOpt-VGG-XS', { mode: 'hs', numClasses: 10, inChannels: 1 });
