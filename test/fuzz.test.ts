@@ -57,7 +57,7 @@ test(`${CALLS} random calls across the native API never crash and throw only Err
 
   const statics: [string, (...a: unknown[]) => unknown][] = [
     ['info', b.info], ['memory', b.memory], ['setNumThreads', b.setNumThreads], ['manualSeed', b.manualSeed],
-    ['cudaMemory', b.cudaMemory], ['Tensor.fromArray', b.Tensor.fromArray], ['Tensor.zeros', b.Tensor.zeros], ['Tensor.randn', b.Tensor.randn],
+    ['cudaMemory', b.cudaMemory], ['observeRange', b.observeRange], ['channelScales', b.channelScales], ['Tensor.fromArray', b.Tensor.fromArray], ['Tensor.zeros', b.Tensor.zeros], ['Tensor.randn', b.Tensor.randn],
   ] as [string, (...a: unknown[]) => unknown][];
   const loose = b as unknown as Record<string, new (...a: unknown[]) => unknown>;
   const constructors = { Network: loose.Network, Dataset: loose.Dataset, Tensor: loose.Tensor, Optimizer: loose.Optimizer };

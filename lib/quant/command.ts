@@ -103,6 +103,7 @@ export async function quantizeCheckpoint(o: QuantizeCommandOptions): Promise<Qua
           stopAfterSteps: undefined,
           threads: o.threads,
           device: 'cpu',
+          autocast: 'none', // fake quantization runs in float32
           outDir: path.join(out, 'qat'),
           quant: { calibBatches: o.calibBatches, observer: o.observer, percentile: o.percentile },
         },
