@@ -13,6 +13,10 @@ export type { BranchScales, InitRuleOptions, RepConv } from './repopt';
 export { ScaleSet, loadScales, saveScales, validateScales, scalesFromNetworkState } from './scales';
 export { readPth, writePth, parsePth, serializePth } from './pth';
 export type { PthTensor, PthDtype } from './pth';
+export { deploySpec, foldRepVGG, foldTarget, foldToDeploy } from './fold';
+export { deployNetwork, quantizeDeploy, readInt8Model, spreadTable, weightSpread, writeInt8Model } from './quant';
+export type { CalibrationOptions, Int8Model, Int8ModelMeta, LayerSpread, PtqResult } from './quant';
+export type { QuantOptions, QuantParams, QuantPointParams, QuantizedLayer } from './native';
 
 import { nativeBackend } from './native-backend';
 import { referenceBackend } from './reference';
