@@ -147,9 +147,22 @@ describe('repopt quantize on the demo’s runs', () => {
     // Quantizing again replaces the report's section instead of adding a second.
     expect(repopt('quantize', '--checkpoint', run, '--calib-batches', '1', '--observer', 'percentile').status).toBe(0);
     expect(fs.readFileSync(path.join(run, 'report.md'), 'utf8').match(/## INT8 quantization/g)).toHaveLength(1);
-    // The float deploy export: PyTorch reads it with the official deploy keys.
-    const py = spawnSync('/usr/bin/python3', ['-c', 'import sys, torch; sd = torch.load(sys.argv[1]); print(",".join(sd.keys()))', path.join(run, 'int8', 'deploy.pth')], { encoding: 'utf8' });
-    expect(py.stdout.trim().split(',').slice(0, 3)).toEqual(['stage0.rbr_reparam.weight', 'stage0.rbr_reparam.bias', 'stage1.0.rbr_reparam.weight']);
+    // The float deploy exports: PyTorch reads the .pth with the official deploy keys; the safetensors
+    // file (parsed by its spec) holds the same tensors.
+    const script = `
+import json, struct, sys, torch
+sd = torch.load(sys.argv[1])
+raw = open(sys.argv[2], 'rb').read()
+n = struct.unpack('<Q', raw[:8])[0]
+header = json.loads(raw[8:8 + n])
+same = all(torch.equal(sd[k], torch.frombuffer(bytearray(raw[8 + n + h['data_offsets'][0]:8 + n + h['data_offsets'][1]]), dtype=torch.float32).reshape(h['shape'])) for k, h in header.items() if k != '__metadata__')
+print(json.dumps({'keys': list(sd.keys()), 'same': same and len(header) - ('__metadata__' in header) == len(sd)}))`;
+    const py = spawnSync('/usr/bin/python3', ['-c', script, path.join(run, 'int8', 'deploy.pth'), path.join(run, 'int8', 'deploy.safetensors')], { encoding: 'utf8' });
+    if (py.status !== 0) throw new Error(`python3 with torch failed: ${py.stderr}`);
+    const got = JSON.parse(py.stdout);
+    expect(got.same).toBe(true);
+    expect(got.keys.slice(0, 3)).toEqual(['stage0.rbr_reparam.weight', 'stage0.rbr_reparam.bias', 'stage1.0.rbr_reparam.weight']);
+    expect(got.keys[got.keys.length - 1]).toBe('linear.bias');
   }, 120000);
 
   test('bad input: zero calibration batches, a hyper-search run, a checkpoint of another architecture, QAT of a repvgg run', () => {
