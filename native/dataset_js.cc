@@ -175,4 +175,12 @@ Napi::Value JsDataset::Dispose(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+const at::Tensor& permutationArg(const Args& args, size_t i, const DeviceDataset& ds) {
+  const at::Tensor& perm = Tensor::Get(args, i, "permutation");
+  if (perm.dim() != 1 || perm.scalar_type() != at::kLong || perm.size(0) != ds.count()) {
+    args.typeError("permutation", "the dataset's permutation (an int64 Tensor of " + std::to_string(ds.count()) + " indices)");
+  }
+  return perm;
+}
+
 }  // namespace repopt

@@ -32,6 +32,9 @@ class JsDataset : public Napi::ObjectWrap<JsDataset> {
   std::shared_ptr<DeviceDataset> dataset_;
 };
 
+// Argument i as ds's epoch permutation: an int64 Tensor of ds.count() indices.
+const at::Tensor& permutationArg(const Args& args, size_t i, const DeviceDataset& ds);
+
 // Reads { pad?, flip? } from an options object.
 Augmentation readAugmentation(const Fields& f);
 

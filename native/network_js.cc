@@ -14,6 +14,7 @@
 #include "autocast.h"
 #include "dataset_js.h"
 #include "errors.h"
+#include "evaluate.h"
 #include "optimizer_js.h"
 #include "repopt_adamw.h"
 #include "repopt_sgd.h"
@@ -460,10 +461,7 @@ Napi::Value JsNetwork::TrainBatch(const Napi::CallbackInfo& info) {
     auto opt = JsOptimizer::Get(args, 0, "optimizer");
     if (opt->network.get() != &net) args.rangeError("optimizer", "belongs to another network");
     auto ds = JsDataset::Get(args, 1, "dataset");
-    const at::Tensor& perm = Tensor::Get(args, 2, "permutation");
-    if (perm.dim() != 1 || perm.scalar_type() != at::kLong || perm.size(0) != ds->count()) {
-      args.typeError("permutation", "the dataset's permutation (an int64 Tensor of " + std::to_string(ds->count()) + " indices)");
-    }
+    const at::Tensor& perm = permutationArg(args, 2, *ds);
     const int64_t batchSize = args.integer(4, "batchSize", 1, 1 << 20);
     if (ds->count() < batchSize) args.rangeError("batchSize", "is larger than the dataset (" + std::to_string(ds->count()) + ")");
     const int64_t batches = ds->count() / batchSize;
@@ -549,25 +547,10 @@ Napi::Value JsNetwork::Evaluate(const Napi::CallbackInfo& info) {
     net.train(false);
     at::NoGradGuard noGrad;
     AutocastScope mixed(net.device(), autocast);
-    at::Tensor lossSum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(net.device()));
-    at::Tensor correct = at::zeros({}, at::TensorOptions().dtype(at::kLong).device(net.device()));
-    at::Tensor all = at::arange(ds->count(), at::TensorOptions().dtype(at::kLong));
-    for (int64_t start = 0; start < ds->count(); start += batchSize) {
-      auto [x, y] = ds->batch(all.narrow(0, start, std::min(batchSize, ds->count() - start)), Augmentation{}, net.dtype());
-      x = x.to(net.device());
-      if (channelsLast_) x = x.contiguous(at::MemoryFormat::ChannelsLast);
-      y = y.to(net.device());
-      at::Tensor logits = net.forward(x).to(at::kFloat);
-      namespace F = torch::nn::functional;
-      lossSum.add_(F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().reduction(torch::kSum)).to(at::kDouble));
-      correct.add_(logits.argmax(1).eq(y).sum());
-    }
-    auto out = Napi::Object::New(info.Env());
-    const double n = double(ds->count());
-    out.Set("count", n);
-    out.Set("loss", n ? lossSum.item<double>() / n : NAN);
-    out.Set("accuracy", n ? double(correct.item<int64_t>()) / n : NAN);
-    return out;
+    return metricsObject(info.Env(), evaluateDataset(*ds, batchSize, net.dtype(), [&](const at::Tensor& batch) {
+                           at::Tensor x = batch.to(net.device());
+                           return net.forward(channelsLast_ ? x.contiguous(at::MemoryFormat::ChannelsLast) : x);
+                         }));
   });
 }
 

@@ -1,9 +1,8 @@
 // The JS Network's quantization methods: calibration, fake-quant mode, ranges in and out, real int8
 // inference, and the int8 weights for export.
-#include <torch/nn/functional/loss.h>
-
 #include "dataset_js.h"
 #include "errors.h"
+#include "evaluate.h"
 #include "network_js.h"
 #include "quant.h"
 #include "tensor.h"
@@ -135,10 +134,7 @@ Napi::Value JsNetwork::Calibrate(const Napi::CallbackInfo& info) {
     args.expectCount(4, 5);
     Network& net = idle(args.fn());
     auto ds = JsDataset::Get(args, 0, "dataset");
-    const at::Tensor& perm = Tensor::Get(args, 1, "permutation");
-    if (perm.dim() != 1 || perm.scalar_type() != at::kLong || perm.size(0) != ds->count()) {
-      args.typeError("permutation", "the dataset's permutation (an int64 Tensor of " + std::to_string(ds->count()) + " indices)");
-    }
+    const at::Tensor& perm = permutationArg(args, 1, *ds);
     const int64_t batchSize = args.integer(2, "batchSize", 1, 1 << 20);
     if (!args[3].IsNumber() || args[3].As<Napi::Number>().DoubleValue() < 1) args.rangeError("batches", "must be at least 1 (calibration needs data)");
     const int64_t available = ds->count() / batchSize;
@@ -223,23 +219,7 @@ Napi::Value JsNetwork::EvaluateInt8(const Napi::CallbackInfo& info) {
     auto ds = JsDataset::Get(args, 0, "dataset");
     const int64_t batchSize = args.integer(1, "batchSize", 1, 1 << 20);
     const Int8Model model = quantOf(net, args.fn()).buildInt8(net);
-    double lossSum = 0;
-    int64_t correct = 0;
-    const at::Tensor all = at::arange(ds->count(), at::TensorOptions().dtype(at::kLong));
-    for (int64_t start = 0; start < ds->count(); start += batchSize) {
-      auto [x, y] = ds->batch(all.narrow(0, start, std::min(batchSize, ds->count() - start)), Augmentation{}, at::kFloat);
-      const at::Tensor logits = model.forward(x.cpu());
-      y = y.cpu();
-      namespace F = torch::nn::functional;
-      lossSum += F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().reduction(torch::kSum)).item<double>();
-      correct += logits.argmax(1).eq(y).sum().item<int64_t>();
-    }
-    auto out = Napi::Object::New(info.Env());
-    const double n = double(ds->count());
-    out.Set("count", n);
-    out.Set("loss", n ? lossSum / n : NAN);
-    out.Set("accuracy", n ? double(correct) / n : NAN);
-    return out;
+    return metricsObject(info.Env(), evaluateDataset(*ds, batchSize, at::kFloat, [&](const at::Tensor& x) { return model.forward(x.cpu()); }));
   });
 }
 
