@@ -167,11 +167,6 @@ std::shared_ptr<OptimizerHandle> buildOptimizer(const std::shared_ptr<Network>& 
   return handle;
 }
 
-void checkInput(const Args& args, const Network& net, const at::Tensor& x) {
-  if (x.dim() != 4 || x.size(1) != net.config().inChannels) {
-    args.rangeError("input", "must be [N, " + std::to_string(net.config().inChannels) + ", H, W], got " + c10::str(x.sizes()));
-  }
-}
 
 // Checks a batch against the network; returns input and labels on the network's device and dtype.
 std::pair<at::Tensor, at::Tensor> prepareBatch(const Args& args, const Network& net, const at::Tensor& x, const at::Tensor& y) {
@@ -222,6 +217,12 @@ c10::optional<at::ScalarType> readAutocast(const Fields& f) {
 }
 
 }  // namespace
+
+void checkInput(const Args& args, const Network& net, const at::Tensor& x) {
+  if (x.dim() != 4 || x.size(1) != net.config().inChannels) {
+    args.rangeError("input", "must be [N, " + std::to_string(net.config().inChannels) + ", H, W], got " + c10::str(x.sizes()));
+  }
+}
 
 void JsNetwork::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
   Napi::Function ctor = DefineClass(env, "Network",

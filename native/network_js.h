@@ -10,6 +10,10 @@
 namespace repopt {
 
 class Addon;
+class Args;
+
+// Argument 'input' must be an [N, inChannels, H, W] batch for net.
+void checkInput(const Args& args, const Network& net, const at::Tensor& x);
 
 // Module functions of quant_js.cc: observeRange, channelScales.
 void InitQuantFunctions(Napi::Env env, Napi::Object exports);

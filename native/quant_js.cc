@@ -229,9 +229,7 @@ Napi::Value JsNetwork::ForwardInt8(const Napi::CallbackInfo& info) {
     args.expectCount(1, 1);
     Network& net = idle(args.fn());
     const at::Tensor& x = Tensor::Get(args, 0, "input");
-    if (x.dim() != 4 || x.size(1) != net.config().inChannels) {
-      args.rangeError("input", "must be [N, " + std::to_string(net.config().inChannels) + ", H, W], got " + c10::str(x.sizes()));
-    }
+    checkInput(args, net, x);
     if (!x.is_floating_point()) args.typeError("input", "a floating-point tensor");
     return Tensor::Wrap(info.Env(), quantOf(net, args.fn()).buildInt8(net).forward(x.cpu()));
   });
