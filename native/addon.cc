@@ -1,6 +1,7 @@
 #include "addon.h"
 
 #include "dataset_js.h"
+#include "distributed.h"
 #include "network_js.h"
 #include "optimizer_js.h"
 #include "runtime.h"
@@ -14,6 +15,7 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
   JsDataset::Init(env, exports, *this);
   JsOptimizer::Init(env, exports, *this);
   InitRuntime(env, exports);
+  InitDistributed(env, exports, *this);
 }
 
 }  // namespace repopt

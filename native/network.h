@@ -6,6 +6,7 @@
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -39,9 +40,35 @@ class ScaleLayerImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ScaleLayer);
 
+class Network;
+
+// How BatchNorm normalises in training mode: over this process's batch (PyTorch's default, also the
+// default under data parallelism), with the running statistics (frozen: eval-mode BN while training,
+// statistics not updated), or over the batches of all processes (SyncBatchNorm, set by distributed.cc).
+enum class BatchNormMode { Batch, Frozen, Sync };
+
+struct BatchNormContext {
+  BatchNormMode mode = BatchNormMode::Batch;
+  // BatchNormMode::Sync: normalises x with statistics over all processes, updates bn's running stats.
+  std::function<at::Tensor(torch::nn::BatchNorm2dImpl& bn, const at::Tensor& x)> sync;
+};
+
+// Work around one training step's forward and backward (distributed.cc: gradient averaging).
+struct TrainHooks {
+  virtual ~TrainHooks() = default;
+  virtual void beforeForward(Network& net) {}
+  virtual void beforeBackward(Network& net) {}
+  virtual void afterBackward(Network& net) {}
+};
+
 class Block : public torch::nn::Module {
  public:
   virtual at::Tensor forward(const at::Tensor& x) = 0;
+  std::shared_ptr<BatchNormContext> batchNormContext;
+
+ protected:
+  // bn(x), or its frozen / synchronised form in training mode.
+  at::Tensor batchNorm(torch::nn::BatchNorm2d& bn, const at::Tensor& x);
 };
 
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
@@ -70,8 +97,13 @@ class Network {
   const NetworkConfig& config() const { return config_; }
   at::Device device() const;
   at::ScalarType dtype() const;
+  void setBatchNormMode(BatchNormMode mode, std::function<at::Tensor(torch::nn::BatchNorm2dImpl&, const at::Tensor&)> sync = nullptr);
+  BatchNormMode batchNormMode() const { return batchNorm_->mode; }
+  // Set while the network trains data-parallel (distributed.cc); the train step calls them.
+  std::shared_ptr<TrainHooks> hooks;
 
  private:
+  std::shared_ptr<BatchNormContext> batchNorm_ = std::make_shared<BatchNormContext>();
   NetworkConfig config_;
   std::vector<std::shared_ptr<Block>> blocks_;
   torch::nn::Linear linear_{nullptr};

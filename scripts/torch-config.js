@@ -112,10 +112,23 @@ function discover() {
   throw new DiscoveryError(HOW_TO);
 }
 
+// c10d (native/distributed.cc): its headers compile the Gloo process group only under USE_C10D_GLOO
+// (gloo's headers: Debian's libgloo-dev; the pip/zip libtorch trees ship them) and NCCL under
+// USE_C10D_NCCL (CUDA builds). libtorch itself was built with USE_DISTRIBUTED.
+function distributedDefines(t) {
+  return ['USE_DISTRIBUTED', 'USE_C10D_GLOO', ...(t.cuda ? ['USE_C10D_NCCL'] : [])];
+}
+
+// Headers libtorch's own headers include but some distributions leave out (native/compat: see there).
+function compatIncludes(t) {
+  const missing = t.includeDirs.every((d) => !fs.existsSync(path.join(d, 'torch', 'csrc', 'distributed', 'autograd', 'context', 'context.h')));
+  return missing ? [path.join(__dirname, '..', 'native', 'compat')] : [];
+}
+
 function gypField(t, field) {
   const nativeDir = path.join(__dirname, '..', 'native');
   switch (field) {
-    case 'includes': return t.includeDirs;
+    case 'includes': return [...t.includeDirs, ...compatIncludes(t)];
     case 'libdirs': return [t.libDir];
     case 'libs': return t.libs.map((l) => `-l${l}`);
     case 'ldflags': {
@@ -123,7 +136,7 @@ function gypField(t, field) {
       if (!SYSTEM_LIB_DIRS.has(t.libDir)) flags.push(`-Wl,-rpath,${t.libDir}`, '-Wl,--enable-new-dtags');
       return flags;
     }
-    case 'defines': return [`_GLIBCXX_USE_CXX11_ABI=${t.cxx11abi ? 1 : 0}`];
+    case 'defines': return [`_GLIBCXX_USE_CXX11_ABI=${t.cxx11abi ? 1 : 0}`, ...distributedDefines(t)];
     case 'sources': return fs.readdirSync(nativeDir).filter((f) => f.endsWith('.cc')).sort().map((f) => `native/${f}`);
     default: throw new DiscoveryError(`repopt: unknown torch-config field '${field}'`);
   }
@@ -137,7 +150,7 @@ function main() {
       return;
     }
     const t = discover();
-    if (field === 'json') process.stdout.write(JSON.stringify({ ...t, systemLibDir: SYSTEM_LIB_DIRS.has(t.libDir) }) + '\n');
+    if (field === 'json') process.stdout.write(JSON.stringify({ ...t, systemLibDir: SYSTEM_LIB_DIRS.has(t.libDir), defines: distributedDefines(t), compatIncludes: compatIncludes(t) }) + '\n');
     else process.stdout.write(gypField(t, field).join('\n') + '\n');
   } catch (e) {
     process.stderr.write((e instanceof DiscoveryError ? e.message : e.stack) + '\n');
