@@ -5,6 +5,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { ARCHS, networkSpec } from './configs';
 import { demo } from './demo';
+import { addDistributedOptions, addLaunchCommand, distributedConfig, DistributedFlags, launchSelfIfAsked } from './distributed/cli';
 import { deploySpec, foldRepVGG } from './fold';
 import { hyperSearch, plotScales, scaleStatistics, scaleTable, scaleWarnings } from './hypersearch';
 import { NativeBackendNetwork } from './native-backend';
@@ -39,7 +40,7 @@ function strides(value: string): [number, number, number, number, number] {
   return parts as [number, number, number, number, number];
 }
 
-interface TrainFlags {
+interface TrainFlags extends Partial<DistributedFlags> {
   arch: string;
   dataset: 'fashion-mnist' | 'cifar10' | 'cifar100' | 'folder';
   dataDir?: string;
@@ -147,6 +148,7 @@ function trainConfig(f: TrainFlags, mode: TrainMode, scales?: string): TrainConf
     ...(f.resume ? { resume: true } : {}),
     ...(f.finetune ? { finetune: f.finetune } : {}),
     ...(f.stopAfterSteps ? { stopAfterSteps: f.stopAfterSteps } : {}),
+    ...distributedConfig(f),
   };
 }
 
@@ -230,11 +232,13 @@ export function buildProgram(): Command {
       process.stdout.write(`HS test accuracy ${formatPercent(r.train.test.accuracy)}\nscales: ${r.files.json}, ${r.files.pth}\n`);
     });
 
-  addTrainOptions(program.command('train').description('train one model'), { epochs: 10, out: 'repopt-run' })
+  addDistributedOptions(addTrainOptions(program.command('train').description('train one model'), { epochs: 10, out: 'repopt-run' }))
     .addOption(new Option('--mode <mode>', 'target: RepOpt-VGG (needs --scales); vgg; repvgg; hs').choices(['target', 'vgg', 'repvgg', 'hs']).default('target'))
     .option('--scales <file>', 'scale file (JSON or .pth) for mode target')
-    .action(async (f: TrainFlags & { mode: TrainMode; scales?: string }) => {
+    .action(async (f: TrainFlags & DistributedFlags & { mode: TrainMode; scales?: string }, cmd: Command) => {
+      if (await launchSelfIfAsked(f, cmd)) return;
       const r = await train(trainConfig(f, f.mode, f.scales));
+      if (r.rank !== 0) return;
       const skipped = r.skippedSteps ? `, ${r.skippedSteps} step(s) skipped for non-finite values` : '';
       process.stdout.write(`test accuracy ${formatPercent(r.test.accuracy)} after ${r.steps} steps${skipped}; checkpoint ${r.checkpoint}\n`);
     });
@@ -308,6 +312,7 @@ export function buildProgram(): Command {
       for (const w of scaleWarnings(stats)) process.stderr.write(`warning: ${w}\n`);
       if (o.plot) await plotScales(o.plot, stats);
     });
+  addLaunchCommand(program, __filename);
   return program;
 }
 
