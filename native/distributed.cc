@@ -11,6 +11,7 @@
 #endif
 
 #include <map>
+#include <sstream>
 
 #include "addon.h"
 #include "network.h"
@@ -25,6 +26,13 @@ const napi_type_tag kProcessGroupTag = {0x6c1f9e2a4d7b3058ULL, 0xb83e5a0c2f914d7
 
 std::string where(const GroupOptions& o) { return o.masterAddr + ":" + std::to_string(o.masterPort); }
 
+// 2000 ms -> "2", 1500 ms -> "1.5"
+std::string secondsText(std::chrono::milliseconds ms) {
+  std::ostringstream s;
+  s << double(ms.count()) / 1000.0;
+  return s.str();
+}
+
 bool isLoopback(const std::string& addr) { return addr == "localhost" || addr == "::1" || addr.rfind("127.", 0) == 0; }
 
 // Waits for a collective; its failure (a peer that exited, a timeout) becomes one clear message.
@@ -33,7 +41,7 @@ void waitFor(const c10::intrusive_ptr<c10d::Work>& work, const char* what, const
     work->wait();
   } catch (const std::exception& e) {
     throw std::runtime_error(std::string(what) + " failed on rank " + std::to_string(o.rank) + " of " + std::to_string(o.worldSize) +
-                             " (another worker exited, or did not answer within " + std::to_string(o.timeout.count() / 1000.0).substr(0, 6) +
+                             " (another worker exited, or did not answer within " + secondsText(o.timeout) +
                              " s): " + messageOf(e));
   }
 }
@@ -170,7 +178,7 @@ c10::intrusive_ptr<c10d::ProcessGroup> createGroup(const GroupOptions& o, c10::i
   try {
     tcp = c10::make_intrusive<c10d::TCPStore>(o.masterAddr, so);
   } catch (const std::exception& e) {
-    const std::string secs = std::to_string(o.connectTimeout.count() / 1000.0).substr(0, 6);
+    const std::string secs = secondsText(o.connectTimeout);
     if (o.rank == 0) {
       throw std::runtime_error("rank 0 could not serve the rendezvous store on " + where(o) + " or not all " + std::to_string(o.worldSize) +
                                " workers connected within " + secs + " s (MASTER_ADDR/MASTER_PORT; is the port in use?): " + messageOf(e));
