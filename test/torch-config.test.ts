@@ -37,7 +37,10 @@ describe('torch-config', () => {
       expect(run('ldflags', { LIBTORCH: tree }).stdout.split('\n')).toEqual(
         expect.arrayContaining(['-Wl,--no-as-needed', `-Wl,-rpath,${path.join(tree, 'lib')}`]),
       );
-      expect(run('defines', { LIBTORCH: tree }).stdout.trim()).toBe('_GLIBCXX_USE_CXX11_ABI=0');
+      // The c10d headers: Gloo always, NCCL for a CUDA tree; the tree lacks the dist-autograd header, so native/compat joins the includes.
+      expect(run('defines', { LIBTORCH: tree }).stdout.trim().split('\n')).toEqual(['_GLIBCXX_USE_CXX11_ABI=0', 'USE_DISTRIBUTED', 'USE_C10D_GLOO', 'USE_C10D_NCCL']);
+      expect(t.defines).toEqual(['USE_DISTRIBUTED', 'USE_C10D_GLOO', 'USE_C10D_NCCL']);
+      expect(run('includes', { LIBTORCH: tree }).stdout.trim().split('\n').pop()).toBe(path.join(__dirname, '..', 'native', 'compat'));
     } finally {
       fs.rmSync(tree, { recursive: true, force: true });
     }

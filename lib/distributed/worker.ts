@@ -106,7 +106,7 @@ export function distributedError(e: unknown, r: Rendezvous): Error {
   if (message.startsWith(`rank ${r.rank}`)) return e instanceof Error ? e : new Error(message);
   const peer = /closed by peer|Connection reset|Broken pipe|Timed out|timed out|another worker exited|gloo/i.test(message);
   return new Error(
-    `rank ${r.rank} of ${r.worldSize}: ${peer ? 'lost contact with the other workers (one exited or hung); stopping. ' : ''}${message}` +
+    `rank ${r.rank} of ${r.worldSize}: ${peer ? 'lost contact with the other workers (one exited or hung); stopping. ' : ''}${message.trim().replace(/\.?$/, '.')}` +
       (peer ? ' Restart the run with --resume to continue from the last checkpoint.' : ''),
   );
 }
