@@ -124,6 +124,25 @@ struct SyncBatchNormFunction : public torch::autograd::Function<SyncBatchNormFun
   }
 };
 
+// The Reducer warns (once) when a gradient's strides differ from its bucket view's. Convolutions over
+// one input channel ([C, 1, k, k] weights) get gradients whose stride of the size-1 dimension differs:
+// the same memory layout, a false alarm. That one message is dropped; all others pass on.
+class StrideWarningFilter : public c10::WarningHandler {
+ public:
+  void process(const c10::SourceLocation& where, const std::string& msg, const bool verbatim) override {
+    if (msg.rfind("Grad strides do not match bucket view strides", 0) == 0) return;
+    if (next) next->process(where, msg, verbatim);
+  }
+  static void install() {
+    static StrideWarningFilter filter;  // never destroyed while a thread may point at it
+    c10::WarningHandler* current = c10::Warning::get_warning_handler();
+    if (current == &filter) return;
+    filter.next = current;
+    c10::Warning::set_warning_handler(&filter);
+  }
+  c10::WarningHandler* next = nullptr;
+};
+
 // Averages gradients over the group during the backward pass (c10d's Reducer, as DDP uses it) and
 // broadcasts buffers from rank 0 before each forward (DDP's broadcast_buffers).
 class DataParallelHooks : public TrainHooks {
@@ -154,7 +173,10 @@ class DataParallelHooks : public TrainHooks {
     reducer_->rebuild_buckets();  // once, after the first backward (bucket order = gradient order)
     if (broadcastBuffers_ && !buffers_.empty()) broadcastCoalesced(*pg_, buffers_, 0, options_);
   }
-  void beforeBackward(Network& net) override { reducer_->prepare_for_backward({}); }
+  void beforeBackward(Network& net) override {
+    StrideWarningFilter::install();  // on the thread that runs this backward pass
+    reducer_->prepare_for_backward({});
+  }
 
   int64_t buckets() const { return buckets_; }
 
