@@ -223,9 +223,11 @@ export function buildProgram(): Command {
       process.stdout.write(`report: ${result.report}\n`);
     });
 
-  addTrainOptions(program.command('hyper-search').description('train the HS model (trainable branch scales) and save its scales'), { epochs: 10, out: 'repopt-hs' })
-    .action(async (f: TrainFlags) => {
+  addDistributedOptions(addTrainOptions(program.command('hyper-search').description('train the HS model (trainable branch scales) and save its scales'), { epochs: 10, out: 'repopt-hs' }))
+    .action(async (f: TrainFlags & DistributedFlags, cmd: Command) => {
+      if (await launchSelfIfAsked(f, cmd)) return;
       const r = await hyperSearch({ ...trainConfig({ ...f, clipNorm: f.clipNorm || 5 }, 'hs') });
+      if (r.train.rank !== 0) return;
       process.stdout.write(scaleTable(r.stats) + '\n');
       for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
       await plotScales(path.join(f.out, 'scales.png'), r.stats);
