@@ -196,7 +196,7 @@ describe('failures', () => {
     const exit = exitOf(launcher);
     let stderr = '';
     launcher.stderr!.on('data', (d) => (stderr += d));
-    await waitFor('training to start', () => fs.existsSync(path.join(out, 'metrics.jsonl')) && fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').includes('"train"'));
+    await waitFor('the first checkpoint', () => fs.existsSync(path.join(out, 'checkpoints', 'latest')));
     const pid = Number(/rank 1 of 2 started \(pid (\d+)\)/.exec(stderr)![1]);
     const rank0 = Number(/rank 0 of 2 started \(pid (\d+)\)/.exec(stderr)![1]);
     const killedAt = Date.now();
@@ -207,6 +207,13 @@ describe('failures', () => {
     expect(r.stderr).toContain(`worker rank 1 (pid ${pid}) was killed by SIGKILL; stopping the other workers`);
     expect(r.stderr).toContain('repopt: worker rank 1');
     expect(() => process.kill(rank0, 0)).toThrow(); // rank 0 is gone too
+
+    // --resume continues from the last complete checkpoint.
+    const last = model(out).meta.step;
+    run([...LONG, '--nproc', '2', '--resume', '--stop-after-steps', String(last + 3), '--out', out]);
+    expect(model(out).meta.step).toBe(last + 3);
+    const steps = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => l.type === 'train').map((l) => l.step);
+    expect(steps.slice(-3)).toEqual([last + 1, last + 2, last + 3]);
   });
 
   test('without a launcher (one process per host), the surviving rank exits with a clear error when its peer dies', async () => {
