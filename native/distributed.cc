@@ -2,7 +2,9 @@
 
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#ifdef USE_C10D_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/reducer.hpp>
 #include <torch/csrc/utils/tensor_flatten.h>
@@ -33,7 +35,7 @@ std::string secondsText(std::chrono::milliseconds ms) {
   return s.str();
 }
 
-bool isLoopback(const std::string& addr) { return addr == "localhost" || addr == "::1" || addr.rfind("127.", 0) == 0; }
+[[maybe_unused]] bool isLoopback(const std::string& addr) { return addr == "localhost" || addr == "::1" || addr.rfind("127.", 0) == 0; }
 
 // Waits for a collective; its failure (a peer that exited, a timeout) becomes one clear message.
 void waitFor(const c10::intrusive_ptr<c10d::Work>& work, const char* what, const GroupOptions& o) {
@@ -217,9 +219,12 @@ c10::intrusive_ptr<c10d::ProcessGroup> createGroup(const GroupOptions& o, c10::i
     opts->timeout = o.timeout;
     return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, int(o.rank), int(o.worldSize), opts);
 #else
-    TORCH_CHECK(false, "backend 'nccl' needs a CUDA build of libtorch with NCCL; this build has Gloo only (use backend 'gloo')");
+    TORCH_CHECK(false, "backend 'nccl' is not in this build: it needs a CUDA libtorch and nccl.h at compile time (use backend 'gloo')");
 #endif
   }
+#ifndef USE_C10D_GLOO
+  TORCH_CHECK(false, "backend 'gloo' is not in this build: gloo's headers were missing when it was compiled (Debian: apt-get install libgloo-dev, then rebuild)");
+#else
   auto opts = c10d::ProcessGroupGloo::Options::create(o.timeout);
   if (!o.interface.empty()) {
     opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(o.interface));
@@ -237,6 +242,7 @@ c10::intrusive_ptr<c10d::ProcessGroup> createGroup(const GroupOptions& o, c10::i
     throw std::runtime_error("rank " + std::to_string(o.rank) + ": the Gloo connections between the " + std::to_string(o.worldSize) +
                              " workers failed (rendezvous at " + where(o) + "): " + messageOf(e));
   }
+#endif
 }
 
 }  // namespace

@@ -113,16 +113,30 @@ function discover() {
 }
 
 // c10d (native/distributed.cc): its headers compile the Gloo process group only under USE_C10D_GLOO
-// (gloo's headers: Debian's libgloo-dev; the pip/zip libtorch trees ship them) and NCCL under
-// USE_C10D_NCCL (CUDA builds). libtorch itself was built with USE_DISTRIBUTED.
-function distributedDefines(t) {
-  return ['USE_DISTRIBUTED', 'USE_C10D_GLOO', ...(t.cuda ? ['USE_C10D_NCCL'] : [])];
+// and NCCL only under USE_C10D_NCCL. Each is defined where its headers are found: gloo's (Debian:
+// libgloo-dev; some libtorch trees ship them) and, for CUDA builds, nccl.h (the CUDA toolkit, or pip's
+// nvidia-nccl package next to torch). Without them the addon builds and its ProcessGroup says what is
+// missing. libtorch itself was built with USE_DISTRIBUTED.
+const HEADER_DIRS = ['/usr/include', '/usr/local/include', '/usr/local/cuda/include'];
+
+function headerDir(t, rel, extra = []) {
+  return [...t.includeDirs, ...extra, ...HEADER_DIRS].find((d) => fs.existsSync(path.join(d, rel)));
 }
 
-// Headers libtorch's own headers include but some distributions leave out (native/compat: see there).
+function ncclDir(t) {
+  return t.cuda ? headerDir(t, 'nccl.h', [path.join(t.root, '..', 'nvidia', 'nccl', 'include')]) : undefined;
+}
+
+function distributedDefines(t) {
+  return ['USE_DISTRIBUTED', ...(headerDir(t, path.join('gloo', 'algorithm.h')) ? ['USE_C10D_GLOO'] : []), ...(ncclDir(t) ? ['USE_C10D_NCCL'] : [])];
+}
+
+// Include directories beyond libtorch's: headers libtorch's own headers include but some
+// distributions leave out (native/compat: see there), and nccl.h where it lies apart.
 function compatIncludes(t) {
   const missing = t.includeDirs.every((d) => !fs.existsSync(path.join(d, 'torch', 'csrc', 'distributed', 'autograd', 'context', 'context.h')));
-  return missing ? [path.join(__dirname, '..', 'native', 'compat')] : [];
+  const nccl = ncclDir(t);
+  return [...(missing ? [path.join(__dirname, '..', 'native', 'compat')] : []), ...(nccl && !HEADER_DIRS.includes(nccl) && !t.includeDirs.includes(nccl) ? [nccl] : [])];
 }
 
 function gypField(t, field) {
