@@ -77,10 +77,19 @@ export function shardPermutation(permutation: Tensor<'int64'>, rank: number, wor
   return native().Tensor.fromArray(out, [all.length]);
 }
 
-/** Sums numbers over all ranks (float64). */
-export function sumOverRanks(pg: NativeProcessGroup, values: readonly number[]): number[] {
-  const t = native().Tensor.fromArray(Float64Array.from(values));
-  const r = pg.allreduce(t, 'sum');
+/** A host array as a tensor on `device` ('cpu' for Gloo; the process's GPU for NCCL). */
+function onDevice<A extends Float64Array | Uint8Array>(data: A, device: string): { tensor: Tensor; dispose(): void } {
+  const host = native().Tensor.fromArray(data);
+  if (device === 'cpu') return { tensor: host, dispose: () => host.dispose() };
+  const moved = host.to(device);
+  host.dispose();
+  return { tensor: moved, dispose: () => moved.dispose() };
+}
+
+/** Sums numbers over all ranks (float64). `device`: where the group's collectives run. */
+export function sumOverRanks(pg: NativeProcessGroup, device: string, values: readonly number[]): number[] {
+  const t = onDevice(Float64Array.from(values), device);
+  const r = pg.allreduce(t.tensor, 'sum');
   const out = Array.from(r.toArray() as Float64Array);
   t.dispose();
   r.dispose();
@@ -88,11 +97,11 @@ export function sumOverRanks(pg: NativeProcessGroup, values: readonly number[]):
 }
 
 /** Every rank's bytes (same length on all ranks), in rank order. */
-export function gatherBytes(pg: NativeProcessGroup, bytes: Uint8Array): Uint8Array[] {
-  const mine = native().Tensor.fromArray(new Uint8Array(bytes));
+export function gatherBytes(pg: NativeProcessGroup, bytes: Uint8Array, device = 'cpu'): Uint8Array[] {
+  const mine = onDevice(new Uint8Array(bytes), device);
   const out: Uint8Array[] = [];
   for (let r = 0; r < pg.worldSize; r++) {
-    const t = pg.broadcast(mine, r);
+    const t = pg.broadcast(mine.tensor, r);
     out.push(new Uint8Array(t.toArray() as Uint8Array));
     t.dispose();
   }

@@ -150,12 +150,13 @@ function parameterDigest(network: NativeBackendNetwork): Uint8Array {
 }
 
 /** The same value on every rank, or an error naming what differs. */
-function checkAgreed(pg: NativeProcessGroup, value: number, what: string): void {
-  const t = native().Tensor.fromArray(new Float64Array([value]));
+function checkAgreed(pg: NativeProcessGroup, device: string, value: number, what: string): void {
+  const host = native().Tensor.fromArray(new Float64Array([value]));
+  const t = device === 'cpu' ? host : host.to(device);
   const hi = pg.allreduce(t, 'max');
   const lo = pg.allreduce(t, 'min');
   const [max, min] = [(hi.toArray() as Float64Array)[0], (lo.toArray() as Float64Array)[0]];
-  for (const x of [t, hi, lo]) x.dispose();
+  for (const x of new Set([host, t, hi, lo])) x.dispose();
   if (max !== min) throw new Error(`rank ${pg.rank}: the ranks disagree on ${what} (this rank: ${value}; range over ranks: ${min}..${max})`);
 }
 
@@ -187,6 +188,10 @@ async function trainWith(config: TrainConfig, preloaded: TrainTestData | undefin
   // Rank 0 alone writes checkpoints, metrics and progress.
   const lead = rank === 0;
   const localBatch = config.batchSize / worldSize;
+  // Data parallel on CUDA: one GPU per process on each host (--device cuda -> cuda:LOCAL_RANK).
+  const device = rendezvous && config.device === 'cuda' ? `cuda:${rendezvous.localRank}` : config.device;
+  // Gloo reduces host tensors, NCCL device tensors.
+  const collectives = pg?.backend === 'nccl' ? device : 'cpu';
   const data = preloaded ?? (await loadData(config.data, config.seed));
   const checkpointsDir = path.join(config.outDir, 'checkpoints');
   fs.mkdirSync(config.outDir, { recursive: true });
@@ -198,9 +203,9 @@ async function trainWith(config: TrainConfig, preloaded: TrainTestData | undefin
     ...(config.strides ? { strides: config.strides } : {}),
   });
   const network = new NativeBackendNetwork(spec, 'float32', config.seed);
-  const onCuda = config.device.startsWith('cuda');
+  const onCuda = device.startsWith('cuda');
   const precision = { autocast: config.autocast ?? (onCuda ? 'bf16' : 'none') } as const;
-  if (config.device !== 'cpu') network.handle.to(config.device);
+  if (device !== 'cpu') network.handle.to(device);
   if (config.channelsLast ?? onCuda) network.handle.setChannelsLast(true);
 
   // Weights: a resumed run's, a fine-tuning start, or fresh (after the init rule for mode target).
@@ -227,14 +232,14 @@ async function trainWith(config: TrainConfig, preloaded: TrainTestData | undefin
   if (config.batchNorm === 'frozen') native().setBatchNormMode(network.handle, 'frozen');
   if (pg) {
     // Every rank must continue from the same checkpoint (the run folder on every node).
-    checkAgreed(pg, resumed?.meta.step ?? -1, `the step to resume from (-1: no checkpoint found in ${checkpointsDir}; with --resume every node needs the run folder)`);
+    checkAgreed(pg, collectives, resumed?.meta.step ?? -1, `the step to resume from (-1: no checkpoint found in ${checkpointsDir}; with --resume every node needs the run folder)`);
     pg.attach(network.handle, { syncBatchNorm: config.batchNorm === 'sync', ...(config.distributed?.bucketCapMb ? { bucketCapMb: config.distributed.bucketCapMb } : {}) });
   }
 
   const stats = channelStats(data.train);
   // Each rank its own augmentation stream (rank 0: the one-process stream).
-  const trainSet = uploadDataset(data.train, stats, config.device, config.seed + 1000 * rank);
-  const testSet = uploadDataset(data.test, stats, config.device, config.seed);
+  const trainSet = uploadDataset(data.train, stats, device, config.seed + 1000 * rank);
+  const testSet = uploadDataset(data.test, stats, device, config.seed);
   if (resumed) {
     const states = resumed.meta.extra?.rngStates as string[] | undefined;
     const state = states && states.length === worldSize ? states[rank] : rank === 0 ? resumed.meta.rngState : undefined;
@@ -257,7 +262,7 @@ async function trainWith(config: TrainConfig, preloaded: TrainTestData | undefin
   let skippedSteps = 0;
   const save = (epoch: number) => {
     // Every rank's augmentation state (a collective), so that a resumed run continues each stream.
-    const rngStates = pg ? gatherBytes(pg, trainSet.rngState()).map((b) => Buffer.from(b).toString('base64')) : undefined;
+    const rngStates = pg ? gatherBytes(pg, trainSet.rngState(), collectives).map((b) => Buffer.from(b).toString('base64')) : undefined;
     if (!lead) return;
     lastCheckpoint = saveCheckpoint(checkpointsDir, {
       step,
@@ -277,7 +282,7 @@ async function trainWith(config: TrainConfig, preloaded: TrainTestData | undefin
   const takeMetrics = (): EpochMetrics => {
     const m = network.handle.takeTrainMetrics();
     if (!pg) return m;
-    const [loss, correct, count, skipped] = sumOverRanks(pg, m.count > 0 ? [m.loss * m.count, m.accuracy * m.count, m.count, m.skipped ?? 0] : [0, 0, 0, m.skipped ?? 0]);
+    const [loss, correct, count, skipped] = sumOverRanks(pg, collectives, m.count > 0 ? [m.loss * m.count, m.accuracy * m.count, m.count, m.skipped ?? 0] : [0, 0, 0, m.skipped ?? 0]);
     return { count, loss: count > 0 ? loss / count : NaN, accuracy: count > 0 ? correct / count : NaN, skipped };
   };
 
@@ -307,7 +312,7 @@ async function trainWith(config: TrainConfig, preloaded: TrainTestData | undefin
         });
         step++;
         if (pg && config.distributed?.checkReplicas) {
-          const digests = gatherBytes(pg, parameterDigest(network));
+          const digests = gatherBytes(pg, parameterDigest(network), collectives);
           const differ = digests.findIndex((d) => Buffer.compare(Buffer.from(d), Buffer.from(digests[0])) !== 0);
           if (differ > 0) throw new Error(`replica check: rank ${differ}'s parameters differ from rank 0's after step ${step}`);
           metricsLog.append({ type: 'replicas', step, ranks: worldSize, identical: true });
