@@ -96,6 +96,31 @@ describe('distributed sampler and environment', () => {
     expect(() => new PG({ rank: 0, worldSize: 1, masterAddr: '127.0.0.1', masterPort: 70000 })).toThrow('options.masterPort');
     expect(() => new PG({ rank: 0, worldSize: 1, masterAddr: '127.0.0.1', masterPort: 1, backend: 'mpi' as 'gloo' })).toThrow("must be 'gloo' or 'nccl'");
   });
+
+  test('a one-process group: collectives, attach rules, BatchNorm modes', async () => {
+    const b = native();
+    const pg = new b.ProcessGroup({ rank: 0, worldSize: 1, masterAddr: '127.0.0.1', masterPort: await freePort(), timeoutMs: 10_000 });
+    expect([pg.rank, pg.worldSize, pg.backend]).toEqual([0, 1, 'gloo']);
+    const t = b.Tensor.fromArray(new Float32Array([1, 2, 3]));
+    expect(Array.from(pg.allreduce(t, 'mean').toArray())).toEqual([1, 2, 3]);
+    expect(Array.from(pg.broadcast(t, 0).toArray())).toEqual([1, 2, 3]);
+    expect(() => pg.allreduce(t, 'prod' as 'sum')).toThrow("argument 'op' must be 'sum', 'mean', 'max' or 'min', got 'prod'");
+    expect(() => pg.broadcast(t, 1)).toThrow("argument 'root'");
+    pg.barrier();
+    const net = new b.Network(networkSpec('RepOpt-VGG-XS', { mode: 'target', numClasses: 4, inChannels: 1 }), { seed: 1 });
+    expect(() => b.setBatchNormMode(net, 'sync' as 'batch')).toThrow('set by ProcessGroup.attach');
+    expect(() => b.setBatchNormMode(net, 'off' as 'batch')).toThrow("must be 'batch' or 'frozen', got 'off'");
+    expect(pg.attach(net, { syncBatchNorm: true }).buckets).toBeGreaterThanOrEqual(1);
+    expect(() => pg.attach(net)).toThrow('already attached');
+    expect(() => b.setBatchNormMode(net, 'frozen')).toThrow('uses SyncBatchNorm');
+    expect(() => pg.attach({} as never)).toThrow("argument 'network' must be a Network");
+    pg.detach(net);
+    b.setBatchNormMode(net, 'frozen');
+    expect(() => pg.attach(net, { syncBatchNorm: true })).toThrow('exclude each other');
+    pg.dispose();
+    expect(() => pg.barrier()).toThrow('disposed');
+    net.dispose();
+  });
 });
 
 describe('data parallel == one process on the whole batch', () => {
