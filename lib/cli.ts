@@ -5,6 +5,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { ARCHS, networkSpec } from './configs';
 import { demo } from './demo';
+import { addDistributedOptions, addLaunchCommand, distributedConfig, DistributedFlags, launchSelfIfAsked } from './distributed/cli';
 import { foldToDeploy } from './fold';
 import { quantizeCheckpoint } from './quant/command';
 import { hyperSearch, plotScales, scaleStatistics, scaleTable, scaleWarnings } from './hypersearch';
@@ -40,7 +41,7 @@ function strides(value: string): [number, number, number, number, number] {
   return parts as [number, number, number, number, number];
 }
 
-interface TrainFlags {
+interface TrainFlags extends Partial<DistributedFlags> {
   arch: string;
   dataset: 'fashion-mnist' | 'cifar10' | 'cifar100' | 'folder';
   dataDir?: string;
@@ -148,6 +149,7 @@ function trainConfig(f: TrainFlags, mode: TrainMode, scales?: string): TrainConf
     ...(f.resume ? { resume: true } : {}),
     ...(f.finetune ? { finetune: f.finetune } : {}),
     ...(f.stopAfterSteps ? { stopAfterSteps: f.stopAfterSteps } : {}),
+    ...distributedConfig(f),
   };
 }
 
@@ -200,20 +202,24 @@ export function buildProgram(): Command {
       process.stdout.write(`report: ${result.report}\n`);
     });
 
-  addTrainOptions(program.command('hyper-search').description('train the HS model (trainable branch scales) and save its scales'), { epochs: 10, out: 'repopt-hs' })
-    .action(async (f: TrainFlags) => {
+  addDistributedOptions(addTrainOptions(program.command('hyper-search').description('train the HS model (trainable branch scales) and save its scales'), { epochs: 10, out: 'repopt-hs' }))
+    .action(async (f: TrainFlags & DistributedFlags, cmd: Command) => {
+      if (await launchSelfIfAsked(f, cmd)) return;
       const r = await hyperSearch({ ...trainConfig({ ...f, clipNorm: f.clipNorm || 5 }, 'hs') });
+      if (r.train.rank !== 0) return;
       process.stdout.write(scaleTable(r.stats) + '\n');
       for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
       await plotScales(path.join(f.out, 'scales.png'), r.stats);
       process.stdout.write(`HS test accuracy ${formatPercent(r.train.test.accuracy)}\nscales: ${r.files.json}, ${r.files.pth}\n`);
     });
 
-  addTrainOptions(program.command('train').description('train one model'), { epochs: 10, out: 'repopt-run' })
+  addDistributedOptions(addTrainOptions(program.command('train').description('train one model'), { epochs: 10, out: 'repopt-run' }))
     .addOption(new Option('--mode <mode>', 'target: RepOpt-VGG (needs --scales); vgg; repvgg; hs').choices(['target', 'vgg', 'repvgg', 'hs']).default('target'))
     .option('--scales <file>', 'scale file (JSON or .pth) for mode target')
-    .action(async (f: TrainFlags & { mode: TrainMode; scales?: string }) => {
+    .action(async (f: TrainFlags & DistributedFlags & { mode: TrainMode; scales?: string }, cmd: Command) => {
+      if (await launchSelfIfAsked(f, cmd)) return;
       const r = await train(trainConfig(f, f.mode, f.scales));
+      if (r.rank !== 0) return;
       const skipped = r.skippedSteps ? `, ${r.skippedSteps} step(s) skipped for non-finite values` : '';
       process.stdout.write(`test accuracy ${formatPercent(r.test.accuracy)} after ${r.steps} steps${skipped}; checkpoint ${r.checkpoint}\n`);
     });
@@ -307,6 +313,7 @@ export function buildProgram(): Command {
       for (const w of scaleWarnings(stats)) process.stderr.write(`warning: ${w}\n`);
       if (o.plot) await plotScales(o.plot, stats);
     });
+  addLaunchCommand(program, __filename);
   return program;
 }
 

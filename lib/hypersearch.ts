@@ -88,8 +88,11 @@ export async function hyperSearch(config: TrainConfig, preloaded?: TrainTestData
   const result = await train(config, preloaded);
   const scales = scalesFromNetworkState(result.spec, result.network.stateDict());
   const files = { json: path.join(config.outDir, 'scales.json'), pth: path.join(config.outDir, 'scales.pth') };
-  saveScales(files.json, scales, 'json');
-  saveScales(files.pth, scales, 'pth');
+  if (result.rank === 0) {
+    // Data parallel: rank 0 alone writes (all ranks hold the same scales).
+    saveScales(files.json, scales, 'json');
+    saveScales(files.pth, scales, 'pth');
+  }
   const stats = scaleStatistics(result.spec, scales);
   return { train: result, scales, stats, warnings: scaleWarnings(stats), files };
 }

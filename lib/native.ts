@@ -219,6 +219,41 @@ export interface NativeNetwork {
   dispose(): void;
 }
 
+/** A c10d process group (TCPStore rendezvous; Gloo, or NCCL on CUDA builds). Collectives block
+ * until every rank has called them, or fail after the group's timeout. */
+export interface NativeProcessGroup {
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly backend: 'gloo' | 'nccl';
+  /** A new tensor with the element-wise reduction over all ranks. */
+  allreduce<D extends DType>(tensor: Tensor<D>, op?: 'sum' | 'mean' | 'max' | 'min'): Tensor<D>;
+  /** A new tensor with root's values (same shape and dtype on every rank). */
+  broadcast<D extends DType>(tensor: Tensor<D>, root?: number): Tensor<D>;
+  barrier(): void;
+  /** Every parameter and buffer of the network takes root's value. */
+  broadcastState(network: NativeNetwork, root?: number): void;
+  /** Rank 0's weights to every rank; from then on each train step averages the gradients over the
+   * group (c10d Reducer: buckets, overlapped with the backward pass) before the optimizer step, and
+   * broadcasts rank 0's buffers before the forward pass (as DDP). */
+  attach(network: NativeNetwork, options?: { bucketCapMb?: number; firstBucketCapMb?: number; broadcastBuffers?: boolean; syncBatchNorm?: boolean }): { buckets: number };
+  detach(network: NativeNetwork): void;
+  dispose(): void;
+}
+
+export interface ProcessGroupOptions {
+  rank: number;
+  worldSize: number;
+  masterAddr: string;
+  masterPort: number;
+  backend?: 'gloo' | 'nccl';
+  timeoutMs?: number;
+  connectTimeoutMs?: number;
+  /** Gloo: network interface to use (GLOO_SOCKET_IFNAME). */
+  interface?: string;
+  /** Gloo: host name or address to bind. */
+  hostname?: string;
+}
+
 export interface NativeBinding {
   Tensor: TensorStatics;
   Network: new (spec: object, options?: { precision?: 'float32' | 'float64'; seed?: number }) => NativeNetwork;
@@ -238,6 +273,10 @@ export interface NativeBinding {
   observeRange(batches: readonly Tensor[], options?: QuantOptions): { min: number; max: number; scale: number; zeroPoint: number };
   /** Per-output-channel symmetric int8 scales (max |w| / 127.5). */
   channelScales(weight: Tensor): Float64Array;
+  ProcessGroup: new (options: ProcessGroupOptions) => NativeProcessGroup;
+  /** BatchNorm in training mode: per-process batch statistics (default) or frozen (running statistics,
+   * not updated). SyncBatchNorm comes with ProcessGroup.attach. */
+  setBatchNormMode(network: NativeNetwork, mode: 'batch' | 'frozen'): void;
 }
 
 export const packageRoot = path.resolve(__dirname, '..');

@@ -1,6 +1,7 @@
 #include "addon.h"
 
 #include "dataset_js.h"
+#include "distributed.h"
 #include "network_js.h"
 #include "optimizer_js.h"
 #include "runtime.h"
@@ -15,6 +16,7 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
   JsOptimizer::Init(env, exports, *this);
   InitRuntime(env, exports);
   InitQuantFunctions(env, exports);
+  InitDistributed(env, exports, *this);
 }
 
 }  // namespace repopt

@@ -1,5 +1,6 @@
 #include "network.h"
 
+#include <torch/nn/functional/batchnorm.h>
 #include <torch/nn/functional/pooling.h>
 
 #include "quant.h"
@@ -21,6 +22,16 @@ ScaleLayerImpl::ScaleLayerImpl(int64_t channels, double init) { weight = registe
 
 at::Tensor ScaleLayerImpl::forward(const at::Tensor& x) { return x * weight.view({1, -1, 1, 1}); }
 
+at::Tensor Block::batchNorm(nn::BatchNorm2d& bn, const at::Tensor& x) {
+  if (!bn->is_training() || !batchNormContext || batchNormContext->mode == BatchNormMode::Batch) return bn->forward(x);
+  if (batchNormContext->mode == BatchNormMode::Frozen) {
+    namespace F = torch::nn::functional;
+    return F::batch_norm(x, bn->running_mean, bn->running_var,
+                         F::BatchNormFuncOptions().weight(bn->weight).bias(bn->bias).training(false).eps(bn->options.eps()));
+  }
+  return batchNormContext->sync(*bn, x);
+}
+
 namespace {
 
 nn::Conv2d conv(const BlockConfig& b, int64_t kernel) {
@@ -34,8 +45,11 @@ class TargetBlock : public Block {
     conv_ = register_module("conv", conv(b, 3));
     bn_ = register_module("bn", nn::BatchNorm2d(b.outChannels));
   }
-  at::Tensor forward(const at::Tensor& x) override { return bn_->forward(conv_->forward(x)).relu_(); }
-  c10::optional<PlainLayer> plain() const override { return PlainLayer{"conv.weight", conv_->weight, at::Tensor(), bn_, conv_->options.stride()->at(0)}; }
+  at::Tensor forward(const at::Tensor& x) override { return batchNorm(bn_, conv_->forward(x)).relu_(); }
+  c10::optional<PlainLayer> plain() const override {
+    auto* self = const_cast<TargetBlock*>(this);
+    return PlainLayer{"conv.weight", conv_->weight, at::Tensor(), [self](const at::Tensor& x) { return self->batchNorm(self->bn_, x); }, conv_->options.stride()->at(0)};
+  }
 
  private:
   nn::Conv2d conv_{nullptr};
@@ -60,7 +74,7 @@ class LinearAddBlock : public Block {
   at::Tensor forward(const at::Tensor& x) override {
     at::Tensor out = scaleConv_->forward(conv_->forward(x)) + scale1x1_->forward(conv1x1_->forward(x));
     if (scaleIdentity_) out = out + scaleIdentity_->forward(x);
-    return bn_->forward(out).relu_();
+    return batchNorm(bn_, out).relu_();
   }
 
  private:
@@ -80,8 +94,8 @@ class RepVGGBlock : public Block {
     if (b.identity()) bnIdentity_ = register_module("bn_identity", nn::BatchNorm2d(b.outChannels));
   }
   at::Tensor forward(const at::Tensor& x) override {
-    at::Tensor out = bn3x3_->forward(conv3x3_->forward(x)) + bn1x1_->forward(conv1x1_->forward(x));
-    if (bnIdentity_) out = out + bnIdentity_->forward(x);
+    at::Tensor out = batchNorm(bn3x3_, conv3x3_->forward(x)) + batchNorm(bn1x1_, conv1x1_->forward(x));
+    if (bnIdentity_) out = out + batchNorm(bnIdentity_, x);
     return out.relu_();
   }
 
@@ -118,7 +132,10 @@ std::shared_ptr<Block> makeBlock(BlockMode mode, const BlockConfig& b) {
 
 Network::Network(const NetworkConfig& config) : config_(config) {
   TORCH_CHECK(!config.blocks.empty(), "a network needs at least one block");
-  for (const auto& b : config.blocks) blocks_.push_back(makeBlock(config.mode, b));
+  for (const auto& b : config.blocks) {
+    blocks_.push_back(makeBlock(config.mode, b));
+    blocks_.back()->batchNormContext = batchNorm_;
+  }
   linear_ = nn::Linear(config.blocks.back().outChannels, config.numClasses);
 }
 
@@ -216,5 +233,15 @@ std::vector<PlainLayer> Network::plainLayers() const {
 at::Device Network::device() const { return linear_->weight.device(); }
 
 at::ScalarType Network::dtype() const { return linear_->weight.scalar_type(); }
+
+}  // namespace repopt
+
+namespace repopt {
+
+void Network::setBatchNormMode(BatchNormMode mode, std::function<at::Tensor(torch::nn::BatchNorm2dImpl&, const at::Tensor&)> sync) {
+  TORCH_CHECK(mode != BatchNormMode::Sync || sync, "SyncBatchNorm needs a process group");
+  batchNorm_->mode = mode;
+  batchNorm_->sync = std::move(sync);
+}
 
 }  // namespace repopt

@@ -6,6 +6,7 @@
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/linear.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -39,11 +40,33 @@ class ScaleLayerImpl : public torch::nn::Module {
 };
 TORCH_MODULE(ScaleLayer);
 
+class Network;
+
+// How BatchNorm normalises in training mode: over this process's batch (PyTorch's default, also the
+// default under data parallelism), with the running statistics (frozen: eval-mode BN while training,
+// statistics not updated), or over the batches of all processes (SyncBatchNorm, set by distributed.cc).
+enum class BatchNormMode { Batch, Frozen, Sync };
+
+struct BatchNormContext {
+  BatchNormMode mode = BatchNormMode::Batch;
+  // BatchNormMode::Sync: normalises x with statistics over all processes, updates bn's running stats.
+  std::function<at::Tensor(torch::nn::BatchNorm2dImpl& bn, const at::Tensor& x)> sync;
+};
+
+// Work around one training step's forward and backward (distributed.cc: gradient averaging).
+struct TrainHooks {
+  virtual ~TrainHooks() = default;
+  virtual void beforeForward(Network& net) {}
+  virtual void beforeBackward(Network& net) {}
+  virtual void afterBackward(Network& net) {}
+};
+
 // One conv3x3 -> [BN] -> ReLU layer of a plain network (target or deploy blocks).
 struct PlainLayer {
   std::string weightKey;  // e.g. 'stage1.0.conv.weight'
   at::Tensor weight, bias;  // bias: deploy blocks only
-  torch::nn::BatchNorm2d bn{nullptr};  // target blocks only
+  // Target blocks: the block's BN as it normalises now (training, frozen or synchronised); empty for deploy blocks.
+  std::function<at::Tensor(const at::Tensor&)> norm;
   int64_t stride;
 };
 
@@ -54,6 +77,11 @@ class Block : public torch::nn::Module {
   virtual at::Tensor forward(const at::Tensor& x) = 0;
   // The block as a plain layer (weightKey without the block's prefix); nullopt for multi-branch blocks.
   virtual c10::optional<PlainLayer> plain() const { return c10::nullopt; }
+  std::shared_ptr<BatchNormContext> batchNormContext;
+
+ protected:
+  // bn(x), or its frozen / synchronised form in training mode.
+  at::Tensor batchNorm(torch::nn::BatchNorm2d& bn, const at::Tensor& x);
 };
 
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
@@ -89,8 +117,13 @@ class Network {
   const torch::nn::Linear& linear() const { return linear_; }
 
   std::shared_ptr<QuantState> quant;
+  void setBatchNormMode(BatchNormMode mode, std::function<at::Tensor(torch::nn::BatchNorm2dImpl&, const at::Tensor&)> sync = nullptr);
+  BatchNormMode batchNormMode() const { return batchNorm_->mode; }
+  // Set while the network trains data-parallel (distributed.cc); the train step calls them.
+  std::shared_ptr<TrainHooks> hooks;
 
  private:
+  std::shared_ptr<BatchNormContext> batchNorm_ = std::make_shared<BatchNormContext>();
   NetworkConfig config_;
   std::vector<std::shared_ptr<Block>> blocks_;
   torch::nn::Linear linear_{nullptr};

@@ -190,6 +190,7 @@ std::pair<at::Tensor, at::Tensor> lossAndGradients(Network& net, const at::Tenso
                                                    c10::optional<at::ScalarType> autocast) {
   net.train(true);
   net.clearGradients();
+  if (net.hooks) net.hooks->beforeForward(net);
   at::Tensor logits, loss;
   {
     AutocastScope mixed(net.device(), autocast);
@@ -197,7 +198,9 @@ std::pair<at::Tensor, at::Tensor> lossAndGradients(Network& net, const at::Tenso
     namespace F = torch::nn::functional;
     loss = F::cross_entropy(logits, y, F::CrossEntropyFuncOptions().label_smoothing(labelSmoothing));
   }
-  loss.backward();
+  if (net.hooks) net.hooks->beforeBackward(net);
+  loss.backward();  // with hooks (data parallel): the gradients are averaged over all processes here
+  if (net.hooks) net.hooks->afterBackward(net);
   return {logits, loss};
 }
 
@@ -574,6 +577,18 @@ Napi::Value JsNetwork::Dispose(const Napi::CallbackInfo& info) {
     network_.reset();
     return info.Env().Undefined();
   });
+}
+
+}  // namespace repopt
+
+namespace repopt {
+
+std::shared_ptr<Network> JsNetwork::Get(const Args& args, size_t i, const char* name) {
+  Napi::Value v = args[i];
+  if (!v.IsObject() || !v.As<Napi::Object>().CheckTypeTag(&kNetworkTag)) args.typeError(name, "a Network");
+  JsNetwork* self = Unwrap(v.As<Napi::Object>());
+  self->idle(args.fn());
+  return self->network_;
 }
 
 }  // namespace repopt

@@ -5,6 +5,7 @@
 
 #include <memory>
 
+#include "errors.h"
 #include "network.h"
 
 namespace repopt {
@@ -23,6 +24,8 @@ class JsNetwork : public Napi::ObjectWrap<JsNetwork> {
   static void Init(Napi::Env env, Napi::Object exports, Addon& addon);
   // new Network(spec, { precision?, seed? })
   explicit JsNetwork(const Napi::CallbackInfo& info);
+  // The live, idle network behind a JS argument (TypeError for anything else).
+  static std::shared_ptr<Network> Get(const Args& args, size_t i, const char* name);
 
  private:
   Napi::Value Device(const Napi::CallbackInfo& info);

@@ -136,7 +136,7 @@ at::Tensor QuantState::forward(Network& net, const at::Tensor& x) {
     at::Tensor bias = l.bias;
     if (fake && bias.defined()) bias = fakeQuantBias(bias, points_[i].params().scale, symmetricChannelScales(l.weight));
     out = at::conv2d(out, fake ? fakeQuantWeight(l.weight) : l.weight, bias, {l.stride, l.stride}, {1, 1});
-    if (l.bn) out = l.bn->forward(out);
+    if (l.norm) out = l.norm(out);
     out = point(i + 1, out.relu(), training);
   }
   out = point(layers.size() + 1, out.mean({2, 3}), training);

@@ -22,6 +22,10 @@ log() { printf '[setup] %s\n' "$*"; }
 
 apt_missing=()
 if ! node scripts/torch-config.js json >/dev/null 2>&1; then apt_missing+=(libtorch-dev); fi
+# Gloo's headers: libtorch's c10d headers (native/distributed.cc) include them; Debian ships them apart.
+if { [ ${#apt_missing[@]} -gt 0 ] || node scripts/torch-config.js json 2>/dev/null | grep -q '"source":"system"'; } && [ ! -f /usr/include/gloo/algorithm.h ]; then
+  apt_missing+=(libgloo-dev)
+fi
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || apt_missing+=(dataset-fashion-mnist)
 # Text in the report's PNG plots (sharp's SVG renderer uses the system's fonts).
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || apt_missing+=(fonts-dejavu-core)

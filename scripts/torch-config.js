@@ -112,10 +112,37 @@ function discover() {
   throw new DiscoveryError(HOW_TO);
 }
 
+// c10d (native/distributed.cc): its headers compile the Gloo process group only under USE_C10D_GLOO
+// and NCCL only under USE_C10D_NCCL. Each is defined where its headers are found: gloo's (Debian:
+// libgloo-dev; some libtorch trees ship them) and, for CUDA builds, nccl.h (the CUDA toolkit, or pip's
+// nvidia-nccl package next to torch). Without them the addon builds and its ProcessGroup says what is
+// missing. libtorch itself was built with USE_DISTRIBUTED.
+const HEADER_DIRS = ['/usr/include', '/usr/local/include', '/usr/local/cuda/include'];
+
+function headerDir(t, rel, extra = []) {
+  return [...t.includeDirs, ...extra, ...HEADER_DIRS].find((d) => fs.existsSync(path.join(d, rel)));
+}
+
+function ncclDir(t) {
+  return t.cuda ? headerDir(t, 'nccl.h', [path.join(t.root, '..', 'nvidia', 'nccl', 'include')]) : undefined;
+}
+
+function distributedDefines(t) {
+  return ['USE_DISTRIBUTED', ...(headerDir(t, path.join('gloo', 'algorithm.h')) ? ['USE_C10D_GLOO'] : []), ...(ncclDir(t) ? ['USE_C10D_NCCL'] : [])];
+}
+
+// Include directories beyond libtorch's: headers libtorch's own headers include but some
+// distributions leave out (native/compat: see there), and nccl.h where it lies apart.
+function compatIncludes(t) {
+  const missing = t.includeDirs.every((d) => !fs.existsSync(path.join(d, 'torch', 'csrc', 'distributed', 'autograd', 'context', 'context.h')));
+  const nccl = ncclDir(t);
+  return [...(missing ? [path.join(__dirname, '..', 'native', 'compat')] : []), ...(nccl && !HEADER_DIRS.includes(nccl) && !t.includeDirs.includes(nccl) ? [nccl] : [])];
+}
+
 function gypField(t, field) {
   const nativeDir = path.join(__dirname, '..', 'native');
   switch (field) {
-    case 'includes': return t.includeDirs;
+    case 'includes': return [...t.includeDirs, ...compatIncludes(t)];
     case 'libdirs': return [t.libDir];
     case 'libs': return t.libs.map((l) => `-l${l}`);
     case 'ldflags': {
@@ -123,7 +150,7 @@ function gypField(t, field) {
       if (!SYSTEM_LIB_DIRS.has(t.libDir)) flags.push(`-Wl,-rpath,${t.libDir}`, '-Wl,--enable-new-dtags');
       return flags;
     }
-    case 'defines': return [`_GLIBCXX_USE_CXX11_ABI=${t.cxx11abi ? 1 : 0}`];
+    case 'defines': return [`_GLIBCXX_USE_CXX11_ABI=${t.cxx11abi ? 1 : 0}`, ...distributedDefines(t)];
     case 'sources': return fs.readdirSync(nativeDir).filter((f) => f.endsWith('.cc')).sort().map((f) => `native/${f}`);
     default: throw new DiscoveryError(`repopt: unknown torch-config field '${field}'`);
   }
@@ -137,7 +164,7 @@ function main() {
       return;
     }
     const t = discover();
-    if (field === 'json') process.stdout.write(JSON.stringify({ ...t, systemLibDir: SYSTEM_LIB_DIRS.has(t.libDir) }) + '\n');
+    if (field === 'json') process.stdout.write(JSON.stringify({ ...t, systemLibDir: SYSTEM_LIB_DIRS.has(t.libDir), defines: distributedDefines(t), compatIncludes: compatIncludes(t) }) + '\n');
     else process.stdout.write(gypField(t, field).join('\n') + '\n');
   } catch (e) {
     process.stderr.write((e instanceof DiscoveryError ? e.message : e.stack) + '\n');

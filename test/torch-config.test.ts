@@ -27,6 +27,9 @@ describe('torch-config', () => {
     const tree = fs.mkdtempSync(path.join(os.tmpdir(), 'libtorch-'));
     try {
       fs.mkdirSync(path.join(tree, 'include', 'torch'), { recursive: true });
+      fs.mkdirSync(path.join(tree, 'include', 'gloo'));
+      fs.writeFileSync(path.join(tree, 'include', 'gloo', 'algorithm.h'), '');
+      fs.writeFileSync(path.join(tree, 'include', 'nccl.h'), '');
       fs.mkdirSync(path.join(tree, 'lib'));
       for (const l of ['torch', 'torch_cpu', 'c10', 'torch_cuda', 'c10_cuda']) fs.writeFileSync(path.join(tree, 'lib', `lib${l}.so`), '');
       fs.mkdirSync(path.join(tree, 'share', 'cmake', 'Torch'), { recursive: true });
@@ -37,7 +40,13 @@ describe('torch-config', () => {
       expect(run('ldflags', { LIBTORCH: tree }).stdout.split('\n')).toEqual(
         expect.arrayContaining(['-Wl,--no-as-needed', `-Wl,-rpath,${path.join(tree, 'lib')}`]),
       );
-      expect(run('defines', { LIBTORCH: tree }).stdout.trim()).toBe('_GLIBCXX_USE_CXX11_ABI=0');
+      // The c10d headers: Gloo and NCCL where their headers are (this tree ships gloo's and nccl.h); the
+      // tree lacks the dist-autograd header, so native/compat joins the includes.
+      expect(run('defines', { LIBTORCH: tree }).stdout.trim().split('\n')).toEqual(['_GLIBCXX_USE_CXX11_ABI=0', 'USE_DISTRIBUTED', 'USE_C10D_GLOO', 'USE_C10D_NCCL']);
+      expect(t.defines).toEqual(['USE_DISTRIBUTED', 'USE_C10D_GLOO', 'USE_C10D_NCCL']);
+      expect(run('includes', { LIBTORCH: tree }).stdout.trim().split('\n').pop()).toBe(path.join(__dirname, '..', 'native', 'compat'));
+      fs.rmSync(path.join(tree, 'include', 'nccl.h'));
+      expect(JSON.parse(run('json', { LIBTORCH: tree }).stdout).defines).not.toContain('USE_C10D_NCCL');
     } finally {
       fs.rmSync(tree, { recursive: true, force: true });
     }

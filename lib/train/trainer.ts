@@ -1,11 +1,13 @@
 // The training loop: TypeScript drives, one native call per step. Loss and accuracy accumulate on the
 // device and are read every `logEvery` steps; the lr follows the official schedule per iteration.
+import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import type { OptimizerSpec } from '../backend';
 import { networkSpec } from '../configs';
+import { createProcessGroup, distributedError, gatherBytes, GroupSettings, Rendezvous, rendezvousFromEnv, shardPermutation, sumOverRanks } from '../distributed/worker';
 import { NativeBackendNetwork, NativeBackendOptimizer } from '../native-backend';
-import type { EpochMetrics } from '../native';
+import { native, EpochMetrics, NativeProcessGroup, Tensor } from '../native';
 import { applyInitRule, gradMultOf, repConvsOf } from '../repopt';
 import { createProgress, writeJsonl } from '../report';
 import { setNumThreads } from '../runtime';
@@ -63,6 +65,18 @@ export interface TrainConfig {
   /** Quantization-aware training (target and vgg): calibrate the int8 ranges on this many training
    * batches, then train the fake-quantized network (ranges follow the batches; GradMults stay on). */
   readonly quant?: { readonly calibBatches: number; readonly observer?: 'minmax' | 'percentile'; readonly percentile?: number };
+  /** BatchNorm in training: per-process batch statistics ('batch', the default, also under data
+   * parallelism), the running statistics ('frozen': eval-mode BN, statistics not updated), or
+   * statistics over all processes ('sync': SyncBatchNorm; the same as 'batch' in one process). */
+  readonly batchNorm?: 'batch' | 'frozen' | 'sync';
+  /** Data parallelism: the rendezvous comes from RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT (set by
+   * `repopt train --nproc` / `repopt launch` / torchrun); batchSize is the global batch, split evenly. */
+  readonly distributed?: GroupSettings & {
+    /** Gradient bucket size for the all-reduces (c10d Reducer), MB. */
+    readonly bucketCapMb?: number;
+    /** Checks after every step that all ranks hold bit-identical parameters (costs a collective). */
+    readonly checkReplicas?: boolean;
+  };
 }
 
 export interface EpochRecord {
@@ -90,6 +104,9 @@ export interface TrainResult {
   readonly checkpoint: string;
   /** Steps skipped for non-finite values (skipNonFinite). */
   readonly skippedSteps: number;
+  /** This process's rank and the number of processes (0 and 1 without data parallelism). */
+  readonly rank: number;
+  readonly worldSize: number;
 }
 
 export const TRAIN_DEFAULTS = {
@@ -126,12 +143,32 @@ export function checkConfig(c: TrainConfig): void {
   if (c.resume && c.finetune) throw new Error('--resume and --finetune exclude each other');
   if (c.quant && c.mode !== 'target' && c.mode !== 'vgg') throw new Error(`quantization-aware training fine-tunes plain networks (target, vgg), not ${c.mode}`);
   if (c.quant && !positive(c.quant.calibBatches)) throw new RangeError(`QAT calibration needs at least 1 batch, got ${c.quant.calibBatches}`);
+  if (c.batchNorm !== undefined && !['batch', 'frozen', 'sync'].includes(c.batchNorm)) throw new RangeError(`batch norm must be batch, frozen or sync, got ${c.batchNorm}`);
 }
 
 /** The ranges of a network's quantization points, as checkpoints keep them. */
 function quantRanges(network: NativeBackendNetwork) {
   const p = network.handle.quantParams();
   return p && { observer: p.observer, percentile: p.percentile, activations: p.activations, points: p.points.map(({ name, min, max }) => ({ name, min, max })) };
+}
+
+/** SHA-256 of the parameters (not the buffers), for the replica check. */
+function parameterDigest(network: NativeBackendNetwork): Uint8Array {
+  const hash = createHash('sha256');
+  const names = new Set(network.parameters().map((p) => p.name));
+  for (const [name, t] of network.stateTensors()) if (names.has(name)) hash.update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+  return new Uint8Array(hash.digest());
+}
+
+/** The same value on every rank, or an error naming what differs. */
+function checkAgreed(pg: NativeProcessGroup, device: string, value: number, what: string): void {
+  const host = native().Tensor.fromArray(new Float64Array([value]));
+  const t = device === 'cpu' ? host : host.to(device);
+  const hi = pg.allreduce(t, 'max');
+  const lo = pg.allreduce(t, 'min');
+  const [max, min] = [(hi.toArray() as Float64Array)[0], (lo.toArray() as Float64Array)[0]];
+  for (const x of new Set([host, t, hi, lo])) x.dispose();
+  if (max !== min) throw new Error(`rank ${pg.rank}: the ranks disagree on ${what} (this rank: ${value}; range over ranks: ${min}..${max})`);
 }
 
 function peakRss(current: number): number {
@@ -141,6 +178,31 @@ function peakRss(current: number): number {
 export async function train(config: TrainConfig, preloaded?: TrainTestData): Promise<TrainResult> {
   checkConfig(config);
   setNumThreads(config.threads);
+  const rendezvous = rendezvousFromEnv();
+  if (rendezvous && config.batchSize % rendezvous.worldSize !== 0) {
+    throw new RangeError(`batch size ${config.batchSize} (the global batch) is not divisible by the number of processes (${rendezvous.worldSize})`);
+  }
+  // Joined first, so that an unreachable store is reported before data loading.
+  const pg = rendezvous ? createProcessGroup(rendezvous, config.distributed) : undefined;
+  try {
+    return await trainWith(config, preloaded, rendezvous, pg);
+  } catch (e) {
+    throw rendezvous ? distributedError(e, rendezvous) : e;
+  } finally {
+    pg?.dispose();
+  }
+}
+
+async function trainWith(config: TrainConfig, preloaded: TrainTestData | undefined, rendezvous: Rendezvous | undefined, pg: NativeProcessGroup | undefined): Promise<TrainResult> {
+  const rank = rendezvous?.rank ?? 0;
+  const worldSize = rendezvous?.worldSize ?? 1;
+  // Rank 0 alone writes checkpoints, metrics and progress.
+  const lead = rank === 0;
+  const localBatch = config.batchSize / worldSize;
+  // Data parallel on CUDA: one GPU per process on each host (--device cuda -> cuda:LOCAL_RANK).
+  const device = rendezvous && config.device === 'cuda' ? `cuda:${rendezvous.localRank}` : config.device;
+  // Gloo reduces host tensors, NCCL device tensors.
+  const collectives = pg?.backend === 'nccl' ? device : 'cpu';
   const data = preloaded ?? (await loadData(config.data, config.seed));
   const checkpointsDir = path.join(config.outDir, 'checkpoints');
   fs.mkdirSync(config.outDir, { recursive: true });
@@ -152,9 +214,9 @@ export async function train(config: TrainConfig, preloaded?: TrainTestData): Pro
     ...(config.strides ? { strides: config.strides } : {}),
   });
   const network = new NativeBackendNetwork(spec, 'float32', config.seed);
-  const onCuda = config.device.startsWith('cuda');
+  const onCuda = device.startsWith('cuda');
   const precision = { autocast: config.autocast ?? (onCuda ? 'bf16' : 'none') } as const;
-  if (config.device !== 'cpu') network.handle.to(config.device);
+  if (device !== 'cpu') network.handle.to(device);
   if (config.channelsLast ?? onCuda) network.handle.setChannelsLast(true);
 
   // Weights: a resumed run's, a fine-tuning start, or fresh (after the init rule for mode target).
@@ -178,11 +240,22 @@ export async function train(config: TrainConfig, preloaded?: TrainTestData): Pro
   };
   const optimizer = network.createOptimizer(optimizerSpec) as NativeBackendOptimizer;
   if (resumed) optimizer.handle.loadStateBytes(resumed.optimizer);
+  if (config.batchNorm === 'frozen') native().setBatchNormMode(network.handle, 'frozen');
+  if (pg) {
+    // Every rank must continue from the same checkpoint (the run folder on every node).
+    checkAgreed(pg, collectives, resumed?.meta.step ?? -1, `the step to resume from (-1: no checkpoint found in ${checkpointsDir}; with --resume every node needs the run folder)`);
+    pg.attach(network.handle, { syncBatchNorm: config.batchNorm === 'sync', ...(config.distributed?.bucketCapMb ? { bucketCapMb: config.distributed.bucketCapMb } : {}) });
+  }
 
   const stats = channelStats(data.train);
-  const trainSet = uploadDataset(data.train, stats, config.device, config.seed);
-  const testSet = uploadDataset(data.test, stats, config.device, config.seed);
-  if (resumed) trainSet.setRngState(new Uint8Array(Buffer.from(resumed.meta.rngState, 'base64')));
+  // Each rank its own augmentation stream (rank 0: the one-process stream).
+  const trainSet = uploadDataset(data.train, stats, device, config.seed + 1000 * rank);
+  const testSet = uploadDataset(data.test, stats, device, config.seed);
+  if (resumed) {
+    const states = resumed.meta.extra?.rngStates as string[] | undefined;
+    const state = states && states.length === worldSize ? states[rank] : rank === 0 ? resumed.meta.rngState : undefined;
+    if (state) trainSet.setRngState(new Uint8Array(Buffer.from(state, 'base64')));
+  }
   if (config.quant) {
     const saved = resumed?.meta.extra?.quant as Parameters<typeof network.handle.setQuantRanges>[0] | undefined;
     if (saved) {
@@ -204,7 +277,7 @@ export async function train(config: TrainConfig, preloaded?: TrainTestData): Pro
   const totalSteps = stepsPerEpoch * config.epochs;
   const schedule = { baseLr: config.lr, batchSize: config.batchSize, totalSteps, warmupSteps: stepsPerEpoch * config.warmupEpochs };
   const history: EpochRecord[] = resumed ? ((resumed.meta.extra?.history as EpochRecord[]) ?? []) : [];
-  const metricsLog = writeJsonl(path.join(config.outDir, 'metrics.jsonl'));
+  const metricsLog = lead ? writeJsonl(path.join(config.outDir, 'metrics.jsonl')) : { file: '', append() {}, close() {} };
   const parameterCount = network.parameters().reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
 
   let step = resumed?.meta.step ?? 0;
@@ -214,6 +287,9 @@ export async function train(config: TrainConfig, preloaded?: TrainTestData): Pro
   let lastCheckpoint = resumed?.dir ?? '';
   let skippedSteps = 0;
   const save = (epoch: number) => {
+    // Every rank's augmentation state (a collective), so that a resumed run continues each stream.
+    const rngStates = pg ? gatherBytes(pg, trainSet.rngState(), collectives).map((b) => Buffer.from(b).toString('base64')) : undefined;
+    if (!lead) return;
     lastCheckpoint = saveCheckpoint(checkpointsDir, {
       step,
       epoch,
@@ -221,15 +297,28 @@ export async function train(config: TrainConfig, preloaded?: TrainTestData): Pro
       rngState: trainSet.rngState(),
       model: network.stateTensors(),
       optimizer: optimizer.handle.stateBytes(),
-      extra: { history, ...(config.quant ? { quant: quantRanges(network) } : {}) },
+      extra: { history, ...(rngStates ? { rngStates, worldSize } : {}), ...(config.quant ? { quant: quantRanges(network) } : {}) },
     });
   };
+  // Evaluation sees rank 0's BatchNorm statistics on every rank (per-process statistics differ).
+  const evaluate = () => {
+    pg?.broadcastState(network.handle);
+    return network.handle.evaluate(testSet, config.evalBatchSize, precision);
+  };
+  const takeMetrics = (): EpochMetrics => {
+    const m = network.handle.takeTrainMetrics();
+    if (!pg) return m;
+    const [loss, correct, count, skipped] = sumOverRanks(pg, collectives, m.count > 0 ? [m.loss * m.count, m.accuracy * m.count, m.count, m.skipped ?? 0] : [0, 0, 0, m.skipped ?? 0]);
+    return { count, loss: count > 0 ? loss / count : NaN, accuracy: count > 0 ? correct / count : NaN, skipped };
+  };
 
-  const progress = createProgress({ total: stopAt, label: `${config.mode} ${config.arch}` });
+  const progress = lead ? createProgress({ total: stopAt, label: `${config.mode} ${config.arch}${worldSize > 1 ? ` x${worldSize} processes` : ''}` }) : { update() {}, finish() {} };
   try {
     while (step < stopAt) {
       const epoch = Math.floor(step / stepsPerEpoch);
-      const permutation = trainSet.permutation(config.seed, epoch);
+      const full = trainSet.permutation(config.seed, epoch);
+      const permutation: Tensor = pg ? shardPermutation(full, rank, worldSize, config.batchSize) : full;
+      if (pg) full.dispose();
       const epochStart = process.hrtime.bigint();
       let lr = 0;
       let last: EpochMetrics = { count: 0, loss: NaN, accuracy: NaN };
@@ -240,7 +329,7 @@ export async function train(config: TrainConfig, preloaded?: TrainTestData): Pro
       while (step < epochEnd) {
         lr = lrAt(step, schedule);
         optimizer.handle.setLr(lr);
-        network.handle.trainBatch(optimizer.handle, trainSet, permutation, step - epoch * stepsPerEpoch, config.batchSize, {
+        network.handle.trainBatch(optimizer.handle, trainSet, permutation, step - epoch * stepsPerEpoch, localBatch, {
           ...config.augment,
           labelSmoothing: config.labelSmoothing,
           clipNorm: config.clipNorm,
@@ -248,8 +337,14 @@ export async function train(config: TrainConfig, preloaded?: TrainTestData): Pro
           ...precision,
         });
         step++;
+        if (pg && config.distributed?.checkReplicas) {
+          const digests = gatherBytes(pg, parameterDigest(network), collectives);
+          const differ = digests.findIndex((d) => Buffer.compare(Buffer.from(d), Buffer.from(digests[0])) !== 0);
+          if (differ > 0) throw new Error(`replica check: rank ${differ}'s parameters differ from rank 0's after step ${step}`);
+          metricsLog.append({ type: 'replicas', step, ranks: worldSize, identical: true });
+        }
         if (step % config.logEvery === 0 || step === epochEnd) {
-          last = network.handle.takeTrainMetrics();
+          last = takeMetrics();
           skippedSteps += last.skipped ?? 0;
           if (last.count > 0 && !Number.isFinite(last.loss)) {
             throw new Error(
@@ -271,7 +366,7 @@ export async function train(config: TrainConfig, preloaded?: TrainTestData): Pro
       const seconds = Number(process.hrtime.bigint() - epochStart) / 1e9;
       trainSeconds += seconds;
       if (step === (epoch + 1) * stepsPerEpoch) {
-        const test = network.handle.evaluate(testSet, config.evalBatchSize, precision);
+        const test = evaluate();
         const record: EpochRecord = {
           epoch: epoch + 1,
           step,
@@ -293,7 +388,11 @@ export async function train(config: TrainConfig, preloaded?: TrainTestData): Pro
     progress.finish();
     metricsLog.close();
   }
-  const test = network.handle.evaluate(testSet, config.evalBatchSize, precision);
+  const test = evaluate();
+  if (pg) {
+    pg.barrier();
+    pg.detach(network.handle);
+  }
   trainSet.dispose();
   testSet.dispose();
   return {
@@ -305,6 +404,8 @@ export async function train(config: TrainConfig, preloaded?: TrainTestData): Pro
     steps: step,
     trainSeconds,
     imagesPerSecond: ((step - (resumed?.meta.step ?? 0)) * config.batchSize) / Math.max(trainSeconds, 1e-9),
+    rank,
+    worldSize,
     peakRssBytes: peakRss(rss),
     parameterCount,
     checkpoint: lastCheckpoint,

@@ -1,0 +1,450 @@
+#include "distributed.h"
+
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#ifdef USE_C10D_GLOO
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/distributed/c10d/reducer.hpp>
+#include <torch/csrc/utils/tensor_flatten.h>
+#ifdef USE_C10D_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include <map>
+#include <sstream>
+
+#include "addon.h"
+#include "network.h"
+#include "network_js.h"
+#include "tensor.h"
+
+namespace repopt {
+
+namespace {
+
+const napi_type_tag kProcessGroupTag = {0x6c1f9e2a4d7b3058ULL, 0xb83e5a0c2f914d76ULL};
+
+std::string where(const GroupOptions& o) { return o.masterAddr + ":" + std::to_string(o.masterPort); }
+
+// 2000 ms -> "2", 1500 ms -> "1.5"
+std::string secondsText(std::chrono::milliseconds ms) {
+  std::ostringstream s;
+  s << double(ms.count()) / 1000.0;
+  return s.str();
+}
+
+[[maybe_unused]] bool isLoopback(const std::string& addr) { return addr == "localhost" || addr == "::1" || addr.rfind("127.", 0) == 0; }
+
+// Waits for a collective; its failure (a peer that exited, a timeout) becomes one clear message.
+void waitFor(const c10::intrusive_ptr<c10d::Work>& work, const char* what, const GroupOptions& o) {
+  try {
+    work->wait();
+  } catch (const std::exception& e) {
+    throw std::runtime_error(std::string(what) + " failed on rank " + std::to_string(o.rank) + " of " + std::to_string(o.worldSize) +
+                             " (another worker exited, or did not answer within " + secondsText(o.timeout) +
+                             " s): " + messageOf(e));
+  }
+}
+
+// Broadcasts tensors in place from root, one flat buffer per dtype (few collectives for many small tensors).
+void broadcastCoalesced(c10d::ProcessGroup& pg, const std::vector<at::Tensor>& tensors, int64_t root, const GroupOptions& o) {
+  at::NoGradGuard noGrad;
+  std::map<at::ScalarType, std::vector<at::Tensor>> byType;
+  for (const auto& t : tensors) byType[t.scalar_type()].push_back(t);
+  for (auto& [_, group] : byType) {
+    std::vector<at::Tensor> flat{torch::utils::flatten_dense_tensors(group)};
+    c10d::BroadcastOptions opts;
+    opts.rootRank = root;
+    waitFor(pg.broadcast(flat, opts), "broadcast", o);
+    auto parts = torch::utils::unflatten_dense_tensors(flat[0], group);
+    for (size_t k = 0; k < group.size(); ++k) group[k].copy_(parts[k]);
+  }
+}
+
+void allreduceSum(c10d::ProcessGroup& pg, at::Tensor& t, const GroupOptions& o) {
+  std::vector<at::Tensor> v{t};
+  waitFor(pg.allreduce(v), "all-reduce", o);
+}
+
+// SyncBatchNorm (as torch.nn.SyncBatchNorm): batch statistics over all processes in the forward pass,
+// the two per-channel sums of the input gradient over all processes in the backward pass. Weight and
+// bias gradients stay local: the Reducer averages them with the other gradients.
+struct SyncBatchNormFunction : public torch::autograd::Function<SyncBatchNormFunction> {
+  struct Group {
+    c10::intrusive_ptr<c10d::ProcessGroup> pg;
+    GroupOptions options;
+  };
+
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                            torch::nn::BatchNorm2dImpl* bn, Group* group) {
+    at::NoGradGuard noGrad;
+    const int64_t channels = x.size(1);
+    const at::Tensor xd = x.to(at::kDouble);
+    at::Tensor stats = at::cat({xd.sum({0, 2, 3}), xd.square().sum({0, 2, 3}), at::full({1}, double(x.numel() / channels), xd.options())});
+    allreduceSum(*group->pg, stats, group->options);
+    const double count = stats[2 * channels].item<double>();
+    at::Tensor mean = stats.narrow(0, 0, channels) / count;
+    at::Tensor var = (stats.narrow(0, channels, channels) / count - mean.square()).clamp_min(0);
+    const double eps = bn->options.eps();
+    at::Tensor invstd = (var + eps).rsqrt();
+    if (bn->options.track_running_stats()) {
+      const double momentum = bn->options.momentum().value_or(0.1);
+      bn->running_mean.mul_(1 - momentum).add_(mean.to(bn->running_mean.scalar_type()), momentum);
+      bn->running_var.mul_(1 - momentum).add_((var * (count / std::max(count - 1, 1.0))).to(bn->running_var.scalar_type()), momentum);
+      bn->num_batches_tracked.add_(1);
+    }
+    const auto shape = std::vector<int64_t>{1, channels, 1, 1};
+    mean = mean.to(x.scalar_type()).view(shape);
+    invstd = invstd.to(x.scalar_type()).view(shape);
+    ctx->save_for_backward({x, weight, mean, invstd});
+    ctx->saved_data["count"] = count;
+    ctx->saved_data["group"] = int64_t(reinterpret_cast<intptr_t>(group));
+    return (x - mean) * invstd * weight.view(shape) + bias.view(shape);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &weight = saved[1], &mean = saved[2], &invstd = saved[3];
+    const double count = ctx->saved_data["count"].toDouble();
+    auto* group = reinterpret_cast<Group*>(intptr_t(ctx->saved_data["group"].toInt()));
+    const at::Tensor& dy = grads[0];
+    const int64_t channels = x.size(1);
+    const at::Tensor xmu = x - mean;
+    at::Tensor sumDy = dy.sum({0, 2, 3});
+    at::Tensor sumDyXmu = (dy * xmu).sum({0, 2, 3});
+    at::Tensor gradWeight = sumDyXmu * invstd.view({-1});
+    at::Tensor gradBias = sumDy.clone();
+    at::Tensor sums = at::cat({sumDy, sumDyXmu});
+    allreduceSum(*group->pg, sums, group->options);
+    const auto shape = std::vector<int64_t>{1, channels, 1, 1};
+    at::Tensor meanDy = (sums.narrow(0, 0, channels) / count).view(shape);
+    at::Tensor meanDyXmu = (sums.narrow(0, channels, channels) / count).view(shape);
+    at::Tensor dx = (dy - meanDy - xmu * invstd.square() * meanDyXmu) * invstd * weight.view(shape);
+    return {dx, gradWeight, gradBias, at::Tensor(), at::Tensor()};
+  }
+};
+
+// The Reducer warns (once) when a gradient's strides differ from its bucket view's. Convolutions over
+// one input channel ([C, 1, k, k] weights) get gradients whose stride of the size-1 dimension differs:
+// the same memory layout, a false alarm. That one message is dropped; all others pass on.
+class StrideWarningFilter : public c10::WarningHandler {
+ public:
+  void process(const c10::SourceLocation& where, const std::string& msg, const bool verbatim) override {
+    if (msg.rfind("Grad strides do not match bucket view strides", 0) == 0) return;
+    if (next) next->process(where, msg, verbatim);
+  }
+  static void install() {
+    static StrideWarningFilter filter;  // never destroyed while a thread may point at it
+    c10::WarningHandler* current = c10::Warning::get_warning_handler();
+    if (current == &filter) return;
+    filter.next = current;
+    c10::Warning::set_warning_handler(&filter);
+  }
+  c10::WarningHandler* next = nullptr;
+};
+
+// Averages gradients over the group during the backward pass (c10d's Reducer, as DDP uses it) and
+// broadcasts buffers from rank 0 before each forward (DDP's broadcast_buffers).
+class DataParallelHooks : public TrainHooks {
+ public:
+  DataParallelHooks(c10::intrusive_ptr<c10d::ProcessGroup> pg, const GroupOptions& options, Network& net, int64_t bucketBytes,
+                    int64_t firstBucketBytes, bool broadcastBuffers)
+      : pg_(std::move(pg)), options_(options), broadcastBuffers_(broadcastBuffers) {
+    std::vector<at::Tensor> params;
+    std::unordered_map<size_t, std::string> names;
+    for (const auto& [name, p] : net.namedParameters()) {
+      if (!p.requires_grad()) continue;
+      names[params.size()] = name;
+      params.push_back(p);
+    }
+    TORCH_CHECK(!params.empty(), "the network has no trainable parameters");
+    std::vector<bool> sparse(params.size(), false);
+    auto [buckets, limits] = c10d::compute_bucket_assignment_by_size(params, {size_t(firstBucketBytes), size_t(bucketBytes)}, sparse);
+    // Last parameters first: their gradients are ready first in the backward pass.
+    std::reverse(buckets.begin(), buckets.end());
+    std::reverse(limits.begin(), limits.end());
+    buckets_ = int64_t(buckets.size());
+    reducer_ = std::make_unique<c10d::Reducer>(params, buckets, limits, pg_, sparse, bucketBytes, /*find_unused_parameters=*/false,
+                                               /*gradient_as_bucket_view=*/false, names, firstBucketBytes);
+    for (const auto& [_, b] : net.namedBuffers()) buffers_.push_back(b);
+  }
+
+  void beforeForward(Network& net) override {
+    reducer_->rebuild_buckets();  // once, after the first backward (bucket order = gradient order)
+    if (broadcastBuffers_ && !buffers_.empty()) broadcastCoalesced(*pg_, buffers_, 0, options_);
+  }
+  void beforeBackward(Network& net) override {
+    StrideWarningFilter::install();  // on the thread that runs this backward pass
+    reducer_->prepare_for_backward({});
+  }
+
+  int64_t buckets() const { return buckets_; }
+
+ private:
+  c10::intrusive_ptr<c10d::ProcessGroup> pg_;
+  GroupOptions options_;
+  bool broadcastBuffers_;
+  std::unique_ptr<c10d::Reducer> reducer_;
+  std::vector<at::Tensor> buffers_;
+  int64_t buckets_ = 0;
+};
+
+c10::intrusive_ptr<c10d::ProcessGroup> createGroup(const GroupOptions& o, c10::intrusive_ptr<c10d::Store>& storeOut) {
+  c10d::TCPStoreOptions so;
+  so.port = uint16_t(o.masterPort);
+  so.isServer = o.rank == 0;
+  so.numWorkers = size_t(o.worldSize);
+  so.waitWorkers = true;
+  so.timeout = o.connectTimeout;
+  c10::intrusive_ptr<c10d::Store> tcp;
+  try {
+    tcp = c10::make_intrusive<c10d::TCPStore>(o.masterAddr, so);
+  } catch (const std::exception& e) {
+    const std::string secs = secondsText(o.connectTimeout);
+    if (o.rank == 0) {
+      throw std::runtime_error("rank 0 could not serve the rendezvous store on " + where(o) + " or not all " + std::to_string(o.worldSize) +
+                               " workers connected within " + secs + " s (MASTER_ADDR/MASTER_PORT; is the port in use?): " + messageOf(e));
+    }
+    throw std::runtime_error("rank " + std::to_string(o.rank) + " could not reach the rendezvous store at " + where(o) + " within " + secs +
+                             " s (MASTER_ADDR/MASTER_PORT; is rank 0 running and the address reachable?): " + messageOf(e));
+  }
+  tcp->setTimeout(o.timeout);
+  storeOut = tcp;
+  auto store = c10::make_intrusive<c10d::PrefixStore>("repopt/" + o.backend, tcp);
+  if (o.backend == "nccl") {
+#ifdef USE_C10D_NCCL
+    auto opts = c10d::ProcessGroupNCCL::Options::create();
+    opts->timeout = o.timeout;
+    return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, int(o.rank), int(o.worldSize), opts);
+#else
+    TORCH_CHECK(false, "backend 'nccl' is not in this build: it needs a CUDA libtorch and nccl.h at compile time (use backend 'gloo')");
+#endif
+  }
+#ifndef USE_C10D_GLOO
+  TORCH_CHECK(false, "backend 'gloo' is not in this build: gloo's headers were missing when it was compiled (Debian: apt-get install libgloo-dev, then rebuild)");
+#else
+  auto opts = c10d::ProcessGroupGloo::Options::create(o.timeout);
+  if (!o.interface.empty()) {
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(o.interface));
+  } else if (!o.hostname.empty()) {
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(o.hostname));
+  } else if (isLoopback(o.masterAddr)) {
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+  } else {
+    opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+  }
+  opts->threads = 2;
+  try {
+    return c10::make_intrusive<c10d::ProcessGroupGloo>(store, int(o.rank), int(o.worldSize), opts);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("rank " + std::to_string(o.rank) + ": the Gloo connections between the " + std::to_string(o.worldSize) +
+                             " workers failed (rendezvous at " + where(o) + "): " + messageOf(e));
+  }
+#endif
+}
+
+}  // namespace
+
+void JsProcessGroup::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
+  Napi::Function ctor = DefineClass(env, "ProcessGroup",
+                                    {
+                                        InstanceAccessor<&JsProcessGroup::Rank>("rank"),
+                                        InstanceAccessor<&JsProcessGroup::WorldSize>("worldSize"),
+                                        InstanceAccessor<&JsProcessGroup::Backend>("backend"),
+                                        InstanceMethod<&JsProcessGroup::Allreduce>("allreduce"),
+                                        InstanceMethod<&JsProcessGroup::Broadcast>("broadcast"),
+                                        InstanceMethod<&JsProcessGroup::Barrier>("barrier"),
+                                        InstanceMethod<&JsProcessGroup::BroadcastState>("broadcastState"),
+                                        InstanceMethod<&JsProcessGroup::Attach>("attach"),
+                                        InstanceMethod<&JsProcessGroup::Detach>("detach"),
+                                        InstanceMethod<&JsProcessGroup::Dispose>("dispose"),
+                                    });
+  exports.Set("ProcessGroup", ctor);
+}
+
+JsProcessGroup::JsProcessGroup(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsProcessGroup>(info) {
+  guarded(info.Env(), [&] {
+    Args args(info, "ProcessGroup");
+    args.expectCount(1, 1);
+    Fields f(info.Env(), args.object(0, "options"), "ProcessGroup", "options");
+    GroupOptions& o = options_;
+    o.worldSize = f.integer("worldSize", 1, 1 << 20);
+    o.rank = f.integer("rank", 0, o.worldSize - 1);
+    o.masterAddr = f.string("masterAddr", "127.0.0.1");
+    if (o.masterAddr.empty()) f.fail("masterAddr", "must not be empty", true);
+    o.masterPort = f.integer("masterPort", 1, 65535);
+    o.backend = f.string("backend", "gloo");
+    if (o.backend != "gloo" && o.backend != "nccl") f.fail("backend", "must be 'gloo' or 'nccl', got '" + o.backend + "'", true);
+    if (f.has("timeoutMs")) o.timeout = std::chrono::milliseconds(f.integer("timeoutMs", 1, int64_t(1) << 40));
+    o.connectTimeout = f.has("connectTimeoutMs") ? std::chrono::milliseconds(f.integer("connectTimeoutMs", 1, int64_t(1) << 40)) : o.timeout;
+    o.interface = f.string("interface", "");
+    o.hostname = f.string("hostname", "");
+    group_ = createGroup(o, store_);
+    info.This().As<Napi::Object>().TypeTag(&kProcessGroupTag);
+  });
+}
+
+c10d::ProcessGroup& JsProcessGroup::live(const char* fn) const {
+  if (!group_) throw Napi::Error::New(Env(), std::string(fn) + ": the process group has been disposed");
+  return *group_;
+}
+
+Napi::Value JsProcessGroup::Rank(const Napi::CallbackInfo& info) {
+  requireReceiver(info, kProcessGroupTag, "ProcessGroup.rank");
+  return Napi::Number::New(info.Env(), double(options_.rank));
+}
+
+Napi::Value JsProcessGroup::WorldSize(const Napi::CallbackInfo& info) {
+  requireReceiver(info, kProcessGroupTag, "ProcessGroup.worldSize");
+  return Napi::Number::New(info.Env(), double(options_.worldSize));
+}
+
+Napi::Value JsProcessGroup::Backend(const Napi::CallbackInfo& info) {
+  requireReceiver(info, kProcessGroupTag, "ProcessGroup.backend");
+  return Napi::String::New(info.Env(), options_.backend);
+}
+
+Napi::Value JsProcessGroup::Allreduce(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    // allreduce(tensor, op = 'sum' | 'mean' | 'max' | 'min'): a new tensor with the result.
+    Args args(info, "ProcessGroup.allreduce");
+    args.expectCount(1, 2);
+    c10d::ProcessGroup& pg = live(args.fn());
+    const at::Tensor& t = Tensor::Get(args, 0, "tensor");
+    const std::string op = args.has(1) ? args.string(1, "op") : "sum";
+    c10d::AllreduceOptions opts;
+    if (op == "sum" || op == "mean") opts.reduceOp = c10d::ReduceOp::SUM;
+    else if (op == "max") opts.reduceOp = c10d::ReduceOp::MAX;
+    else if (op == "min") opts.reduceOp = c10d::ReduceOp::MIN;
+    else args.rangeError("op", "must be 'sum', 'mean', 'max' or 'min', got '" + op + "'");
+    if (op == "mean" && !t.is_floating_point()) args.typeError("tensor", "a floating-point tensor for op 'mean'");
+    std::vector<at::Tensor> v{t.contiguous().clone()};
+    waitFor(pg.allreduce(v, opts), "all-reduce", options_);
+    if (op == "mean") v[0].div_(double(options_.worldSize));
+    return Tensor::Wrap(info.Env(), v[0]);
+  });
+}
+
+Napi::Value JsProcessGroup::Broadcast(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    // broadcast(tensor, root = 0): a new tensor holding root's values (same shape and dtype on every rank).
+    Args args(info, "ProcessGroup.broadcast");
+    args.expectCount(1, 2);
+    c10d::ProcessGroup& pg = live(args.fn());
+    const at::Tensor& t = Tensor::Get(args, 0, "tensor");
+    c10d::BroadcastOptions opts;
+    opts.rootRank = args.has(1) ? args.integer(1, "root", 0, options_.worldSize - 1) : 0;
+    std::vector<at::Tensor> v{t.contiguous().clone()};
+    waitFor(pg.broadcast(v, opts), "broadcast", options_);
+    return Tensor::Wrap(info.Env(), v[0]);
+  });
+}
+
+Napi::Value JsProcessGroup::Barrier(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Args args(info, "ProcessGroup.barrier");
+    args.expectCount(0, 0);
+    waitFor(live(args.fn()).barrier(), "barrier", options_);
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value JsProcessGroup::BroadcastState(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    // broadcastState(network, root = 0): every parameter and buffer takes root's value, in place.
+    Args args(info, "ProcessGroup.broadcastState");
+    args.expectCount(1, 2);
+    c10d::ProcessGroup& pg = live(args.fn());
+    auto net = JsNetwork::Get(args, 0, "network");
+    const int64_t root = args.has(1) ? args.integer(1, "root", 0, options_.worldSize - 1) : 0;
+    std::vector<at::Tensor> tensors;
+    for (const auto& [_, t] : net->stateDict()) tensors.push_back(t);
+    broadcastCoalesced(pg, tensors, root, options_);
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value JsProcessGroup::Attach(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    // attach(network, { bucketCapMb = 25, firstBucketCapMb = 1, broadcastBuffers = true, syncBatchNorm = false }):
+    // rank 0's weights to every rank, then every train step of the network averages its gradients
+    // over the group before the optimizer step. Returns { buckets }.
+    Args args(info, "ProcessGroup.attach");
+    args.expectCount(1, 2);
+    live(args.fn());
+    auto net = JsNetwork::Get(args, 0, "network");
+    if (net->hooks) args.rangeError("network", "is already attached to a process group (detach it first)");
+    double bucketMb = 25, firstMb = 1;
+    bool broadcastBuffers = true, syncBatchNorm = false;
+    if (args.has(1)) {
+      Fields o(info.Env(), args.object(1, "options"), args.fn(), "options");
+      bucketMb = o.number("bucketCapMb", bucketMb);
+      firstMb = o.number("firstBucketCapMb", firstMb);
+      if (!(bucketMb > 0 && bucketMb <= 1 << 20)) o.fail("bucketCapMb", "must be in (0, 1048576]", true);
+      if (!(firstMb > 0 && firstMb <= 1 << 20)) o.fail("firstBucketCapMb", "must be in (0, 1048576]", true);
+      broadcastBuffers = o.boolean("broadcastBuffers", true);
+      syncBatchNorm = o.boolean("syncBatchNorm", false);
+    }
+    if (syncBatchNorm && net->batchNormMode() == BatchNormMode::Frozen) args.rangeError("options", "syncBatchNorm and frozen BatchNorm exclude each other");
+    std::vector<at::Tensor> state;
+    for (const auto& [_, t] : net->stateDict()) state.push_back(t);
+    broadcastCoalesced(*group_, state, 0, options_);
+    auto hooks = std::make_shared<DataParallelHooks>(group_, options_, *net, int64_t(bucketMb * 1024 * 1024), int64_t(firstMb * 1024 * 1024),
+                                                     broadcastBuffers);
+    if (syncBatchNorm) {
+      auto group = std::make_shared<SyncBatchNormFunction::Group>(SyncBatchNormFunction::Group{group_, options_});
+      net->setBatchNormMode(BatchNormMode::Sync, [group](torch::nn::BatchNorm2dImpl& bn, const at::Tensor& x) {
+        return SyncBatchNormFunction::apply(x, bn.weight, bn.bias, &bn, group.get());
+      });
+    }
+    net->hooks = hooks;
+    auto out = Napi::Object::New(info.Env());
+    out.Set("buckets", double(hooks->buckets()));
+    return out;
+  });
+}
+
+Napi::Value JsProcessGroup::Detach(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Args args(info, "ProcessGroup.detach");
+    args.expectCount(1, 1);
+    auto net = JsNetwork::Get(args, 0, "network");
+    net->hooks.reset();
+    if (net->batchNormMode() == BatchNormMode::Sync) net->setBatchNormMode(BatchNormMode::Batch);
+    return info.Env().Undefined();
+  });
+}
+
+Napi::Value JsProcessGroup::Dispose(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    // Networks still attached keep the group alive until they are detached.
+    group_.reset();
+    store_.reset();
+    return info.Env().Undefined();
+  });
+}
+
+namespace {
+Napi::Value SetBatchNormMode(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Args args(info, "setBatchNormMode");
+    args.expectCount(2, 2);
+    auto net = JsNetwork::Get(args, 0, "network");
+    const std::string mode = args.string(1, "mode");
+    if (mode == "sync") args.rangeError("mode", "'sync' is set by ProcessGroup.attach(network, { syncBatchNorm: true })");
+    if (mode != "batch" && mode != "frozen") args.rangeError("mode", "must be 'batch' or 'frozen', got '" + mode + "'");
+    if (net->batchNormMode() == BatchNormMode::Sync) args.rangeError("network", "uses SyncBatchNorm; detach it from its process group first");
+    net->setBatchNormMode(mode == "frozen" ? BatchNormMode::Frozen : BatchNormMode::Batch);
+    return info.Env().Undefined();
+  });
+}
+}  // namespace
+
+void InitDistributed(Napi::Env env, Napi::Object exports, Addon& addon) {
+  JsProcessGroup::Init(env, exports, addon);
+  exports.Set("setBatchNormMode", Napi::Function::New<SetBatchNormMode>(env, "setBatchNormMode"));
+}
+
+}  // namespace repopt

@@ -1,0 +1,275 @@
+// Data-parallel training on c10d (Gloo over 127.0.0.1, 2 real worker processes, 1 torch thread each):
+// equivalence with one process on the whole batch, identical replicas, SyncBatchNorm, resume, and the
+// failure modes (a killed worker, an unreachable store).
+import { ChildProcess, spawn, spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { freePort, rendezvousFromEnv, shardPermutation } from '../lib/distributed';
+import { native } from '../lib/native';
+import { NativeBackendNetwork } from '../lib/native-backend';
+import { networkSpec } from '../lib/configs';
+import { saveScales, scalesFromNetworkState } from '../lib/scales';
+import { readLatestCheckpoint } from '../lib/train/checkpoint';
+
+const cli = path.join(__dirname, '..', 'dist', 'cli.js');
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'repopt-dist-'));
+afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+const workerEnv = (extra: NodeJS.ProcessEnv = {}) => {
+  const env: NodeJS.ProcessEnv = { ...process.env, OMP_NUM_THREADS: '1', ...extra };
+  // A launched run must not see this process's own rendezvous (if jest ever runs under one).
+  for (const k of ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT']) if (!(k in extra)) delete env[k];
+  return env;
+};
+
+function run(args: string[], extra: NodeJS.ProcessEnv = {}) {
+  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', env: workerEnv(extra), timeout: 120_000 });
+  if (r.status !== 0) throw new Error(`repopt ${args.join(' ')} exited with ${r.status ?? r.signal}:\n${r.stderr}`);
+  return r;
+}
+
+// Small Fashion-MNIST subsets, no augmentation (the ranks' augmentation streams differ by design).
+const DATA = ['--arch', 'RepOpt-VGG-XS', '--train-subset', '512', '--test-subset', '200', '--pad', '0', '--no-flip', '--log-every', '1'];
+
+function model(out: string) {
+  const ckpt = readLatestCheckpoint(path.join(out, 'checkpoints'));
+  if (!ckpt) throw new Error(`no checkpoint in ${out}`);
+  return ckpt;
+}
+
+/** Largest |a - b| / max(1, |a|) over all state tensors (floating point ones). */
+function maxRelDiff(a: ReturnType<typeof model>['model'], b: ReturnType<typeof model>['model']): { diff: number; key: string } {
+  let worst = { diff: 0, key: '' };
+  expect([...b.keys()].sort()).toEqual([...a.keys()].sort());
+  for (const [key, t] of a) {
+    const u = b.get(key)!;
+    for (let i = 0; i < t.data.length; i++) {
+      const x = Number(t.data[i]);
+      const d = Math.abs(x - Number(u.data[i])) / Math.max(1, Math.abs(x));
+      if (d > worst.diff) worst = { diff: d, key };
+    }
+  }
+  return worst;
+}
+
+function scalesFile(): string {
+  const file = path.join(tmp, 'xs-scales.json');
+  if (!fs.existsSync(file)) {
+    const spec = networkSpec('RepOpt-VGG-XS', { mode: 'hs', numClasses: 10, inChannels: 1 });
+    const hs = new NativeBackendNetwork(spec, 'float32', 3);
+    saveScales(file, scalesFromNetworkState(spec, hs.stateDict()));
+    hs.handle.dispose();
+  }
+  return file;
+}
+
+describe('distributed sampler and environment', () => {
+  test('the ranks\' step-k batches together are the one-process step-k batch', () => {
+    const perm = native().Tensor.fromArray(BigInt64Array.from({ length: 70 }, (_, i) => BigInt((i * 37) % 70)));
+    const global = perm.toArray();
+    const shards = [0, 1].map((r) => shardPermutation(perm, r, 2, 16).toArray());
+    for (const s of shards) expect(new Set(s).size).toBe(70); // a permutation of the same samples
+    for (let k = 0; k < 4; k++) {
+      const together = [...shards[0].subarray(k * 8, k * 8 + 8), ...shards[1].subarray(k * 8, k * 8 + 8)];
+      expect(together).toEqual([...global.subarray(k * 16, k * 16 + 16)]);
+    }
+    expect(() => shardPermutation(perm, 0, 3, 16)).toThrow('not divisible by the number of processes (3)');
+  });
+
+  test('torchrun variables', () => {
+    expect(rendezvousFromEnv({})).toBeUndefined();
+    expect(rendezvousFromEnv({ RANK: '1', WORLD_SIZE: '2', MASTER_ADDR: '10.0.0.1', MASTER_PORT: '1234' })).toEqual({
+      rank: 1,
+      worldSize: 2,
+      localRank: 1,
+      masterAddr: '10.0.0.1',
+      masterPort: 1234,
+    });
+    expect(() => rendezvousFromEnv({ RANK: '2', WORLD_SIZE: '2' })).toThrow('RANK=2 must be an integer in [0, 1]');
+    expect(() => rendezvousFromEnv({ WORLD_SIZE: '2' })).toThrow('RANK is not');
+  });
+
+  test('bad process-group options are JS errors naming the option', () => {
+    const PG = native().ProcessGroup;
+    expect(() => new PG({ rank: 2, worldSize: 2, masterAddr: '127.0.0.1', masterPort: 1 })).toThrow('options.rank');
+    expect(() => new PG({ rank: 0, worldSize: 1, masterAddr: '127.0.0.1', masterPort: 70000 })).toThrow('options.masterPort');
+    expect(() => new PG({ rank: 0, worldSize: 1, masterAddr: '127.0.0.1', masterPort: 1, backend: 'mpi' as 'gloo' })).toThrow("must be 'gloo' or 'nccl'");
+  });
+
+  test('a one-process group: collectives, attach rules, BatchNorm modes', async () => {
+    const b = native();
+    const pg = new b.ProcessGroup({ rank: 0, worldSize: 1, masterAddr: '127.0.0.1', masterPort: await freePort(), timeoutMs: 10_000 });
+    expect([pg.rank, pg.worldSize, pg.backend]).toEqual([0, 1, 'gloo']);
+    const t = b.Tensor.fromArray(new Float32Array([1, 2, 3]));
+    expect(Array.from(pg.allreduce(t, 'mean').toArray())).toEqual([1, 2, 3]);
+    expect(Array.from(pg.broadcast(t, 0).toArray())).toEqual([1, 2, 3]);
+    expect(() => pg.allreduce(t, 'prod' as 'sum')).toThrow("argument 'op' must be 'sum', 'mean', 'max' or 'min', got 'prod'");
+    expect(() => pg.broadcast(t, 1)).toThrow("argument 'root'");
+    pg.barrier();
+    const net = new b.Network(networkSpec('RepOpt-VGG-XS', { mode: 'target', numClasses: 4, inChannels: 1 }), { seed: 1 });
+    expect(() => b.setBatchNormMode(net, 'sync' as 'batch')).toThrow('set by ProcessGroup.attach');
+    expect(() => b.setBatchNormMode(net, 'off' as 'batch')).toThrow("must be 'batch' or 'frozen', got 'off'");
+    expect(pg.attach(net, { syncBatchNorm: true }).buckets).toBeGreaterThanOrEqual(1);
+    expect(() => pg.attach(net)).toThrow('already attached');
+    expect(() => b.setBatchNormMode(net, 'frozen')).toThrow('uses SyncBatchNorm');
+    expect(() => pg.attach({} as never)).toThrow("argument 'network' must be a Network");
+    pg.detach(net);
+    b.setBatchNormMode(net, 'frozen');
+    expect(() => pg.attach(net, { syncBatchNorm: true })).toThrow('exclude each other');
+    pg.dispose();
+    expect(() => pg.barrier()).toThrow('disposed');
+    net.dispose();
+  });
+});
+
+describe('data parallel == one process on the whole batch', () => {
+  test('RepOpt-VGG (GradMults on the averaged gradient), frozen BN: 2 processes x 32 == 1 process x 64 after 8 steps', () => {
+    const args = ['train', ...DATA, '--mode', 'target', '--scales', scalesFile(), '--batch-size', '64', '--epochs', '1', '--lr', '0.4', '--batch-norm', 'frozen'];
+    run([...args, '--threads', '1', '--out', path.join(tmp, 'one')]);
+    const r = run([...args, '--nproc', '2', '--out', path.join(tmp, 'two')]);
+    expect(r.stderr).toContain('rank 1 of 2 started');
+    const [one, two] = [model(path.join(tmp, 'one')), model(path.join(tmp, 'two'))];
+    expect(two.meta.step).toBe(8);
+    const { diff, key } = maxRelDiff(one.model, two.model);
+    expect([key, diff]).toEqual([key, expect.any(Number)]);
+    expect(diff).toBeLessThan(1e-5);
+    // The weights moved (the comparison is not of two untouched initialisations).
+    const init = new NativeBackendNetwork(networkSpec('RepOpt-VGG-XS', { mode: 'target', numClasses: 10, inChannels: 1 }), 'float32', 0).stateTensors();
+    expect(maxRelDiff(init, one.model).diff).toBeGreaterThan(1e-2);
+    // Rank 0 alone wrote the metrics: one record per step, not two.
+    const lines = fs.readFileSync(path.join(tmp, 'two', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.filter((l) => l.type === 'train')).toHaveLength(8);
+  });
+
+  test('SyncBatchNorm: 2 processes x 8 == BatchNorm in 1 process x 16 (float64, 3 steps, 1e-10)', async () => {
+    const worker = path.join(__dirname, 'fixtures', 'sync-bn-worker.js');
+    const port = await freePort();
+    const one = path.join(tmp, 'sync-one.json');
+    const r1 = spawnSync(process.execPath, [worker, one, '3', '16'], { encoding: 'utf8', env: workerEnv(), timeout: 60_000 });
+    expect(r1.stderr).toBe('');
+    const children = [0, 1].map((rank) =>
+      spawn(process.execPath, [worker, path.join(tmp, `sync-${rank}.json`), '3', '16'], {
+        env: workerEnv({ RANK: String(rank), WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) }),
+        stdio: ['ignore', 'ignore', 'pipe'],
+      }),
+    );
+    const codes = await Promise.all(children.map(exitOf));
+    expect(codes.map((c) => c.code)).toEqual([0, 0]);
+    const ref = JSON.parse(fs.readFileSync(one, 'utf8')) as Record<string, number[]>;
+    for (const rank of [0, 1]) {
+      const got = JSON.parse(fs.readFileSync(path.join(tmp, `sync-${rank}.json`), 'utf8')) as Record<string, number[]>;
+      let worst = 0;
+      let moved = 0;
+      for (const [k, v] of Object.entries(ref)) v.forEach((x, i) => (worst = Math.max(worst, Math.abs(x - got[k][i]) / Math.max(1, Math.abs(x)))));
+      for (const [k, v] of Object.entries(ref)) if (k.endsWith('running_mean')) moved = Math.max(moved, ...v.map(Math.abs));
+      expect(worst).toBeLessThan(1e-10);
+      expect(moved).toBeGreaterThan(1e-3); // running statistics were updated from global batch statistics
+    }
+  });
+});
+
+describe('per-process BatchNorm (the default)', () => {
+  test('training converges and all ranks hold identical parameters after every step; resume continues the run', async () => {
+    const args = ['train', ...DATA, '--mode', 'vgg', '--batch-size', '64', '--epochs', '2', '--lr', '0.8', '--nproc', '2', '--check-replicas'];
+    const whole = path.join(tmp, 'bn-whole');
+    const r = run([...args, '--out', whole]);
+    expect(r.stdout).toMatch(/test accuracy [\d.]+% after 16 steps/);
+    const lines = fs.readFileSync(path.join(whole, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const replicas = lines.filter((l) => l.type === 'replicas');
+    expect(replicas.map((l) => l.step)).toEqual(Array.from({ length: 16 }, (_, i) => i + 1));
+    expect(replicas.every((l) => l.identical === true && l.ranks === 2)).toBe(true);
+    const evals = lines.filter((l) => l.type === 'eval');
+    expect(evals).toHaveLength(2);
+    expect(evals[1].testAccuracy).toBeGreaterThan(0.4); // 10 classes: chance is 0.1
+    const train = lines.filter((l) => l.type === 'train');
+    expect(train[train.length - 1].loss).toBeLessThan(train[0].loss - 0.3);
+
+    // Stopped after 5 steps, then resumed through `repopt launch` (torchrun-style variables).
+    const split = path.join(tmp, 'bn-split');
+    run([...args, '--stop-after-steps', '5', '--out', split]);
+    expect(model(split).meta.step).toBe(5);
+    const withoutNproc = args.filter((a, i) => a !== '--nproc' && args[i - 1] !== '--nproc');
+    const launched = run(['launch', '--nproc', '2', '--master-port', String(await freePort()), ...withoutNproc, '--resume', '--out', split]);
+    expect(launched.stdout).toMatch(/after 16 steps/);
+    const { diff, key } = maxRelDiff(model(whole).model, model(split).model);
+    expect([key, diff]).toEqual([key, 0]);
+  });
+});
+
+function exitOf(child: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string; ms: number }> {
+  const start = Date.now();
+  let stderr = '';
+  child.stderr?.on('data', (d) => (stderr += d));
+  return new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal, stderr, ms: Date.now() - start })));
+}
+
+async function waitFor(what: string, check: () => boolean, ms = 60_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const LONG = ['train', ...DATA, '--mode', 'vgg', '--batch-size', '16', '--epochs', '200', '--lr', '0.1'];
+
+describe('failures', () => {
+  test('a killed worker stops the launcher and the other worker with a message naming it, within seconds', async () => {
+    const out = path.join(tmp, 'killed');
+    const launcher = spawn(process.execPath, [cli, ...LONG, '--nproc', '2', '--out', out], { env: workerEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
+    const exit = exitOf(launcher);
+    let stderr = '';
+    launcher.stderr!.on('data', (d) => (stderr += d));
+    await waitFor('the first checkpoint', () => fs.existsSync(path.join(out, 'checkpoints', 'latest')));
+    const pid = Number(/rank 1 of 2 started \(pid (\d+)\)/.exec(stderr)![1]);
+    const rank0 = Number(/rank 0 of 2 started \(pid (\d+)\)/.exec(stderr)![1]);
+    const killedAt = Date.now();
+    process.kill(pid, 'SIGKILL');
+    const r = await exit;
+    expect(Date.now() - killedAt).toBeLessThan(15_000);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`worker rank 1 (pid ${pid}) was killed by SIGKILL; stopping the other workers`);
+    expect(r.stderr).toContain('repopt: worker rank 1');
+    expect(() => process.kill(rank0, 0)).toThrow(); // rank 0 is gone too
+
+    // --resume continues from the last complete checkpoint.
+    const last = model(out).meta.step;
+    run([...LONG, '--nproc', '2', '--resume', '--stop-after-steps', String(last + 3), '--out', out]);
+    expect(model(out).meta.step).toBe(last + 3);
+    const steps = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => l.type === 'train').map((l) => l.step);
+    expect(steps.slice(-3)).toEqual([last + 1, last + 2, last + 3]);
+  });
+
+  test('without a launcher (one process per host), the surviving rank exits with a clear error when its peer dies', async () => {
+    const out = path.join(tmp, 'peer-died');
+    const port = await freePort();
+    const env = (rank: number) => workerEnv({ RANK: String(rank), WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) });
+    const workers = [0, 1].map((rank) =>
+      spawn(process.execPath, [cli, ...LONG, '--threads', '1', '--dist-timeout', '20', '--out', out], { env: env(rank), stdio: ['ignore', 'ignore', 'pipe'] }),
+    );
+    const exits = workers.map(exitOf);
+    await waitFor('training to start', () => fs.existsSync(path.join(out, 'metrics.jsonl')) && fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').includes('"train"'));
+    const killedAt = Date.now();
+    workers[1].kill('SIGKILL');
+    const r = await exits[0];
+    expect(Date.now() - killedAt).toBeLessThan(15_000);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('repopt: rank 0 of 2: lost contact with the other workers');
+    expect(r.stderr).toContain('--resume');
+    await exits[1];
+  });
+
+  test('a rank that cannot reach the store says which address it tried', async () => {
+    const port = await freePort(); // nobody listens there
+    const t0 = Date.now();
+    const r = spawnSync(process.execPath, [cli, ...LONG, '--threads', '1', '--dist-connect-timeout', '2', '--out', path.join(tmp, 'nostore')], {
+      encoding: 'utf8',
+      env: workerEnv({ RANK: '1', WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) }),
+      timeout: 60_000,
+    });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain(`rank 1 could not reach the rendezvous store at 127.0.0.1:${port} within 2 s`);
+    expect(Date.now() - t0).toBeLessThan(30_000);
+  });
+});
