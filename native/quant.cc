@@ -92,19 +92,39 @@ QuantState::QuantState(const Network& net, const QuantOptions& options) : option
   }
 }
 
-at::Tensor fakeQuantWeight(const at::Tensor& weight) {
-  const at::Tensor scales = symmetricChannelScales(weight);
+std::vector<QuantLayer> quantLayers(const Network& net) {
+  std::vector<QuantLayer> out;
+  for (const auto& l : net.plainLayers()) out.push_back({l.weightKey, l.weight, l.bias, out.size()});
+  // The linear layer reads the pooled features: the point after the last block's and 'pool' itself.
+  out.push_back({"linear.weight", net.linear()->weight, net.linear()->bias, out.size() + 1});
+  return out;
+}
+
+at::Tensor quantizeWeight(const at::Tensor& weight, const at::Tensor& scales) {
+  return at::quantize_per_channel(weight.detach().contiguous(), scales.to(at::kDouble), at::zeros({weight.size(0)}, at::kLong), 0, at::kQInt8);
+}
+
+at::Tensor fakeQuantWeight(const at::Tensor& weight, const at::Tensor& scales) {
   const at::Tensor zeroPoints = at::zeros({weight.size(0)}, weight.options().dtype(at::kInt));
   return at::fake_quantize_per_channel_affine(weight, scales, zeroPoints, 0, -128, 127);
+}
+
+namespace {
+at::Tensor biasScales(double inputScale, const at::Tensor& weightScales) { return weightScales * float(inputScale); }
+}  // namespace
+
+at::Tensor quantizeBias(const at::Tensor& bias, double inputScale, const at::Tensor& weightScales) {
+  at::NoGradGuard noGrad;
+  // The int32 range as float32 holds it (2^31 - 1 would round up to 2^31 and overflow the cast).
+  constexpr double kLow = -2147483648.0, kHigh = 2147483520.0;
+  return (bias.detach().to(at::kFloat) / biasScales(inputScale, weightScales)).round_().clamp_(kLow, kHigh).to(at::kInt);
 }
 
 at::Tensor fakeQuantBias(const at::Tensor& bias, double inputScale, const at::Tensor& weightScales) {
   at::Tensor quantized;
   {
     at::NoGradGuard noGrad;
-    const at::Tensor scale = weightScales * float(inputScale);
-    const double limit = double(std::numeric_limits<int32_t>::max());
-    quantized = (bias.detach() / scale).round_().clamp_(-limit - 1, limit).mul_(scale);
+    quantized = quantizeBias(bias, inputScale, weightScales).to(bias.scalar_type()).mul_(biasScales(inputScale, weightScales));
   }
   return bias + (quantized - bias.detach());
 }
@@ -133,17 +153,25 @@ at::Tensor QuantState::forward(Network& net, const at::Tensor& x) {
   at::Tensor out = point(0, x, training);
   for (size_t i = 0; i < layers.size(); ++i) {
     PlainLayer& l = layers[i];
-    at::Tensor bias = l.bias;
-    if (fake && bias.defined()) bias = fakeQuantBias(bias, points_[i].params().scale, symmetricChannelScales(l.weight));
-    out = at::conv2d(out, fake ? fakeQuantWeight(l.weight) : l.weight, bias, {l.stride, l.stride}, {1, 1});
+    at::Tensor weight = l.weight, bias = l.bias;
+    if (fake) {
+      const at::Tensor scales = symmetricChannelScales(weight);
+      if (bias.defined()) bias = fakeQuantBias(bias, points_[i].params().scale, scales);
+      weight = fakeQuantWeight(weight, scales);
+    }
+    out = at::conv2d(out, weight, bias, {l.stride, l.stride}, {1, 1});
     if (l.norm) out = l.norm(out);
     out = point(i + 1, out.relu(), training);
   }
   out = point(layers.size() + 1, out.mean({2, 3}), training);
   const auto& linear = net.linear();
-  at::Tensor bias = linear->bias;
-  if (fake) bias = fakeQuantBias(bias, points_[layers.size() + 1].params().scale, symmetricChannelScales(linear->weight));
-  out = at::linear(out, fake ? fakeQuantWeight(linear->weight) : linear->weight, bias);
+  at::Tensor weight = linear->weight, bias = linear->bias;
+  if (fake) {
+    const at::Tensor scales = symmetricChannelScales(weight);
+    bias = fakeQuantBias(bias, points_[layers.size() + 1].params().scale, scales);
+    weight = fakeQuantWeight(weight, scales);
+  }
+  out = at::linear(out, weight, bias);
   return point(layers.size() + 2, out, training);
 }
 
@@ -152,15 +180,6 @@ void QuantState::finishCalibration() {
   for (auto& o : observers_) o = RangeObserver(options_.observer, options_.percentile);
   mode = Mode::Off;
 }
-
-namespace {
-
-at::Tensor quantizeWeight(const at::Tensor& weight) {
-  const at::Tensor scales = symmetricChannelScales(weight).to(at::kDouble);
-  return at::quantize_per_channel(weight.detach().contiguous(), scales, at::zeros({weight.size(0)}, at::kLong), 0, at::kQInt8);
-}
-
-}  // namespace
 
 Int8Model QuantState::buildInt8(const Network& net) const {
   TORCH_CHECK(net.config().mode == BlockMode::Deploy, "real int8 inference runs deploy networks (conv3x3 + bias per block); fold this one first");
@@ -172,10 +191,10 @@ Int8Model QuantState::buildInt8(const Network& net) const {
   for (const auto& p : points_) model.points.push_back(p.params());
   for (const auto& l : net.plainLayers()) {
     const c10::List<int64_t> stride({l.stride, l.stride}), one({1, 1});
-    model.convs.push_back(callOp("quantized::conv2d_prepack", "", {quantizeWeight(l.weight), l.bias.detach(), stride, one, one, int64_t(1)}));
+    model.convs.push_back(callOp("quantized::conv2d_prepack", "", {quantizeWeight(l.weight, symmetricChannelScales(l.weight)), l.bias.detach(), stride, one, one, int64_t(1)}));
   }
   const auto& linear = net.linear();
-  model.linear = callOp("quantized::linear_prepack", "", {quantizeWeight(linear->weight), linear->bias.detach()});
+  model.linear = callOp("quantized::linear_prepack", "", {quantizeWeight(linear->weight, symmetricChannelScales(linear->weight)), linear->bias.detach()});
   return model;
 }
 

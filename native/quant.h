@@ -103,9 +103,22 @@ class QuantState {
   std::vector<RangeObserver> observers_;
 };
 
-// Each output channel of `weight` fake-quantized to symmetric int8 (straight-through gradient).
-at::Tensor fakeQuantWeight(const at::Tensor& weight);
-// int32 bias with scale inputScale x weightScales (float result; straight-through gradient).
+// The weighted layers in quantization order (each block's conv, then the linear layer), with the
+// index of the quantization point that feeds each.
+struct QuantLayer {
+  std::string key;  // the weight's state_dict key
+  at::Tensor weight, bias;  // bias: deploy convs and the linear layer
+  size_t inputPoint;
+};
+std::vector<QuantLayer> quantLayers(const Network& net);
+
+// `weight` (with scales = symmetricChannelScales(weight)) as a per-channel qint8 tensor, and fake-
+// quantized to that grid in float (straight-through gradient).
+at::Tensor quantizeWeight(const at::Tensor& weight, const at::Tensor& scales);
+at::Tensor fakeQuantWeight(const at::Tensor& weight, const at::Tensor& scales);
+// The int32 values of `bias` with scale inputScale x weightScales (as an int32 tensor), and the
+// float bias they stand for (straight-through gradient).
+at::Tensor quantizeBias(const at::Tensor& bias, double inputScale, const at::Tensor& weightScales);
 at::Tensor fakeQuantBias(const at::Tensor& bias, double inputScale, const at::Tensor& weightScales);
 
 }  // namespace repopt

@@ -61,14 +61,12 @@ Napi::Object describe(Napi::Env env, const Network& net, const QuantState& q) {
   }
   out.Set("points", points);
   // Weights: per-channel scales of the current weights.
-  std::vector<std::pair<std::string, at::Tensor>> weights;
-  for (const auto& l : net.plainLayers()) weights.emplace_back(l.weightKey, l.weight);
-  weights.emplace_back("linear.weight", net.linear()->weight);
-  auto list = Napi::Array::New(env, weights.size());
-  for (size_t i = 0; i < weights.size(); ++i) {
+  const auto layers = quantLayers(net);
+  auto list = Napi::Array::New(env, layers.size());
+  for (size_t i = 0; i < layers.size(); ++i) {
     auto obj = Napi::Object::New(env);
-    obj.Set("key", weights[i].first);
-    obj.Set("scales", float64Array(env, symmetricChannelScales(weights[i].second)));
+    obj.Set("key", layers[i].key);
+    obj.Set("scales", float64Array(env, symmetricChannelScales(layers[i].weight)));
     list.Set(uint32_t(i), obj);
   }
   out.Set("weights", list);
@@ -243,22 +241,14 @@ Napi::Value JsNetwork::QuantizedWeights(const Napi::CallbackInfo& info) {
     args.expectCount(0, 0);
     Network& net = idle(args.fn());
     QuantState& q = quantOf(net, args.fn());
-    struct Layer {
-      std::string key;
-      at::Tensor weight, bias;
-      double inputScale;
-    };
-    std::vector<Layer> layers;
-    const auto plain = net.plainLayers();
-    for (size_t i = 0; i < plain.size(); ++i) layers.push_back({plain[i].weightKey, plain[i].weight, plain[i].bias, q.points()[i].params().scale});
-    layers.push_back({"linear.weight", net.linear()->weight, net.linear()->bias, q.points()[plain.size() + 1].params().scale});
+    const auto layers = quantLayers(net);
     at::NoGradGuard noGrad;
     auto out = Napi::Array::New(info.Env(), layers.size());
     for (size_t i = 0; i < layers.size(); ++i) {
-      const Layer& l = layers[i];
+      const QuantLayer& l = layers[i];
       const at::Tensor scales = symmetricChannelScales(l.weight);
-      const at::Tensor w = l.weight.detach().to(at::kCPU, at::kFloat).contiguous();
-      const at::Tensor qw = at::quantize_per_channel(w, scales.to(at::kCPU, at::kDouble), at::zeros({w.size(0)}, at::kLong), 0, at::kQInt8).int_repr().contiguous();
+      const at::Tensor w = l.weight.detach().to(at::kCPU, at::kFloat);
+      const at::Tensor qw = quantizeWeight(w, scales.cpu()).int_repr().contiguous();
       auto obj = Napi::Object::New(info.Env());
       obj.Set("key", l.key);
       obj.Set("shape", shapeOf(info.Env(), w));
@@ -267,9 +257,7 @@ Napi::Value JsNetwork::QuantizedWeights(const Napi::CallbackInfo& info) {
       obj.Set("weight", weight);
       obj.Set("scales", float64Array(info.Env(), scales));
       if (l.bias.defined()) {
-        const at::Tensor biasScale = scales.cpu() * float(l.inputScale);
-        const double limit = double(std::numeric_limits<int32_t>::max());
-        const at::Tensor qb = (l.bias.detach().cpu().to(at::kFloat) / biasScale).round().clamp(-limit - 1, limit).to(at::kInt).contiguous();
+        const at::Tensor qb = quantizeBias(l.bias.cpu(), q.points()[l.inputPoint].params().scale, scales.cpu()).contiguous();
         auto bias = Napi::Int32Array::New(info.Env(), size_t(qb.numel()));
         std::copy_n(qb.data_ptr<int32_t>(), qb.numel(), bias.Data());
         obj.Set("bias", bias);
