@@ -3,7 +3,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { NativeBackendNetwork } from '../native-backend';
-import type { EpochMetrics, QuantParams } from '../native';
+import type { EpochMetrics } from '../native';
 import { writePth } from '../pth';
 import { formatPercent, markdownTable } from '../report';
 import { writeSafetensors } from '../safetensors';
@@ -12,7 +12,7 @@ import { channelStats, loadData, uploadDataset } from '../train/data';
 import { checkpointAt, runDirOf, specOfCheckpoint } from '../train/load';
 import { train } from '../train/trainer';
 import { writeInt8Model } from './int8-format';
-import { deployNetwork, PtqResult, quantizeDeploy } from './ptq';
+import { deployNetwork, PtqResult, quantizeDeploy, rangesOf } from './ptq';
 import { spreadTable, weightSpread } from './spread';
 
 export interface QuantizeCommandOptions {
@@ -59,10 +59,6 @@ function writeReportSection(file: string, section: string): void {
 
 function row(name: string, r: PtqResult): QuantizeRow {
   return { name, float: r.float, simulated: r.simulated, int8: r.int8 };
-}
-
-function rangesOf(p: QuantParams) {
-  return { observer: p.observer, percentile: p.percentile, activations: p.activations, points: p.points.map(({ name, min, max }) => ({ name, min, max })) };
 }
 
 export async function quantizeCheckpoint(o: QuantizeCommandOptions): Promise<QuantizeOutcome> {

@@ -1,6 +1,6 @@
 // INT8 quantization: post-training (calibrated observers), simulated and real int8 evaluation, the
 // weight-spread diagnostics and the int8 deployment export.
-export { deployNetwork, quantizeDeploy } from './ptq';
+export { calibrate, deployNetwork, quantizeDeploy, rangesOf } from './ptq';
 export type { CalibrationOptions, PtqResult } from './ptq';
 export { spreadTable, weightSpread } from './spread';
 export type { LayerSpread } from './spread';

@@ -24,6 +24,24 @@ export interface PtqResult {
   readonly int8: EpochMetrics;
 }
 
+/** Calibrates `network`'s quantization ranges on the first `batches` batches of the data set's epoch-0
+ * order for `seed`. */
+export function calibrate(network: NativeBackendNetwork, data: NativeDataset, options: CalibrationOptions): QuantParams {
+  if (!(Number.isInteger(options.batches) && options.batches >= 1)) throw new RangeError(`calibration needs at least 1 batch, got ${options.batches}`);
+  const { batches, batchSize, seed, ...observer } = options;
+  const order = data.permutation(seed, 0);
+  try {
+    return network.handle.calibrate(data, order, batchSize, batches, observer);
+  } finally {
+    order.dispose();
+  }
+}
+
+/** The ranges of quantization parameters, as checkpoints and quantization.json keep them. */
+export function rangesOf(p: QuantParams): QuantOptions & { points: { name: string; min: number; max: number }[] } {
+  return { observer: p.observer, percentile: p.percentile, activations: p.activations, points: p.points.map(({ name, min, max }) => ({ name, min, max })) };
+}
+
 /** The deploy network of a trained repvgg or target network. */
 export function deployNetwork(spec: NetworkSpec, state: ReadonlyMap<string, HostTensor>): NativeBackendNetwork {
   const folded = foldToDeploy(spec, state);
@@ -42,21 +60,9 @@ export function quantizeDeploy(
   ranges?: QuantParams,
   evalBatchSize = 500,
 ): PtqResult {
-  if (!(Number.isInteger(options.batches) && options.batches >= 1)) throw new RangeError(`calibration needs at least 1 batch, got ${options.batches}`);
   const net = deploy.handle;
   const float = net.evaluate(test, evalBatchSize);
-  let params: QuantParams;
-  if (ranges) {
-    params = net.setQuantRanges(ranges);
-  } else {
-    const order = calibration.permutation(options.seed, 0);
-    try {
-      const { batches, batchSize, seed: _seed, ...observer } = options;
-      params = net.calibrate(calibration, order, batchSize, batches, observer);
-    } finally {
-      order.dispose();
-    }
-  }
+  const params = ranges ? net.setQuantRanges(ranges) : calibrate(deploy, calibration, options);
   net.setFakeQuant(true);
   const simulated = net.evaluate(test, evalBatchSize);
   net.setFakeQuant(false);

@@ -8,6 +8,7 @@ import { networkSpec } from '../configs';
 import { createProcessGroup, distributedError, gatherBytes, GroupSettings, Rendezvous, rendezvousFromEnv, shardPermutation, sumOverRanks } from '../distributed/worker';
 import { NativeBackendNetwork, NativeBackendOptimizer } from '../native-backend';
 import { native, EpochMetrics, NativeProcessGroup, Tensor } from '../native';
+import { calibrate, rangesOf } from '../quant/ptq';
 import { applyInitRule, gradMultOf, repConvsOf } from '../repopt';
 import { createProgress, writeJsonl } from '../report';
 import { setNumThreads } from '../runtime';
@@ -146,12 +147,6 @@ export function checkConfig(c: TrainConfig): void {
   if (c.batchNorm !== undefined && !['batch', 'frozen', 'sync'].includes(c.batchNorm)) throw new RangeError(`batch norm must be batch, frozen or sync, got ${c.batchNorm}`);
 }
 
-/** The ranges of a network's quantization points, as checkpoints keep them. */
-function quantRanges(network: NativeBackendNetwork) {
-  const p = network.handle.quantParams();
-  return p && { observer: p.observer, percentile: p.percentile, activations: p.activations, points: p.points.map(({ name, min, max }) => ({ name, min, max })) };
-}
-
 /** SHA-256 of the parameters (not the buffers), for the replica check. */
 function parameterDigest(network: NativeBackendNetwork): Uint8Array {
   const hash = createHash('sha256');
@@ -257,18 +252,10 @@ async function trainWith(config: TrainConfig, preloaded: TrainTestData | undefin
     if (state) trainSet.setRngState(new Uint8Array(Buffer.from(state, 'base64')));
   }
   if (config.quant) {
-    const saved = resumed?.meta.extra?.quant as Parameters<typeof network.handle.setQuantRanges>[0] | undefined;
-    if (saved) {
-      network.handle.setQuantRanges(saved);
-    } else {
-      const { calibBatches, ...observer } = config.quant;
-      const order = trainSet.permutation(config.seed, 0);
-      try {
-        network.handle.calibrate(trainSet, order, config.batchSize, calibBatches, observer);
-      } finally {
-        order.dispose();
-      }
-    }
+    const saved = resumed?.meta.extra?.quant as ReturnType<typeof rangesOf> | undefined;
+    const { calibBatches, ...observer } = config.quant;
+    if (saved) network.handle.setQuantRanges(saved);
+    else calibrate(network, trainSet, { ...observer, batches: calibBatches, batchSize: config.batchSize, seed: config.seed });
     network.handle.setFakeQuant(true);
   }
 
@@ -297,7 +284,7 @@ async function trainWith(config: TrainConfig, preloaded: TrainTestData | undefin
       rngState: trainSet.rngState(),
       model: network.stateTensors(),
       optimizer: optimizer.handle.stateBytes(),
-      extra: { history, ...(rngStates ? { rngStates, worldSize } : {}), ...(config.quant ? { quant: quantRanges(network) } : {}) },
+      extra: { history, ...(rngStates ? { rngStates, worldSize } : {}), ...(config.quant ? { quant: rangesOf(network.handle.quantParams()!) } : {}) },
     });
   };
   // Evaluation sees rank 0's BatchNorm statistics on every rank (per-process statistics differ).
