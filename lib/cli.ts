@@ -4,6 +4,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import * as fs from 'fs';
 import * as path from 'path';
 import { ARCHS, networkSpec } from './configs';
+import { integer, real } from './cli-values';
 import { demo } from './demo';
 import { addDistributedOptions, addLaunchCommand, distributedConfig, DistributedFlags, launchSelfIfAsked } from './distributed/cli';
 import { foldToDeploy } from './fold';
@@ -18,22 +19,6 @@ import { loadScales, validateScales } from './scales';
 import { checkpointAt, specOfCheckpoint } from './train/load';
 import { channelStats, DataSpec, loadData, uploadDataset } from './train/data';
 import { TRAIN_DEFAULTS, train, TrainConfig, TrainMode } from './train/trainer';
-
-function integer(min: number) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`expected an integer >= ${min}`);
-    return n;
-  };
-}
-
-function real(min: number) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isFinite(n) || n < min) throw new InvalidArgumentError(`expected a number >= ${min}`);
-    return n;
-  };
-}
 
 function strides(value: string): [number, number, number, number, number] {
   const parts = value.split(',').map(Number);

@@ -2,17 +2,10 @@
 // `train --nproc N` shortcut, and `repopt launch` (several hosts, torchrun's variables).
 import { Command, InvalidArgumentError, Option } from 'commander';
 import * as os from 'os';
+import { integer } from '../cli-values';
 import type { TrainConfig } from '../train/trainer';
 import { freePort, launch } from './launch';
 import { DEFAULT_TIMEOUT_MS } from './worker';
-
-function integer(min: number, max = Number.MAX_SAFE_INTEGER) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`expected an integer in [${min}, ${max}]`);
-    return n;
-  };
-}
 
 function seconds(value: string): number {
   const n = Number(value);
