@@ -96,6 +96,18 @@ export function sumOverRanks(pg: NativeProcessGroup, device: string, values: rea
   return out;
 }
 
+/** The same value on every rank, or an error naming what differs. */
+export function checkAgreed(pg: NativeProcessGroup, device: string, value: number, what: string): void {
+  const t = onDevice(Float64Array.from([value]), device);
+  const hi = pg.allreduce(t.tensor, 'max');
+  const lo = pg.allreduce(t.tensor, 'min');
+  const [max, min] = [(hi.toArray() as Float64Array)[0], (lo.toArray() as Float64Array)[0]];
+  t.dispose();
+  hi.dispose();
+  lo.dispose();
+  if (max !== min) throw new Error(`rank ${pg.rank}: the ranks disagree on ${what} (this rank: ${value}; range over ranks: ${min}..${max})`);
+}
+
 /** Every rank's bytes (same length on all ranks), in rank order. */
 export function gatherBytes(pg: NativeProcessGroup, bytes: Uint8Array, device = 'cpu'): Uint8Array[] {
   const mine = onDevice(new Uint8Array(bytes), device);

@@ -5,7 +5,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import type { OptimizerSpec } from '../backend';
 import { networkSpec } from '../configs';
-import { createProcessGroup, distributedError, gatherBytes, GroupSettings, Rendezvous, rendezvousFromEnv, shardPermutation, sumOverRanks } from '../distributed/worker';
+import { checkAgreed, createProcessGroup, distributedError, gatherBytes, GroupSettings, Rendezvous, rendezvousFromEnv, shardPermutation, sumOverRanks } from '../distributed/worker';
 import { NativeBackendNetwork, NativeBackendOptimizer } from '../native-backend';
 import { native, EpochMetrics, NativeProcessGroup, Tensor } from '../native';
 import { calibrate, rangesOf } from '../quant/ptq';
@@ -153,17 +153,6 @@ function parameterDigest(network: NativeBackendNetwork): Uint8Array {
   const names = new Set(network.parameters().map((p) => p.name));
   for (const [name, t] of network.stateTensors()) if (names.has(name)) hash.update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
   return new Uint8Array(hash.digest());
-}
-
-/** The same value on every rank, or an error naming what differs. */
-function checkAgreed(pg: NativeProcessGroup, device: string, value: number, what: string): void {
-  const host = native().Tensor.fromArray(new Float64Array([value]));
-  const t = device === 'cpu' ? host : host.to(device);
-  const hi = pg.allreduce(t, 'max');
-  const lo = pg.allreduce(t, 'min');
-  const [max, min] = [(hi.toArray() as Float64Array)[0], (lo.toArray() as Float64Array)[0]];
-  for (const x of new Set([host, t, hi, lo])) x.dispose();
-  if (max !== min) throw new Error(`rank ${pg.rank}: the ranks disagree on ${what} (this rank: ${value}; range over ranks: ${min}..${max})`);
 }
 
 function peakRss(current: number): number {
