@@ -17,7 +17,7 @@
       ],
       "cflags!": ["-fno-exceptions", "-fno-rtti"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17", "-std=gnu++14"],
-      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-O2", "-fvisibility=hidden", "-Wno-unused-parameter", "-ffp-contract=off"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-O2", "-fvisibility=hidden", "-Wall", "-Wextra", "-Wno-unused-parameter", "-ffp-contract=off"],
       "ldflags": ["<!@(node scripts/torch-config.js ldflags)"],
       "libraries": ["<!@(node scripts/torch-config.js libs)"]
     }

@@ -166,7 +166,7 @@ export function buildProgram(): Command {
         ['cuDNN', i.cudnnVersion === null ? '-' : String(i.cudnnVersion)],
         ['threads', `${i.threads} intra-op, ${i.interopThreads} inter-op`],
         ['C++11 ABI', String(i.cxx11Abi)],
-        ['binary', `${i.binary} (${i.binaryPath})`],
+        ['binary', `${i.prebuild ? `prebuild ${i.prebuild}` : i.binary} (${i.binaryPath})`],
       ];
       const width = Math.max(...rows.map(([k]) => k.length));
       process.stdout.write(rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n') + '\n');

@@ -1,7 +1,7 @@
 // The native addon as typed by this package. Loaded lazily, so that the pure-TypeScript backend and
 // `repopt --help` work where the addon cannot load.
 import * as path from 'path';
-import nodeGypBuild from 'node-gyp-build';
+import { chooseBinary, describeLibtorch, HOW_TO_FIX } from './binary';
 
 export type DType = 'float32' | 'float64' | 'int32' | 'int64' | 'uint8';
 
@@ -79,8 +79,10 @@ export interface NativeOptimizer {
   readonly gradMultBytes: number;
   /** Sets the learning rate of every group, or of one group. */
   setLr(lr: number, group?: number): void;
-  /** repopt-sgd only: the fused single-pass step (default) or the per-parameter reference. */
-  setImplementation(implementation: 'fused' | 'reference'): void;
+  /** repopt-sgd only: 'fused' (default; one pass per CPU parameter, foreach on other devices),
+   * 'foreach' (multi-tensor ops, any device) or 'reference' (a per-parameter loop of ATen ops). All
+   * three agree bit for bit. */
+  setImplementation(implementation: 'fused' | 'foreach' | 'reference'): void;
   /** The whole optimizer state (options, buffers, GradMults, steps) in libtorch's archive format. */
   stateBytes(): Uint8Array;
   /** Restores stateBytes() output; checks it fully before changing anything. */
@@ -284,33 +286,51 @@ export const packageRoot = path.resolve(__dirname, '..');
 export interface LoadedBinding {
   binding: NativeBinding;
   path: string;
-  /** 'prebuild' when node-gyp-build found prebuilds/<platform>-<arch>/, 'source' for a local build. */
+  /** 'prebuild' for a shipped binary from prebuilds/, 'source' for a local build (build/Release). */
   kind: 'prebuild' | 'source';
+  /** The prebuild's variant (e.g. 'libtorch2_6-cuda12_4'), or null for a source build. */
+  prebuild: string | null;
 }
 
 let loaded: LoadedBinding | undefined;
 
+// What a failed dlopen means, in the user's terms.
+function loadFailure(file: string, e: Error): string {
+  const msg = e.message.split('\n')[0];
+  const lib = /([\w.+-]+\.so[\w.]*): cannot open shared object file/.exec(msg)?.[1];
+  if (lib?.startsWith('libcudnn')) return `${file}: ${msg} (libtorch's CUDA build needs cuDNN; Debian: the nvidia-cudnn package)`;
+  if (lib) return `${file}: ${msg} (a library this binary or libtorch needs is not installed)`;
+  return `${file}: ${msg}`;
+}
+
+/** Loads the addon: a source build first, else the prebuild made for the libtorch installed here
+ * (see lib/binary.ts). Never loads a binary built for another libtorch. */
 export function loadNative(): LoadedBinding {
   if (loaded) return loaded;
-  let file: string;
-  try {
-    file = nodeGypBuild.resolve(packageRoot);
-  } catch (e) {
-    throw new Error(
-      `repopt: no native addon found in ${packageRoot} (${(e as Error).message.split('\n')[0]}). ` +
-        'Build it with "npm run build:native" (needs libtorch: apt-get install libtorch-dev).',
-    );
+  const choice = chooseBinary(packageRoot);
+  const failures: string[] = [];
+  for (const c of choice.candidates) {
+    let binding: NativeBinding;
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-require-imports
+      binding = require(c.file) as NativeBinding;
+    } catch (e) {
+      failures.push(loadFailure(c.file, e as Error));
+      continue;
+    }
+    loaded = { binding, path: c.file, kind: c.kind, prebuild: c.prebuild?.variant ?? null };
+    return loaded;
   }
-  let binding: NativeBinding;
-  try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    binding = require(file) as NativeBinding;
-  } catch (e) {
-    throw new Error(`repopt: the native addon ${file} failed to load: ${(e as Error).message}`);
-  }
-  const kind = file.split(path.sep).includes('prebuilds') ? 'prebuild' : 'source';
-  loaded = { binding, path: file, kind };
-  return loaded;
+  throw new Error(
+    [
+      `repopt: no native addon could be loaded from ${packageRoot}.`,
+      `Found here: ${describeLibtorch(choice.found)}.`,
+      ...(choice.candidates.length === 0 && choice.passedOver.length === 0 ? ['No source build (build/Release/repopt.node) and no prebuild for this platform.'] : []),
+      ...choice.passedOver.map((l) => `Passed over: ${l}.`),
+      ...failures.map((l) => `Failed to load: ${l}.`),
+      HOW_TO_FIX,
+    ].join('\n'),
+  );
 }
 
 export function native(): NativeBinding {

@@ -8,6 +8,7 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/reducer.hpp>
 #include <torch/csrc/utils/tensor_flatten.h>
+#include <torch/version.h>
 #ifdef USE_C10D_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
@@ -129,10 +130,30 @@ struct SyncBatchNormFunction : public torch::autograd::Function<SyncBatchNormFun
 // The Reducer warns (once) when a gradient's strides differ from its bucket view's. Convolutions over
 // one input channel ([C, 1, k, k] weights) get gradients whose stride of the size-1 dimension differs:
 // the same memory layout, a false alarm. That one message is dropped; all others pass on.
+bool isStrideWarning(const std::string& msg) { return msg.rfind("Grad strides do not match bucket view strides", 0) == 0; }
+
+#if TORCH_VERSION_MAJOR >= 2
+// libtorch 2.x: the handler gets a c10::Warning; the getter and setter live in c10::WarningUtils.
+class StrideWarningFilter : public c10::WarningHandler {
+ public:
+  void process(const c10::Warning& warning) override {
+    if (isStrideWarning(warning.msg())) return;
+    if (next) next->process(warning);
+  }
+  static void install() {
+    static StrideWarningFilter filter;  // never destroyed while a thread may point at it
+    c10::WarningHandler* current = c10::WarningUtils::get_warning_handler();
+    if (current == &filter) return;
+    filter.next = current;
+    c10::WarningUtils::set_warning_handler(&filter);
+  }
+  c10::WarningHandler* next = nullptr;
+};
+#else
 class StrideWarningFilter : public c10::WarningHandler {
  public:
   void process(const c10::SourceLocation& where, const std::string& msg, const bool verbatim) override {
-    if (msg.rfind("Grad strides do not match bucket view strides", 0) == 0) return;
+    if (isStrideWarning(msg)) return;
     if (next) next->process(where, msg, verbatim);
   }
   static void install() {
@@ -144,6 +165,7 @@ class StrideWarningFilter : public c10::WarningHandler {
   }
   c10::WarningHandler* next = nullptr;
 };
+#endif
 
 // Averages gradients over the group during the backward pass (c10d's Reducer, as DDP uses it) and
 // broadcasts buffers from rank 0 before each forward (DDP's broadcast_buffers).
@@ -191,6 +213,31 @@ class DataParallelHooks : public TrainHooks {
   int64_t buckets_ = 0;
 };
 
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 6)
+// libtorch 2.x: Gloo and NCCL are c10d::Backends, which a ProcessGroup holds per device type (Gloo
+// takes CPU and CUDA tensors, NCCL CUDA tensors), as torch.distributed sets them up.
+template <typename B>
+[[maybe_unused]] c10::intrusive_ptr<c10d::ProcessGroup> asProcessGroup(const c10::intrusive_ptr<c10d::Store>& store, const GroupOptions& o,
+                                                                       c10::intrusive_ptr<B> backend, const std::string& name) {
+  auto pg = c10::make_intrusive<c10d::ProcessGroup>(store, int(o.rank), int(o.worldSize));
+  const auto type = name == "nccl" ? c10d::ProcessGroup::BackendType::NCCL : c10d::ProcessGroup::BackendType::GLOO;
+  const std::vector<c10::DeviceType> devices =
+      name == "nccl" ? std::vector<c10::DeviceType>{c10::DeviceType::CUDA} : std::vector<c10::DeviceType>{c10::DeviceType::CPU, c10::DeviceType::CUDA};
+  for (auto d : devices) pg->setBackend(d, type, c10::intrusive_ptr<c10d::Backend>(backend));
+  pg->setDefaultBackend(type);
+  return pg;
+}
+#elif TORCH_VERSION_MAJOR >= 2
+#error "repopt's c10d code supports libtorch 1.13 and 2.6 or later (the ProcessGroup constructor differs in 2.0-2.5)"
+#else
+// libtorch 1.x: ProcessGroupGloo and ProcessGroupNCCL are ProcessGroups themselves.
+template <typename B>
+[[maybe_unused]] c10::intrusive_ptr<c10d::ProcessGroup> asProcessGroup(const c10::intrusive_ptr<c10d::Store>&, const GroupOptions&,
+                                                                       c10::intrusive_ptr<B> backend, const std::string&) {
+  return backend;
+}
+#endif
+
 c10::intrusive_ptr<c10d::ProcessGroup> createGroup(const GroupOptions& o, c10::intrusive_ptr<c10d::Store>& storeOut) {
   c10d::TCPStoreOptions so;
   so.port = uint16_t(o.masterPort);
@@ -217,7 +264,7 @@ c10::intrusive_ptr<c10d::ProcessGroup> createGroup(const GroupOptions& o, c10::i
 #ifdef USE_C10D_NCCL
     auto opts = c10d::ProcessGroupNCCL::Options::create();
     opts->timeout = o.timeout;
-    return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, int(o.rank), int(o.worldSize), opts);
+    return asProcessGroup(store, o, c10::make_intrusive<c10d::ProcessGroupNCCL>(store, int(o.rank), int(o.worldSize), opts), "nccl");
 #else
     TORCH_CHECK(false, "backend 'nccl' is not in this build: it needs a CUDA libtorch and nccl.h at compile time (use backend 'gloo')");
 #endif
@@ -237,7 +284,7 @@ c10::intrusive_ptr<c10d::ProcessGroup> createGroup(const GroupOptions& o, c10::i
   }
   opts->threads = 2;
   try {
-    return c10::make_intrusive<c10d::ProcessGroupGloo>(store, int(o.rank), int(o.worldSize), opts);
+    return asProcessGroup(store, o, c10::make_intrusive<c10d::ProcessGroupGloo>(store, int(o.rank), int(o.worldSize), opts), "gloo");
   } catch (const std::exception& e) {
     throw std::runtime_error("rank " + std::to_string(o.rank) + ": the Gloo connections between the " + std::to_string(o.worldSize) +
                              " workers failed (rendezvous at " + where(o) + "): " + messageOf(e));

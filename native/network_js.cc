@@ -156,8 +156,9 @@ std::shared_ptr<OptimizerHandle> buildOptimizer(const std::shared_ptr<Network>& 
     auto opt = std::make_shared<RepOptSGD>(paramGroups, static_cast<RepOptSGDOptions&>(*defaultOptions));
     for (auto& [p, m] : mults) opt->setGradMult(p, m);
     const std::string impl = spec.string("implementation", "fused");
-    if (impl != "fused" && impl != "reference") spec.fail("implementation", "must be 'fused' or 'reference', got '" + impl + "'", true);
-    opt->setImplementation(impl == "fused" ? RepOptSGD::Implementation::Fused : RepOptSGD::Implementation::Reference);
+    auto named = RepOptSGD::implementationNamed(impl);
+    if (!named) spec.fail("implementation", "must be 'fused', 'foreach' or 'reference', got '" + impl + "'", true);
+    opt->setImplementation(*named);
     handle->optimizer = opt;
   } else {
     auto opt = std::make_shared<RepOptAdamW>(paramGroups, static_cast<RepOptAdamWOptions&>(*defaultOptions));

@@ -108,13 +108,10 @@ Napi::Value JsOptimizer::SetImplementation(const Napi::CallbackInfo& info) {
     args.expectCount(1, 1);
     std::string impl = args.string(0, "implementation");
     auto* sgd = dynamic_cast<RepOptSGD*>(live(args.fn()).optimizer.get());
-    if (!sgd) throw Napi::Error::New(info.Env(), "Optimizer.setImplementation: only repopt-sgd has a fused and a reference step");
-    if (impl == "fused")
-      sgd->setImplementation(RepOptSGD::Implementation::Fused);
-    else if (impl == "reference")
-      sgd->setImplementation(RepOptSGD::Implementation::Reference);
-    else
-      args.rangeError("implementation", "must be 'fused' or 'reference', got '" + impl + "'");
+    if (!sgd) throw Napi::Error::New(info.Env(), "Optimizer.setImplementation: only repopt-sgd has several step implementations");
+    auto named = RepOptSGD::implementationNamed(impl);
+    if (!named) args.rangeError("implementation", "must be 'fused', 'foreach' or 'reference', got '" + impl + "'");
+    sgd->setImplementation(*named);
     return info.Env().Undefined();
   });
 }

@@ -46,8 +46,21 @@ RepOptSGDParamState& RepOptSGD::stateFor(const at::Tensor& p) {
   return static_cast<RepOptSGDParamState&>(*it->second);
 }
 
+c10::optional<RepOptSGD::Implementation> RepOptSGD::implementationNamed(const std::string& name) {
+  if (name == "reference") return Implementation::Reference;
+  if (name == "foreach") return Implementation::Foreach;
+  if (name == "fused") return Implementation::Fused;
+  return c10::nullopt;
+}
+
 at::Tensor RepOptSGD::step(LossClosure closure) {
-  return runStep(closure, [this] { implementation_ == Implementation::Fused ? stepFusedImpl() : stepReferenceImpl(); });
+  return runStep(closure, [this] {
+    switch (implementation_) {
+      case Implementation::Reference: return stepReferenceImpl();
+      case Implementation::Foreach: return stepForeachImpl();
+      case Implementation::Fused: return stepFusedImpl();
+    }
+  });
 }
 
 void RepOptSGD::stepReference() {
@@ -56,6 +69,10 @@ void RepOptSGD::stepReference() {
 
 void RepOptSGD::stepFused() {
   runStep(nullptr, [this] { stepFusedImpl(); });
+}
+
+void RepOptSGD::stepForeach() {
+  runStep(nullptr, [this] { stepForeachImpl(); });
 }
 
 void RepOptSGD::referenceUpdate(at::Tensor& p, at::Tensor d, const RepOptSGDOptions& o) {
@@ -80,6 +97,79 @@ void RepOptSGD::stepReferenceImpl() {
       referenceUpdate(p, m ? m->multiplied(p.grad()) : p.grad().clone(), o);
     }
   }
+}
+
+void RepOptSGD::stepForeachImpl() {
+  for (auto& group : param_groups_) {
+    std::vector<at::Tensor> params;
+    for (auto& p : group.params())
+      if (p.grad().defined()) params.push_back(p);
+    foreachUpdate(params, static_cast<const RepOptSGDOptions&>(group.options()));
+  }
+}
+
+// The reference's ops in the reference's order, each applied to a list of tensors: every element
+// gets the same single roundings as in referenceUpdate, so the two agree bit for bit.
+void RepOptSGD::foreachUpdate(const std::vector<at::Tensor>& params, const RepOptSGDOptions& o) {
+  if (params.empty()) return;
+  // d = g ⊙ M: one multi-tensor multiply for full GradMults; compact ones broadcast per-channel
+  // vectors, which the multi-tensor kernels do not, so they multiply per parameter.
+  std::vector<at::Tensor> d(params.size());
+  std::vector<at::Tensor> fullGrads, fullMults;
+  std::vector<size_t> fullAt, plainAt;
+  for (size_t k = 0; k < params.size(); ++k) {
+    const at::Tensor& g = params[k].grad();
+    const GradMult* m = gradMults_.find(params[k]);
+    if (!m) {
+      plainAt.push_back(k);
+    } else if (m->storage() == GradMultStorage::Full && g.sizes() == m->full().sizes()) {
+      fullAt.push_back(k);
+      fullGrads.push_back(g);
+      fullMults.push_back(m->full());
+    } else {
+      d[k] = m->multiplied(g);
+    }
+  }
+  if (!fullAt.empty()) {
+    auto products = at::_foreach_mul(fullGrads, fullMults);
+    for (size_t j = 0; j < fullAt.size(); ++j) d[fullAt[j]] = std::move(products[j]);
+  }
+  if (!plainAt.empty()) {
+    // A copy, as the reference's clone: the gradient itself is never changed.
+    std::vector<at::Tensor> grads;
+    for (size_t k : plainAt) grads.push_back(params[k].grad());
+    auto copies = at::_foreach_mul(grads, 1.0);
+    for (size_t j = 0; j < plainAt.size(); ++j) d[plainAt[j]] = std::move(copies[j]);
+  }
+  if (o.weight_decay() != 0) at::_foreach_add_(d, at::_foreach_mul(params, o.weight_decay()));
+  if (o.momentum() != 0) {
+    // Parameters with a momentum buffer, and those whose first step this is.
+    std::vector<at::Tensor> bufs, bufD, freshD;
+    std::vector<size_t> bufAt, freshAt;
+    for (size_t k = 0; k < params.size(); ++k) {
+      auto& st = stateFor(params[k]);
+      if (st.momentum_buffer().defined()) {
+        bufAt.push_back(k), bufs.push_back(st.momentum_buffer()), bufD.push_back(d[k]);
+      } else {
+        freshAt.push_back(k), freshD.push_back(d[k]);
+      }
+    }
+    if (!bufs.empty()) {
+      at::_foreach_mul_(bufs, o.momentum());
+      at::_foreach_add_(bufs, at::_foreach_mul(bufD, 1 - o.dampening()));
+    }
+    if (!freshD.empty()) {
+      auto copies = at::_foreach_mul(freshD, 1.0);
+      for (size_t j = 0; j < freshAt.size(); ++j) stateFor(params[freshAt[j]]).momentum_buffer(std::move(copies[j]));
+    }
+    std::vector<at::Tensor> allBufs;
+    for (const auto& p : params) allBufs.push_back(stateFor(p).momentum_buffer());
+    if (o.nesterov())
+      at::_foreach_add_(d, at::_foreach_mul(allBufs, o.momentum()));
+    else
+      d = allBufs;
+  }
+  at::_foreach_sub_(params, at::_foreach_mul(d, o.lr()));
 }
 
 namespace {
@@ -170,6 +260,7 @@ void fusedParam(at::Tensor& p, const at::Tensor& grad, at::Tensor& buf, const Gr
 void RepOptSGD::stepFusedImpl() {
   for (auto& group : param_groups_) {
     const auto& o = static_cast<const RepOptSGDOptions&>(group.options());
+    std::vector<at::Tensor> others;
     for (auto& p : group.params()) {
       if (!p.grad().defined()) continue;
       const at::Tensor& grad = p.grad();
@@ -177,7 +268,7 @@ void RepOptSGD::stepFusedImpl() {
       const bool fusable = p.is_cpu() && p.is_contiguous() && grad.is_contiguous() && grad.scalar_type() == p.scalar_type() &&
                            (p.scalar_type() == at::kFloat || p.scalar_type() == at::kDouble);
       if (!fusable) {
-        referenceUpdate(p, m ? m->multiplied(grad) : grad.clone(), o);
+        others.push_back(p);
         continue;
       }
       at::Tensor buf;
@@ -193,6 +284,7 @@ void RepOptSGD::stepFusedImpl() {
       else
         fusedParam<double>(p, grad, buf, m, o, firstStep);
     }
+    foreachUpdate(others, o);
   }
 }
 

@@ -65,17 +65,34 @@ run_logged() {
   rm -f "$logfile"
 }
 
-prebuild=prebuilds/linux-x64/repopt.node
+# One prebuild per libtorch (lib/binary.ts picks the one for the libtorch installed at run time):
+# prebuilds/linux-x64/repopt.<variant>.napi.node plus its manifest. prebuildify runs node-gyp in a scratch
+# copy of the build inputs, so its `node-gyp rebuild` never wipes this checkout's build/.
+variant=$(node scripts/torch-config.js variant)
+prebuild=prebuilds/linux-x64/repopt.$variant.napi.node
 if [ $with_prebuild = 1 ] && stale "$prebuild"; then
-  log "prebuildify (node-gyp, binding.gyp)"
-  run_logged prebuildify npx prebuildify --napi --strip
-  # prebuildify names the file after node-gyp's target; keep one stable name.
-  for f in prebuilds/linux-x64/*.node; do [ "$f" = "$prebuild" ] || mv -f "$f" "$prebuild"; done
+  log "prebuildify $variant (node-gyp, binding.gyp)"
+  scratch=$(mktemp -d /tmp/repopt-prebuild.XXXXXX)
+  mkdir -p "$scratch/scripts"
+  cp -r native binding.gyp package.json "$scratch/"
+  cp scripts/torch-config.js "$scratch/scripts/"
+  ln -s "$PWD/node_modules" "$scratch/node_modules"
+  run_logged prebuildify sh -c "cd '$scratch' && npx prebuildify --napi --strip"
+  mkdir -p prebuilds/linux-x64
+  cp "$(ls "$scratch"/prebuilds/linux-x64/*.node | head -n1)" "$prebuild"
+  rm -rf "$scratch"
+  builtWith="$( (. /etc/os-release && echo "$PRETTY_NAME") 2>/dev/null || uname -sr), libtorch from $(node -p 'require("./scripts/torch-config.js").describe().libDir')"
+  node scripts/prebuild-manifest.js "$prebuild" "$builtWith" >/dev/null
 fi
 
+# cmake-js build (not compile): compile's fallback deletes build/, which scripts/debian13.sh mounts.
 if stale build/Release/repopt.node; then
-  log "cmake-js compile (CMakeLists.txt)"
-  run_logged cmake-js npx cmake-js compile
+  log "cmake-js build (CMakeLists.txt)"
+  if ! npx cmake-js build >/tmp/repopt-cmake-js.log 2>&1; then
+    # A cache from another checkout path or libtorch: configure afresh.
+    find build -mindepth 1 -delete 2>/dev/null || true
+    run_logged cmake-js npx cmake-js build
+  fi
 fi
 
 if [ ! -f dist/cli.js ] || [ -n "$(find lib tsconfig.json -newer dist/cli.js -print -quit)" ]; then

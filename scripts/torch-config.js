@@ -5,6 +5,7 @@
 // (REPOPT_TORCH=python forces it), Debian's system libtorch. REPOPT_TORCH=libtorch|python|system forces one.
 //
 //   node scripts/torch-config.js json            full description (used by CMake)
+//   node scripts/torch-config.js variant         the prebuild variant name (libtorch2_6-cuda12_4)
 //   node scripts/torch-config.js <field>         one gyp list: includes | libdirs | libs | ldflags | defines | sources
 const fs = require('fs');
 const path = require('path');
@@ -81,16 +82,49 @@ function fromSystem() {
   const cfg = SYSTEM_CONFIG_DIRS.find((d) => fs.existsSync(path.join(d, 'TorchConfig.cmake')));
   if (!cfg) return null;
   const prefix = path.resolve(cfg, '..', '..', '..', '..');
+  const libDir = path.resolve(cfg, '..', '..');
+  // Debian's libtorch-cuda-dev installs libtorch_cuda.so next to the CPU libraries.
+  const cuda = fs.existsSync(path.join(libDir, 'libtorch_cuda.so'));
   return {
     source: 'system',
     root: prefix,
     cmakePrefixPath: '',
     includeDirs: [path.join(prefix, 'include'), path.join(prefix, 'include', 'torch', 'csrc', 'api', 'include')],
-    libDir: path.resolve(cfg, '..', '..'),
-    libs: ['torch', 'torch_cpu', 'c10'],
-    cuda: false,
+    libDir,
+    libs: ['torch', 'torch_cpu', 'c10'].concat(cuda ? ['torch_cuda', 'c10_cuda'] : []),
+    cuda,
     cxx11abi: true,
   };
+}
+
+// "2.6.0", from the C++ headers (the same number the addon reports at run time).
+function torchVersion(t) {
+  for (const dir of t.includeDirs) {
+    const header = path.join(dir, 'torch', 'version.h');
+    if (!fs.existsSync(header)) continue;
+    const text = fs.readFileSync(header, 'utf8');
+    const part = (name) => (new RegExp(`#define TORCH_VERSION_${name}\\s+(\\d+)`).exec(text) || [])[1];
+    if (part('MAJOR')) return `${part('MAJOR')}.${part('MINOR')}.${part('PATCH')}`;
+  }
+  return null;
+}
+
+// CUDA runtime version of a CUDA build ("12.4"), from cuda_runtime_api.h: the toolkit's, or pip's
+// nvidia-cuda-runtime package next to torch.
+function cudaVersion(t) {
+  if (!t.cuda) return null;
+  const dir = headerDir(t, 'cuda_runtime_api.h', [path.join(t.root, '..', 'nvidia', 'cuda_runtime', 'include')]);
+  if (!dir) return null;
+  const m = /#define CUDART_VERSION\s+(\d+)/.exec(fs.readFileSync(path.join(dir, 'cuda_runtime_api.h'), 'utf8'));
+  return m ? `${Math.floor(Number(m[1]) / 1000)}.${(Number(m[1]) % 1000) / 10}` : null;
+}
+
+// The prebuild variant name of a build against t: 'libtorch1_13-cpu', 'libtorch2_6-cuda12_4'. No dots:
+// node-gyp-build splits file names at dots into tags.
+function variant(t) {
+  const v = (torchVersion(t) || 'unknown').split('.').slice(0, 2).join('_');
+  const c = cudaVersion(t);
+  return `libtorch${v}-${t.cuda ? `cuda${c ? c.replace('.', '_') : ''}` : 'cpu'}`;
 }
 
 function discover() {
@@ -150,10 +184,23 @@ function gypField(t, field) {
       if (!SYSTEM_LIB_DIRS.has(t.libDir)) flags.push(`-Wl,-rpath,${t.libDir}`, '-Wl,--enable-new-dtags');
       return flags;
     }
-    case 'defines': return [`_GLIBCXX_USE_CXX11_ABI=${t.cxx11abi ? 1 : 0}`, ...distributedDefines(t)];
+    case 'defines': return [`_GLIBCXX_USE_CXX11_ABI=${t.cxx11abi ? 1 : 0}`, ...distributedDefines(t), ...(t.cuda ? ['REPOPT_CUDA=1'] : [])];
     case 'sources': return fs.readdirSync(nativeDir).filter((f) => f.endsWith('.cc')).sort().map((f) => `native/${f}`);
     default: throw new DiscoveryError(`repopt: unknown torch-config field '${field}'`);
   }
+}
+
+// Everything the build descriptions and the prebuild manifest need to know.
+function describe(t = discover()) {
+  return {
+    ...t,
+    systemLibDir: SYSTEM_LIB_DIRS.has(t.libDir),
+    defines: distributedDefines(t),
+    compatIncludes: compatIncludes(t),
+    torchVersion: torchVersion(t),
+    cudaVersion: cudaVersion(t),
+    variant: variant(t),
+  };
 }
 
 function main() {
@@ -164,7 +211,8 @@ function main() {
       return;
     }
     const t = discover();
-    if (field === 'json') process.stdout.write(JSON.stringify({ ...t, systemLibDir: SYSTEM_LIB_DIRS.has(t.libDir), defines: distributedDefines(t), compatIncludes: compatIncludes(t) }) + '\n');
+    if (field === 'json') process.stdout.write(JSON.stringify(describe(t)) + '\n');
+    else if (field === 'variant') process.stdout.write(variant(t) + '\n');
     else process.stdout.write(gypField(t, field).join('\n') + '\n');
   } catch (e) {
     process.stderr.write((e instanceof DiscoveryError ? e.message : e.stack) + '\n');
@@ -173,4 +221,4 @@ function main() {
 }
 
 if (require.main === module) main();
-module.exports = { discover, HOW_TO };
+module.exports = { discover, describe, HOW_TO };

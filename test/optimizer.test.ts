@@ -54,6 +54,28 @@ describe.each(['float32', 'float64'] as Precision[])('RepOptSGD bit-exactness (%
     expectBitIdentical(a, b);
   });
 
+  // The multi-tensor path (the default on CUDA) runs on CPU tensors too: the same single roundings
+  // as the reference, so equal bit for bit, with compact and with full GradMults.
+  test.each(specs.flatMap(([name, spec]): [string, OptimizerSpec][] => [
+    [`${name}, compact`, spec],
+    [`${name}, full`, { ...spec, gradMultStorage: 'full' }],
+  ]))('foreach step == reference step (%s)', (_, spec) => {
+    const [a, b] = twinTargets(precision);
+    const foreach = a.createOptimizer(spec);
+    foreach.handle.setImplementation('foreach');
+    const reference = b.createOptimizer(spec);
+    reference.handle.setImplementation('reference');
+    let moved = 0;
+    const before = a.stateDict().get('stage1.0.conv.weight')!.data;
+    for (const { x, y } of data) {
+      expect(a.trainStep(foreach, x, y)).toBe(b.trainStep(reference, x, y));
+    }
+    const after = a.stateDict().get('stage1.0.conv.weight')!.data;
+    for (let i = 0; i < after.length; i++) if (after[i] !== before[i]) moved++;
+    expect(moved).toBeGreaterThan(after.length / 2); // the step really updated the weights
+    expectBitIdentical(a, b);
+  });
+
   test.each(specs)('compact GradMult == full GradMult (%s)', (_, spec) => {
     const [a, b] = twinTargets(precision);
     const compact = a.createOptimizer(spec);
