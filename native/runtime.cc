@@ -47,6 +47,15 @@ Napi::Value Memory(const Napi::CallbackInfo& info) {
   });
 }
 
+#ifdef REPOPT_CUDA
+// The statistics' index of "all pools": StatType moved to c10::CachingDeviceAllocator in libtorch 2.6.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 6)
+constexpr size_t aggregateStat = size_t(c10::CachingDeviceAllocator::StatType::AGGREGATE);
+#else
+constexpr size_t aggregateStat = size_t(c10::cuda::CUDACachingAllocator::StatType::AGGREGATE);
+#endif
+#endif
+
 // Peak and current bytes of the CUDA caching allocator on one device (CUDA builds only).
 Napi::Value CudaMemory(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
@@ -58,8 +67,8 @@ Napi::Value CudaMemory(const Napi::CallbackInfo& info) {
     if (!torch::cuda::is_available() || device >= int64_t(torch::cuda::device_count())) args.rangeError("device", "is not a visible CUDA device");
     namespace alloc = c10::cuda::CUDACachingAllocator;
     const auto stats = alloc::getDeviceStats(int(device));
-    const auto& allocated = stats.allocated_bytes[size_t(alloc::StatType::AGGREGATE)];
-    const auto& reserved = stats.reserved_bytes[size_t(alloc::StatType::AGGREGATE)];
+    const auto& allocated = stats.allocated_bytes[aggregateStat];
+    const auto& reserved = stats.reserved_bytes[aggregateStat];
     auto out = Napi::Object::New(info.Env());
     out.Set("allocated", double(allocated.current));
     out.Set("peakAllocated", double(allocated.peak));

@@ -6,14 +6,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # --with-prebuild: also the prebuildify binary (the packaging test installs it).
+# --prebuild-only: the prebuild without the cmake-js source build (CI's packaging-only root).
 # --with-python-torch: also Debian's python3-torch (tests read our .pth files back with it; the
 # benchmarks run PyTorch eager side by side).
 with_prebuild=0
 with_python_torch=0
+source_build=1
 for arg in "$@"; do
   case "$arg" in
     --with-prebuild) with_prebuild=1 ;;
     --with-python-torch) with_python_torch=1 ;;
+    --prebuild-only) with_prebuild=1; source_build=0 ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -86,7 +89,7 @@ if [ $with_prebuild = 1 ] && stale "$prebuild"; then
 fi
 
 # cmake-js build (not compile): compile's fallback deletes build/, which scripts/debian13.sh mounts.
-if stale build/Release/repopt.node; then
+if [ $source_build = 1 ] && stale build/Release/repopt.node; then
   log "cmake-js build (CMakeLists.txt)"
   if ! npx cmake-js build >/tmp/repopt-cmake-js.log 2>&1; then
     # A cache from another checkout path or libtorch: configure afresh.

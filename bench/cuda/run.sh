@@ -4,7 +4,9 @@
 #   npm install && npm run build && ../shared/tools/portable-node.sh .portable
 # and bring the checkout with .portable/ and dist/. Then, from the repository root:
 #   bash bench/cuda/run.sh [results-dir]
-# It builds the addon against that PyTorch, then measures RepOpt-VGG-B1 training steps (224x224 batch
+# It builds the addon against that PyTorch, runs the CUDA checks (bench/cuda/checks.js: GradMult multiply,
+# RepOptSGD / RepOptAdamW steps CUDA vs CPU, foreach == reference, bf16 autocast + channels-last
+# training steps, a one-process NCCL group, cudaMemory), then measures RepOpt-VGG-B1 training steps (224x224 batch
 # 128, 32x32 batch 256; fp32 and bf16 + channels-last) from TypeScript, in PyTorch eager and with
 # torch.compile, in one run, and prints ms/step, img/s, TFLOP/s, peak GPU memory and the ratios.
 set -euo pipefail
@@ -18,4 +20,6 @@ cmake --build "$build" -j"$(nproc)" >>"$out/cmake.log" 2>&1 || { tail -40 "$out/
 mkdir -p build/Release && cp "$build/repopt.node" build/Release/
 readelf -d build/Release/repopt.node | grep -q libtorch_cuda.so || { echo "the addon does not link libtorch_cuda.so" >&2; exit 1; }
 node dist/cli.js info | tee "$out/info.txt"
+# Correctness first (device vs CPU, with tolerances; checks.json / checks.md), then speed.
+node bench/cuda/checks.js cuda "$out" || echo "CUDA checks FAILED (see $out/checks.md)" >&2
 node bench/cuda/train-step.js "$out"
