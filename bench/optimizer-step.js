@@ -20,6 +20,7 @@ const base = { type: 'sgd', lr: 0.1, momentum: 0.9, nesterov: true, weightDecay:
 const variants = [
   ['libtorch SGD', base, null],
   ['RepOptSGD compact, fused', { ...base, gradMults }, 'fused'],
+  ['RepOptSGD compact, foreach', { ...base, gradMults }, 'foreach'],
   ['RepOptSGD compact, reference', { ...base, gradMults }, 'reference'],
   ['RepOptSGD full, fused', { ...base, gradMults, gradMultStorage: 'full' }, 'fused'],
 ];

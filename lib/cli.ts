@@ -162,7 +162,7 @@ export function buildProgram(): Command {
       }
       const rows: [string, string][] = [
         ['libtorch', i.torchVersion],
-        ['CUDA', i.cuda ? `yes, ${i.deviceCount} device(s)` : 'no'],
+        ['CUDA', i.cuda ? `yes, ${i.deviceCount} device(s)` : i.cudaBuild ? 'no: built with CUDA, but no device is visible' : 'no: CPU-only libtorch'],
         ['cuDNN', i.cudnnVersion === null ? '-' : String(i.cudnnVersion)],
         ['threads', `${i.threads} intra-op, ${i.interopThreads} inter-op`],
         ['C++11 ABI', String(i.cxx11Abi)],

@@ -62,6 +62,8 @@ export interface NativeRuntimeInfo {
   threads: number;
   interopThreads: number;
   cxx11Abi: boolean;
+  /** Whether this binary was built against a CUDA libtorch (REPOPT_CUDA); `cuda` says whether a device is usable. */
+  cudaBuild: boolean;
 }
 
 export interface MemoryInfo {

@@ -127,6 +127,15 @@ struct SyncBatchNormFunction : public torch::autograd::Function<SyncBatchNormFun
   }
 };
 
+// GCC 14 reports a false -Warray-bounds in std::vector<bool>::reserve inlined from libtorch 2.6's
+// Function::apply (custom_function.h); silenced for this one call only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Warray-bounds"
+at::Tensor syncBatchNorm(const at::Tensor& x, torch::nn::BatchNorm2dImpl& bn, SyncBatchNormFunction::Group* group) {
+  return SyncBatchNormFunction::apply(x, bn.weight, bn.bias, &bn, group);
+}
+#pragma GCC diagnostic pop
+
 // The Reducer warns (once) when a gradient's strides differ from its bucket view's. Convolutions over
 // one input channel ([C, 1, k, k] weights) get gradients whose stride of the size-1 dimension differs:
 // the same memory layout, a false alarm. That one message is dropped; all others pass on.
@@ -443,7 +452,7 @@ Napi::Value JsProcessGroup::Attach(const Napi::CallbackInfo& info) {
     if (syncBatchNorm) {
       auto group = std::make_shared<SyncBatchNormFunction::Group>(SyncBatchNormFunction::Group{group_, options_});
       net->setBatchNormMode(BatchNormMode::Sync, [group](torch::nn::BatchNorm2dImpl& bn, const at::Tensor& x) {
-        return SyncBatchNormFunction::apply(x, bn.weight, bn.bias, &bn, group.get());
+        return syncBatchNorm(x, bn, group.get());
       });
     }
     net->hooks = hooks;

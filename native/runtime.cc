@@ -32,6 +32,11 @@ Napi::Value Info(const Napi::CallbackInfo& info) {
     out.Set("threads", double(at::get_num_threads()));
     out.Set("interopThreads", double(at::get_num_interop_threads()));
     out.Set("cxx11Abi", bool(_GLIBCXX_USE_CXX11_ABI));
+#ifdef REPOPT_CUDA
+    out.Set("cudaBuild", true);
+#else
+    out.Set("cudaBuild", false);
+#endif
     return out;
   });
 }

@@ -1,5 +1,7 @@
 #include "tensor.h"
 
+#include <torch/version.h>
+
 #include <cstring>
 
 #include "addon.h"
@@ -52,6 +54,17 @@ const char* dtypeName(at::ScalarType t) {
   return e ? e->name : c10::toString(t);
 }
 
+std::string cudaUnavailableReason() {
+#ifdef REPOPT_CUDA
+  return std::string("CUDA is not available: this binary and libtorch ") + TORCH_VERSION +
+         " are built with CUDA, but no CUDA device is visible (no GPU, no NVIDIA driver (libcuda.so.1), or CUDA_VISIBLE_DEVICES hides them)";
+#else
+  return std::string("CUDA is not available: this binary is built for a CPU-only libtorch ") + TORCH_VERSION +
+         "; CUDA needs a CUDA libtorch and a binary built for it (Debian 13: libtorch-cuda-2.6 and the libtorch2_6-cuda12_4 prebuild; or a"
+         " pip PyTorch with CUDA and a source build, REPOPT_TORCH=python)";
+#endif
+}
+
 at::Device deviceFromName(Napi::Env env, const std::string& fn, const std::string& what, const std::string& s) {
   at::Device device(at::kCPU);
   try {
@@ -60,7 +73,7 @@ at::Device deviceFromName(Napi::Env env, const std::string& fn, const std::strin
     throw Napi::RangeError::New(env, fn + ": " + what + " is not a device name like 'cpu', 'cuda' or 'cuda:0': '" + s + "'");
   }
   if (device.is_cuda()) {
-    if (!at::hasCUDA()) throw Napi::Error::New(env, fn + ": CUDA is not available (this libtorch has no CUDA support or no CUDA device is visible)");
+    if (!at::hasCUDA()) throw Napi::Error::New(env, fn + ": " + cudaUnavailableReason());
     const int64_t visible = at::detail::getCUDAHooks().getNumGPUs();
     if (device.has_index() && device.index() >= visible) {
       throw Napi::RangeError::New(env, fn + ": " + what + " names " + s + " but only " + std::to_string(visible) + " CUDA device(s) are visible");

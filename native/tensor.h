@@ -15,6 +15,8 @@ class Addon;
 at::ScalarType parseDtype(const Args& args, size_t i, const char* name);
 const char* dtypeName(at::ScalarType t);
 at::Device parseDevice(const Args& args, size_t i, const char* name);
+// Why a CUDA device cannot be used here: a CPU-only build, or a CUDA build that sees no device.
+std::string cudaUnavailableReason();
 // A device from its name; errors say "<fn>: <what> ..." (CUDA unavailable, unknown name).
 at::Device deviceFromName(Napi::Env env, const std::string& fn, const std::string& what, const std::string& name);
 

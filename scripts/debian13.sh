@@ -150,7 +150,7 @@ mkdir -p "$checkout/.debian13/$flavor/build" "$checkout/build"
 bind "$checkout/.debian13/$flavor/build" "$root$checkout/build"
 
 pass=()
-for v in REPOPT_TEST_THREADS OMP_NUM_THREADS CI REPOPT_EXPECT_PREBUILDS REPOPT_BENCH_QUICK; do
+for v in REPOPT_TEST_THREADS OMP_NUM_THREADS CI REPOPT_EXPECT_PREBUILDS REPOPT_STRICT_WARNINGS REPOPT_BENCH_QUICK; do
   [ -n "${!v:-}" ] && pass+=("$v=${!v}")
 done
 log "run: $*"

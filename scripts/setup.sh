@@ -65,6 +65,13 @@ run_logged() {
     echo "[setup] $name failed; full log: $logfile" >&2
     exit 1
   fi
+  # The build is -Wall -Wextra clean; a compiler warning is shown, and fails CI (REPOPT_STRICT_WARNINGS=1).
+  if grep -q 'warning:' "$logfile"; then
+    grep -B2 -A6 'warning:' "$logfile" | head -n 80 >&2
+    echo "[setup] $name: compiler warnings (full log: $logfile)" >&2
+    [ "${REPOPT_STRICT_WARNINGS:-0}" = 1 ] && exit 1
+    return 0
+  fi
   rm -f "$logfile"
 }
 
@@ -80,9 +87,12 @@ if [ $with_prebuild = 1 ] && stale "$prebuild"; then
   cp -r native binding.gyp package.json "$scratch/"
   cp scripts/torch-config.js "$scratch/scripts/"
   ln -s "$PWD/node_modules" "$scratch/node_modules"
-  run_logged prebuildify sh -c "cd '$scratch' && npx prebuildify --napi --strip"
+  # JOBS: node-gyp's make in parallel (it is serial by default).
+  run_logged prebuildify sh -c "cd '$scratch' && JOBS=max npx prebuildify --napi --strip"
   mkdir -p prebuilds/linux-x64
   cp "$(ls "$scratch"/prebuilds/linux-x64/*.node | head -n1)" "$prebuild"
+  # Dated when its sources were copied: a source edited during the build leaves it stale.
+  touch -r "$scratch/package.json" "$prebuild"
   rm -rf "$scratch"
   builtWith="$( (. /etc/os-release && echo "$PRETTY_NAME") 2>/dev/null || uname -sr), libtorch from $(node -p 'require("./scripts/torch-config.js").describe().libDir')"
   node scripts/prebuild-manifest.js "$prebuild" "$builtWith" >/dev/null
@@ -91,11 +101,11 @@ fi
 # cmake-js build (not compile): compile's fallback deletes build/, which scripts/debian13.sh mounts.
 if [ $source_build = 1 ] && stale build/Release/repopt.node; then
   log "cmake-js build (CMakeLists.txt)"
-  if ! npx cmake-js build >/tmp/repopt-cmake-js.log 2>&1; then
-    # A cache from another checkout path or libtorch: configure afresh.
-    find build -mindepth 1 -delete 2>/dev/null || true
-    run_logged cmake-js npx cmake-js build
+  if [ -f build/CMakeCache.txt ] && ! grep -q "^CMAKE_HOME_DIRECTORY:INTERNAL=$PWD\$" build/CMakeCache.txt; then
+    # A cache from another checkout path: configure afresh.
+    find build -mindepth 1 -delete
   fi
+  run_logged cmake-js npx cmake-js build
 fi
 
 if [ ! -f dist/cli.js ] || [ -n "$(find lib tsconfig.json -newer dist/cli.js -print -quit)" ]; then

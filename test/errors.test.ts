@@ -76,7 +76,10 @@ describe('argument errors name the argument', () => {
     const a = Tensor.zeros([2, 3]);
     expectError(() => a.matmul(Tensor.zeros([2, 3])), 'Error', /^mat1 and mat2 shapes cannot be multiplied \(2x3 and 2x3\)$/);
     expectError(() => a.to('tpu'), 'RangeError', /argument 'device' is not a device name/);
-    if (!info().cuda) expectError(() => a.to('cuda:0'), 'Error', /^Tensor\.to: CUDA is not available/);
+    // A CUDA request without CUDA says which case it is and names the libtorch it found.
+    const i = info();
+    if (!i.cuda && !i.cudaBuild) expectError(() => a.to('cuda:0'), 'Error', new RegExp(`^Tensor\\.to: CUDA is not available: this binary is built for a CPU-only libtorch ${i.torchVersion}; CUDA needs a CUDA libtorch`));
+    if (!i.cuda && i.cudaBuild) expectError(() => a.to('cuda:0'), 'Error', new RegExp(`^Tensor\\.to: CUDA is not available: this binary and libtorch ${i.torchVersion} are built with CUDA, but no CUDA device is visible`));
     expectError(() => a.to('meta'), 'RangeError', /must be 'cpu' or a CUDA device/);
     expectError(() => Tensor.zeros([2 ** 46]), 'Error', /memory|allocate/i);
   });

@@ -32,17 +32,23 @@ describe('torch-config', () => {
       fs.writeFileSync(path.join(tree, 'include', 'nccl.h'), '');
       fs.mkdirSync(path.join(tree, 'lib'));
       for (const l of ['torch', 'torch_cpu', 'c10', 'torch_cuda', 'c10_cuda']) fs.writeFileSync(path.join(tree, 'lib', `lib${l}.so`), '');
+      fs.writeFileSync(path.join(tree, 'include', 'torch', 'version.h'), '#define TORCH_VERSION_MAJOR 2\n#define TORCH_VERSION_MINOR 6\n#define TORCH_VERSION_PATCH 0\n');
+      fs.writeFileSync(path.join(tree, 'include', 'cuda_runtime_api.h'), '#define CUDART_VERSION  12040\n');
       fs.mkdirSync(path.join(tree, 'share', 'cmake', 'Torch'), { recursive: true });
       fs.writeFileSync(path.join(tree, 'share', 'cmake', 'Torch', 'TorchConfig.cmake'), 'set(TORCH_CXX_FLAGS "-D_GLIBCXX_USE_CXX11_ABI=0")\n');
       const t = JSON.parse(run('json', { LIBTORCH: tree }).stdout);
       expect(t).toMatchObject({ source: 'LIBTORCH', cuda: true, cxx11abi: false, libDir: path.join(tree, 'lib'), systemLibDir: false });
       expect(t.libs).toEqual(['torch', 'torch_cpu', 'c10', 'torch_cuda', 'c10_cuda']);
+      // The prebuild variant: libtorch's version from its headers, CUDA's from cuda_runtime_api.h.
+      expect(t).toMatchObject({ torchVersion: '2.6.0', cudaVersion: '12.4', variant: 'libtorch2_6-cuda12_4' });
+      expect(run('variant', { LIBTORCH: tree }).stdout).toBe('libtorch2_6-cuda12_4\n');
       expect(run('ldflags', { LIBTORCH: tree }).stdout.split('\n')).toEqual(
         expect.arrayContaining(['-Wl,--no-as-needed', `-Wl,-rpath,${path.join(tree, 'lib')}`]),
       );
       // The c10d headers: Gloo and NCCL where their headers are (this tree ships gloo's and nccl.h); the
       // tree lacks the dist-autograd header, so native/compat joins the includes.
-      expect(run('defines', { LIBTORCH: tree }).stdout.trim().split('\n')).toEqual(['_GLIBCXX_USE_CXX11_ABI=0', 'USE_DISTRIBUTED', 'USE_C10D_GLOO', 'USE_C10D_NCCL']);
+      // A CUDA libtorch turns on the addon's CUDA code in both build descriptions.
+      expect(run('defines', { LIBTORCH: tree }).stdout.trim().split('\n')).toEqual(['_GLIBCXX_USE_CXX11_ABI=0', 'USE_DISTRIBUTED', 'USE_C10D_GLOO', 'USE_C10D_NCCL', 'REPOPT_CUDA=1']);
       expect(t.defines).toEqual(['USE_DISTRIBUTED', 'USE_C10D_GLOO', 'USE_C10D_NCCL']);
       expect(run('includes', { LIBTORCH: tree }).stdout.trim().split('\n').pop()).toBe(path.join(__dirname, '..', 'native', 'compat'));
       fs.rmSync(path.join(tree, 'include', 'nccl.h'));
