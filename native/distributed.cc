@@ -1,6 +1,12 @@
 #include "distributed.h"
 
+// GCC 14 at -O3 reports false -Warray-bounds / -Wstringop-overflow in std::vector<bool>::reserve as
+// inlined into libtorch 2.6's Function::apply; silenced for that header's code only.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Warray-bounds"
+#pragma GCC diagnostic ignored "-Wstringop-overflow"
 #include <torch/csrc/autograd/custom_function.h>
+#pragma GCC diagnostic pop
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #ifdef USE_C10D_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -127,54 +133,40 @@ struct SyncBatchNormFunction : public torch::autograd::Function<SyncBatchNormFun
   }
 };
 
-// GCC 14 reports a false -Warray-bounds in std::vector<bool>::reserve inlined from libtorch 2.6's
-// Function::apply (custom_function.h); silenced for this one call only.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Warray-bounds"
-at::Tensor syncBatchNorm(const at::Tensor& x, torch::nn::BatchNorm2dImpl& bn, SyncBatchNormFunction::Group* group) {
-  return SyncBatchNormFunction::apply(x, bn.weight, bn.bias, &bn, group);
-}
-#pragma GCC diagnostic pop
-
 // The Reducer warns (once) when a gradient's strides differ from its bucket view's. Convolutions over
 // one input channel ([C, 1, k, k] weights) get gradients whose stride of the size-1 dimension differs:
 // the same memory layout, a false alarm. That one message is dropped; all others pass on.
 bool isStrideWarning(const std::string& msg) { return msg.rfind("Grad strides do not match bucket view strides", 0) == 0; }
 
+// libtorch 2.x hands the handler a c10::Warning and keeps the getter and setter in c10::WarningUtils.
 #if TORCH_VERSION_MAJOR >= 2
-// libtorch 2.x: the handler gets a c10::Warning; the getter and setter live in c10::WarningUtils.
-class StrideWarningFilter : public c10::WarningHandler {
- public:
-  void process(const c10::Warning& warning) override {
-    if (isStrideWarning(warning.msg())) return;
-    if (next) next->process(warning);
-  }
-  static void install() {
-    static StrideWarningFilter filter;  // never destroyed while a thread may point at it
-    c10::WarningHandler* current = c10::WarningUtils::get_warning_handler();
-    if (current == &filter) return;
-    filter.next = current;
-    c10::WarningUtils::set_warning_handler(&filter);
-  }
-  c10::WarningHandler* next = nullptr;
-};
+c10::WarningHandler* warningHandler() { return c10::WarningUtils::get_warning_handler(); }
+void setWarningHandler(c10::WarningHandler* h) { c10::WarningUtils::set_warning_handler(h); }
 #else
+c10::WarningHandler* warningHandler() { return c10::Warning::get_warning_handler(); }
+void setWarningHandler(c10::WarningHandler* h) { c10::Warning::set_warning_handler(h); }
+#endif
+
 class StrideWarningFilter : public c10::WarningHandler {
  public:
-  void process(const c10::SourceLocation& where, const std::string& msg, const bool verbatim) override {
-    if (isStrideWarning(msg)) return;
-    if (next) next->process(where, msg, verbatim);
+#if TORCH_VERSION_MAJOR >= 2
+  void process(const c10::Warning& warning) override {
+    if (!isStrideWarning(warning.msg()) && next) next->process(warning);
   }
+#else
+  void process(const c10::SourceLocation& where, const std::string& msg, const bool verbatim) override {
+    if (!isStrideWarning(msg) && next) next->process(where, msg, verbatim);
+  }
+#endif
   static void install() {
     static StrideWarningFilter filter;  // never destroyed while a thread may point at it
-    c10::WarningHandler* current = c10::Warning::get_warning_handler();
+    c10::WarningHandler* current = warningHandler();
     if (current == &filter) return;
     filter.next = current;
-    c10::Warning::set_warning_handler(&filter);
+    setWarningHandler(&filter);
   }
   c10::WarningHandler* next = nullptr;
 };
-#endif
 
 // Averages gradients over the group during the backward pass (c10d's Reducer, as DDP uses it) and
 // broadcasts buffers from rank 0 before each forward (DDP's broadcast_buffers).
@@ -452,7 +444,7 @@ Napi::Value JsProcessGroup::Attach(const Napi::CallbackInfo& info) {
     if (syncBatchNorm) {
       auto group = std::make_shared<SyncBatchNormFunction::Group>(SyncBatchNormFunction::Group{group_, options_});
       net->setBatchNormMode(BatchNormMode::Sync, [group](torch::nn::BatchNorm2dImpl& bn, const at::Tensor& x) {
-        return syncBatchNorm(x, bn, group.get());
+        return SyncBatchNormFunction::apply(x, bn.weight, bn.bias, &bn, group.get());
       });
     }
     net->hooks = hooks;
