@@ -60,7 +60,15 @@ function readConf(file: string, seen: Set<string>, out: string[]): void {
 export function libraryDirs(): string[] {
   const dirs = (process.env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean);
   readConf('/etc/ld.so.conf', new Set(), dirs);
-  return [...new Set([...dirs, ...SYSTEM_DIRS])].filter((d) => fs.existsSync(d));
+  // One entry per real directory: with merged /usr, /lib/x86_64-linux-gnu is /usr/lib/x86_64-linux-gnu.
+  const seen = new Set<string>();
+  return [...dirs, ...SYSTEM_DIRS].filter((d) => {
+    if (!fs.existsSync(d)) return false;
+    const real = fs.realpathSync(d);
+    if (seen.has(real)) return false;
+    seen.add(real);
+    return true;
+  });
 }
 
 function findLibrary(soname: string, dirs: string[]): string | undefined {

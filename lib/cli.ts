@@ -306,7 +306,7 @@ if (require.main === module) {
   buildProgram()
     .parseAsync(process.argv)
     .catch((e: Error) => {
-      process.stderr.write(`repopt: ${e.message}\n`);
+      process.stderr.write(`${e.message.startsWith('repopt: ') ? '' : 'repopt: '}${e.message}\n`);
       process.exit(1);
     });
 }

@@ -246,6 +246,11 @@ c10::intrusive_ptr<c10d::ProcessGroup> createGroup(const GroupOptions& o, c10::i
   so.numWorkers = size_t(o.worldSize);
   so.waitWorkers = true;
   so.timeout = o.connectTimeout;
+#if TORCH_VERSION_MAJOR >= 2
+  // 2.x defaults to a libuv server, which builds without libuv (Debian's) refuse; the classic server
+  // is in every build.
+  so.useLibUV = false;
+#endif
   c10::intrusive_ptr<c10d::Store> tcp;
   try {
     tcp = c10::make_intrusive<c10d::TCPStore>(o.masterAddr, so);

@@ -61,6 +61,8 @@ trap unmount_all EXIT
 bind() { mkdir -p "$2"; mount --bind "$1" "$2"; mounts+=("$2"); }
 mount_system() {
   local r=$1
+  # The root a mount point of its own: inside, `unshare -m` (private mount namespaces) then works.
+  bind "$r" "$r"
   mkdir -p "$r/proc" "$r/dev"
   mount -t proc proc "$r/proc"; mounts+=("$r/proc")
   bind /dev "$r/dev"
@@ -139,6 +141,10 @@ printf '#!/bin/sh\nexec node /opt/repopt-host-npm/bin/npx-cli.js "$@"\n' >"$root
 chmod +x "$root/usr/local/bin/npm" "$root/usr/local/bin/npx"
 # node-gyp (prebuildify) finds Node's headers through nodedir, as on the host.
 printf 'nodedir=/usr\nfund=false\naudit=false\nupdate-notifier=false\n' >"$root/root/.npmrc"
+# The host's npm cache (what `npm ci` fetched), so installs in the root (the packaging test) work offline.
+npm_cache=$(npm config get cache)
+mkdir -p "$npm_cache"
+bind "$npm_cache" "$root/root/.npm"
 
 # npm dependencies on the host, where the registry is reachable.
 if [ ! -f "$checkout/node_modules/.package-lock.json" ] || [ "$checkout/package-lock.json" -nt "$checkout/node_modules/.package-lock.json" ]; then

@@ -52,7 +52,9 @@ describe('npm pack + install', () => {
     // really runs and must succeed on the prebuild alone.
     const manifest = { name: 'app', version: '1.0.0', private: true, allowScripts: { [`file:${tarball}`]: true } };
     fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify(manifest));
-    const log = execFileSync('npm', ['install', '--prefer-offline', '--foreground-scripts', tarball], { cwd: app, encoding: 'utf8', env });
+    // --offline: the dependencies come from npm's cache (filled by `npm ci`), never the network, so
+    // this runs the same inside scripts/debian13.sh's root.
+    const log = execFileSync('npm', ['install', '--offline', '--foreground-scripts', tarball], { cwd: app, encoding: 'utf8', env, timeout: 300_000 });
     expect(log).toContain(`repopt: using prebuild ${variant} (prebuilds/linux-x64/repopt.${variant}.napi.node)`);
     expect(log).not.toMatch(/building from source|Building CXX|-- Configuring/);
 
