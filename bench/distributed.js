@@ -100,7 +100,7 @@ async function main() {
   ];
   const setups = [{ backend: 'gloo', device: 'cpu' }];
   if (rt.cuda && rt.deviceCount >= 2) setups.push({ backend: 'nccl', device: 'cuda' });
-  else process.stdout.write(`NCCL: skipped (${rt.cuda ? `${rt.deviceCount} CUDA device(s)` : 'CPU-only libtorch'}; needs a CUDA build and 2+ GPUs)\n`);
+  else process.stdout.write(`NCCL: skipped (${rt.cuda ? `${rt.deviceCount} CUDA device(s)` : rt.cudaBuild ? 'a CUDA build, but no CUDA device visible' : 'CPU-only libtorch'}; needs a CUDA build and 2+ GPUs)\n`);
   const results = [];
   process.stdout.write(`${ARCH}, 28x28, RepOptSGD, ${STEPS} timed steps, median of ${ROUNDS} rounds (1 and 2 processes alternating); ${os.cpus().length} CPU cores, 1 torch thread per process\n`);
   process.stdout.write('backend  case                                   1 process img/s  2 processes img/s  speed-up\n');
