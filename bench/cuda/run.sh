@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The CUDA benchmark in one command, on a machine with a pip PyTorch (CUDA), cmake and g++ but no npm
+# The CUDA checks and benchmark in one command, on a machine with a pip PyTorch (CUDA) or Debian 13's
+# libtorch-cuda-dev, cmake and g++ but no npm
 # and no internet. Prepare on a machine with npm first:
 #   npm install && npm run build && ../shared/tools/portable-node.sh .portable
 # and bring the checkout with .portable/ and dist/. Then, from the repository root:
@@ -12,10 +13,22 @@
 set -euo pipefail
 out=${1:-${OUT:-/tmp/repopt-cuda-bench}}
 mkdir -p "$out"
-source .portable/activate.sh
+if [ -f .portable/activate.sh ]; then
+  source .portable/activate.sh
+else
+  # Node and node_modules are here (a checkout after npm ci, e.g. inside scripts/debian13.sh's root).
+  NAPI_INC="$(node -p "require('node-api-headers').include_dir");$(node -p "require('node-addon-api').include_dir")"
+fi
 build=/tmp/repopt-cuda-build
-REPOPT_TORCH=python cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_JS_INC="$NAPI_INC" \
-  -DCMAKE_PREFIX_PATH="$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')" >"$out/cmake.log" 2>&1 || { tail -40 "$out/cmake.log"; exit 1; }
+# A pip PyTorch ships libtorch's CMake files; Debian's python3-torch-cuda does not (its C++ side is the
+# system libtorch-cuda-dev).
+if python3 -c 'import os,sys,torch.utils as u; sys.exit(not os.path.exists(os.path.join(u.cmake_prefix_path, "Torch", "TorchConfig.cmake")))' 2>/dev/null; then
+  torch=python prefix=$(python3 -c 'import torch.utils as u; print(u.cmake_prefix_path)')
+else
+  torch=system prefix=
+fi
+REPOPT_TORCH=$torch cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_JS_INC="$NAPI_INC" \
+  ${prefix:+-DCMAKE_PREFIX_PATH="$prefix"} >"$out/cmake.log" 2>&1 || { tail -40 "$out/cmake.log"; exit 1; }
 cmake --build "$build" -j"$(nproc)" >>"$out/cmake.log" 2>&1 || { tail -40 "$out/cmake.log"; exit 1; }
 mkdir -p build/Release && cp "$build/repopt.node" build/Release/
 readelf -d build/Release/repopt.node | grep -q libtorch_cuda.so || { echo "the addon does not link libtorch_cuda.so" >&2; exit 1; }
