@@ -3,7 +3,8 @@
 // it links); a prebuild is loaded only when every libtorch library it needs is installed, so a binary
 // for another libtorch is never dlopen'ed (that would fail or, with a same-named library of another
 // ABI, crash). node-gyp-build's tag parser still decides platform, arch, N-API and libc; it cannot tell
-// libtorch builds apart, which is what the manifest adds. A source build (build/Release) comes first.
+// libtorch builds apart, which is what the manifest adds. A source build (build/Release) comes first;
+// among prebuilds that can load, the newest libtorch, CUDA before CPU.
 import * as fs from 'fs';
 import * as path from 'path';
 import nodeGypBuild from 'node-gyp-build';
@@ -48,7 +49,7 @@ function readConf(file: string, seen: Set<string>, out: string[]): void {
       out.push(line);
       continue;
     }
-    const pattern = include[1].trim();
+    const pattern = path.resolve(path.dirname(file), include[1].trim());
     const dir = path.dirname(pattern);
     const base = new RegExp('^' + path.basename(pattern).replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.') + '$');
     if (!fs.existsSync(dir)) continue;
@@ -79,7 +80,13 @@ function findLibrary(soname: string, dirs: string[]): string | undefined {
 export function installedLibtorch(dirs = libraryDirs()): FoundLibtorch[] {
   const found: FoundLibtorch[] = [];
   for (const dir of dirs) {
-    for (const f of fs.readdirSync(dir)) {
+    let entries: string[];
+    try {
+      entries = fs.readdirSync(dir);
+    } catch {
+      continue; // an unreadable LD_LIBRARY_PATH entry is no libtorch
+    }
+    for (const f of entries) {
       const m = /^libtorch_cpu\.so\.(\d+\.\d+)$/.exec(f);
       if (m) found.push({ version: m[1], cuda: fs.existsSync(path.join(dir, `libtorch_cuda.so.${m[1]}`)), dir });
     }
@@ -92,9 +99,29 @@ export function describeLibtorch(found: FoundLibtorch[]): string {
   return found.map((f) => `libtorch ${f.version} ${f.cuda ? 'with CUDA' : 'CPU only'} in ${f.dir}`).join('; ');
 }
 
-/** The shipped prebuilds for this platform, each with the libraries it would miss here. Those that
- * can load come first, CUDA builds before CPU builds of the same libtorch. */
-export function prebuilds(packageRoot: string, dirs = libraryDirs()): Prebuild[] {
+function readManifest(file: string): PrebuildManifest | string {
+  if (!fs.existsSync(file)) return `has no manifest ${path.basename(file)}`;
+  try {
+    const m = JSON.parse(fs.readFileSync(file, 'utf8')) as PrebuildManifest;
+    if (typeof m.variant !== 'string' || typeof m.torchVersion !== 'string' || !Array.isArray(m.needed)) return `has a damaged manifest ${path.basename(file)}`;
+    return m;
+  } catch {
+    return `has a damaged manifest ${path.basename(file)}`;
+  }
+}
+
+// Newer libtorch first, numerically (2.10 after 2.6).
+function compareVersions(a: string, b: string): number {
+  const pa = a.split('.').map(Number);
+  const pb = b.split('.').map(Number);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) if ((pa[i] ?? 0) !== (pb[i] ?? 0)) return (pb[i] ?? 0) - (pa[i] ?? 0);
+  return 0;
+}
+
+/** The shipped prebuilds for this platform, each with the libraries it would miss here: those that
+ * can load first, then the newest libtorch, then CUDA before CPU. `unusable` gets one line per binary
+ * passed over for its manifest. */
+export function prebuilds(packageRoot: string, dirs = libraryDirs(), unusable: string[] = []): Prebuild[] {
   const dir = path.join(packageRoot, 'prebuilds', `${process.platform}-${process.arch}`);
   if (!fs.existsSync(dir)) return [];
   const fits = nodeGypBuild.matchTags('node', process.versions.modules);
@@ -102,13 +129,16 @@ export function prebuilds(packageRoot: string, dirs = libraryDirs()): Prebuild[]
   for (const f of fs.readdirSync(dir).sort()) {
     const tags = nodeGypBuild.parseTags(f);
     if (!tags || !fits(tags)) continue;
-    const manifestFile = path.join(dir, f.replace(/\.napi.*\.node$|\.node$/, '.json'));
-    if (!fs.existsSync(manifestFile)) continue;
-    const manifest = JSON.parse(fs.readFileSync(manifestFile, 'utf8')) as PrebuildManifest;
+    const manifest = readManifest(path.join(dir, f.replace(/\.napi.*\.node$|\.node$/, '.json')));
+    if (typeof manifest === 'string') {
+      unusable.push(`${f} ${manifest}`);
+      continue;
+    }
     out.push({ ...manifest, file: path.join(dir, f), missing: manifest.needed.filter((so) => !findLibrary(so, dirs)) });
   }
-  const rank = (p: Prebuild) => (p.missing.length === 0 ? 0 : 2) + (p.cuda ? 0 : 1);
-  return out.sort((a, b) => rank(a) - rank(b));
+  return out.sort(
+    (a, b) => Number(a.missing.length > 0) - Number(b.missing.length > 0) || compareVersions(a.torchVersion, b.torchVersion) || Number(!a.cuda) - Number(!b.cuda),
+  );
 }
 
 export const HOW_TO_FIX = [
@@ -118,8 +148,8 @@ export const HOW_TO_FIX = [
   '  2. build from source against your libtorch: install its development files (apt-get install libtorch-dev,',
   '     LIBTORCH=/path/to/libtorch, or REPOPT_TORCH=python with a pip PyTorch), then run',
   '     `npx cmake-js compile` in the repopt package folder (needs cmake and a C++17 compiler), or',
-  '  3. choose a shipped prebuild by name with REPOPT_PREBUILD=<variant> when its libraries are in a',
-  '     directory of LD_LIBRARY_PATH.',
+  '  3. put the directory of a libtorch a prebuild is for on LD_LIBRARY_PATH (REPOPT_PREBUILD=<variant>',
+  '     picks one of several prebuilds that can load).',
 ].join('\n');
 
 export interface BinaryChoice {
@@ -134,9 +164,9 @@ export interface BinaryChoice {
 export function chooseBinary(packageRoot: string): BinaryChoice {
   const dirs = libraryDirs();
   const found = installedLibtorch(dirs);
-  const all = prebuilds(packageRoot, dirs);
-  const forced = process.env.REPOPT_PREBUILD;
   const passedOver: string[] = [];
+  const all = prebuilds(packageRoot, dirs, passedOver);
+  const forced = process.env.REPOPT_PREBUILD;
   const candidates: BinaryChoice['candidates'] = [];
   if (forced) {
     const p = all.find((q) => q.variant === forced);

@@ -85,6 +85,8 @@ export interface NativeOptimizer {
    * 'foreach' (multi-tensor ops, any device) or 'reference' (a per-parameter loop of ATen ops). All
    * three agree bit for bit. */
   setImplementation(implementation: 'fused' | 'foreach' | 'reference'): void;
+  /** repopt-sgd: the step implementation in use; null for other optimizers. */
+  readonly implementation: 'fused' | 'foreach' | 'reference' | null;
   /** The whole optimizer state (options, buffers, GradMults, steps) in libtorch's archive format. */
   stateBytes(): Uint8Array;
   /** Restores stateBytes() output; checks it fully before changing anything. */
@@ -273,6 +275,8 @@ export interface NativeBinding {
   cudaMemory(device?: number, resetPeak?: boolean): { allocated: number; peakAllocated: number; reserved: number };
   setNumThreads(threads: number): void;
   manualSeed(seed: number | bigint): void;
+  /** libtorch's CUDA math switches (TF32 in cuDNN and cuBLAS, deterministic and benchmark cuDNN); returns them. */
+  setCudaMath(options: { tf32?: boolean; deterministic?: boolean; benchmark?: boolean }): { tf32: boolean; deterministic: boolean; benchmark: boolean };
   /** The observer and qparam rules of calibration, applied to the given tensors. */
   observeRange(batches: readonly Tensor[], options?: QuantOptions): { min: number; max: number; scale: number; zeroPoint: number };
   /** Per-output-channel symmetric int8 scales (max |w| / 127.5). */

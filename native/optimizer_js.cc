@@ -29,6 +29,7 @@ void JsOptimizer::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
                                     {
                                         InstanceAccessor<&JsOptimizer::Kind>("kind"),
                                         InstanceAccessor<&JsOptimizer::Steps>("steps"),
+                                        InstanceAccessor<&JsOptimizer::Implementation>("implementation"),
                                         InstanceAccessor<&JsOptimizer::GradMultBytes>("gradMultBytes"),
                                         InstanceMethod<&JsOptimizer::SetLr>("setLr"),
                                         InstanceMethod<&JsOptimizer::SetImplementation>("setImplementation"),
@@ -99,6 +100,20 @@ Napi::Value JsOptimizer::SetLr(const Napi::CallbackInfo& info) {
       for (auto& g : groups) g.options().set_lr(lr);
     }
     return info.Env().Undefined();
+  });
+}
+
+Napi::Value JsOptimizer::Implementation(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Args args(info, "Optimizer.implementation");
+    auto* sgd = dynamic_cast<RepOptSGD*>(live(args.fn()).optimizer.get());
+    if (!sgd) return info.Env().Null();
+    switch (sgd->implementation()) {
+      case RepOptSGD::Implementation::Reference: return Napi::String::New(info.Env(), "reference");
+      case RepOptSGD::Implementation::Foreach: return Napi::String::New(info.Env(), "foreach");
+      case RepOptSGD::Implementation::Fused: break;
+    }
+    return Napi::String::New(info.Env(), "fused");
   });
 }
 

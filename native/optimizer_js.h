@@ -35,6 +35,7 @@ class JsOptimizer : public Napi::ObjectWrap<JsOptimizer> {
  private:
   Napi::Value Kind(const Napi::CallbackInfo& info);
   Napi::Value Steps(const Napi::CallbackInfo& info);
+  Napi::Value Implementation(const Napi::CallbackInfo& info);
   Napi::Value GradMultBytes(const Napi::CallbackInfo& info);
   Napi::Value SetLr(const Napi::CallbackInfo& info);
   Napi::Value SetImplementation(const Napi::CallbackInfo& info);

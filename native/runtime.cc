@@ -113,6 +113,29 @@ Napi::Value ManualSeed(const Napi::CallbackInfo& info) {
   });
 }
 
+// CUDA math settings (torch.backends.cudnn.allow_tf32 / .deterministic / .benchmark and
+// torch.backends.cuda.matmul.allow_tf32): libtorch's global switches, harmless on CPU builds.
+Napi::Value SetCudaMath(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Args args(info, "setCudaMath");
+    args.expectCount(1, 1);
+    Fields f(info.Env(), args.object(0, "options"), "setCudaMath", "options");
+    auto& ctx = at::globalContext();
+    // All options are checked before any is applied.
+    const bool tf32 = f.boolean("tf32", ctx.allowTF32CuDNN() && ctx.allowTF32CuBLAS());
+    const bool deterministic = f.boolean("deterministic", ctx.deterministicCuDNN());
+    const bool benchmark = f.boolean("benchmark", ctx.benchmarkCuDNN());
+    if (f.has("tf32")) ctx.setAllowTF32CuDNN(tf32), ctx.setAllowTF32CuBLAS(tf32);
+    ctx.setDeterministicCuDNN(deterministic);
+    ctx.setBenchmarkCuDNN(benchmark);
+    auto out = Napi::Object::New(info.Env());
+    out.Set("tf32", ctx.allowTF32CuDNN() && ctx.allowTF32CuBLAS());
+    out.Set("deterministic", ctx.deterministicCuDNN());
+    out.Set("benchmark", ctx.benchmarkCuDNN());
+    return out;
+  });
+}
+
 }  // namespace
 
 void InitRuntime(Napi::Env env, Napi::Object exports) {
@@ -121,6 +144,7 @@ void InitRuntime(Napi::Env env, Napi::Object exports) {
   exports.Set("cudaMemory", Napi::Function::New<CudaMemory>(env, "cudaMemory"));
   exports.Set("setNumThreads", Napi::Function::New<SetNumThreads>(env, "setNumThreads"));
   exports.Set("manualSeed", Napi::Function::New<ManualSeed>(env, "manualSeed"));
+  exports.Set("setCudaMath", Napi::Function::New<SetCudaMath>(env, "setCudaMath"));
 }
 
 }  // namespace repopt

@@ -14,7 +14,13 @@
 # prebuilds/ are shared; build/ is this flavor's own (.debian13/<flavor>/build), so the host's build
 # against libtorch 1.13 and this one never mix. The host's npm is mounted into the root.
 set -euo pipefail
-checkout=$(cd "$(dirname "$0")/.." && pwd)
+# In a private mount namespace of its own: the mounts below are seen by nothing else and vanish with
+# the script, however it ends.
+if [ -z "${REPOPT_DEBIAN13_NS:-}" ]; then
+  [ "$(id -u)" = 0 ] || { echo "debian13.sh: needs root (debootstrap, chroot, mount)" >&2; exit 1; }
+  exec env REPOPT_DEBIAN13_NS=1 unshare --mount --propagation private bash "$0" "$@"
+fi
+checkout=$(cd "$(dirname "$0")/.." && pwd -P)
 flavor=cuda
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -36,11 +42,15 @@ RECIPE="3 $flavor $common_packages $torch_packages"
 
 log() { printf '[debian13:%s] %s\n' "$flavor" "$*" >&2; }
 die() { printf '[debian13:%s] %s\n' "$flavor" "$*" >&2; exit 1; }
-[ "$(id -u)" = 0 ] || die "needs root (debootstrap, chroot, mount)"
 
 cache=${REPOPT_DEBIAN13_CACHE:-/var/cache/repopt}
 root=$cache/debian13-$flavor
 stamp=$root/etc/repopt-root-recipe
+command -v npm >/dev/null || die "needs npm on the host (it installs the dependencies and is mounted into the root)"
+mkdir -p "$cache"
+# One run per root at a time: creating it, or two suites in one root, would trip over each other.
+exec 9>"$cache/debian13-$flavor.lock"
+flock -n 9 || { log "waiting for another run that uses $root"; flock 9; }
 
 # The Debian archive this host's apt uses (never written into the repository).
 archive() {
@@ -65,8 +75,8 @@ mount_system() {
   bind "$r" "$r"
   mkdir -p "$r/proc" "$r/dev"
   mount -t proc proc "$r/proc"; mounts+=("$r/proc")
-  bind /dev "$r/dev"
-  mkdir -p "$r/dev/pts" "$r/dev/shm"
+  mkdir -p "$r/dev"
+  mount --rbind /dev "$r/dev"; mounts+=("$r/dev")
 }
 in_root() {
   local r=$1; shift
@@ -76,8 +86,8 @@ in_root() {
 
 # cuDNN: Debian's nvidia-cudnn downloads it from NVIDIA in its postinst, which this network refuses.
 # libtorch_cuda imports cuDNN symbols (versioned, bound at load): a stub libcudnn.so.9 with one function per
-# imported symbol lets libtorch load; CUDA is unavailable here anyway. On a machine with a GPU, install the
-# real cuDNN instead (nvidia-cudnn with network access).
+# imported symbol lets libtorch load; CUDA is unavailable here anyway. The root is for building and CPU
+# tests; on a GPU machine, bench/cuda/run.sh builds and checks with that machine's own CUDA libtorch.
 make_cudnn_stub() {
   local r=$1
   cat >"$r/tmp/cudnn-stub.sh" <<'EOF'
@@ -103,6 +113,8 @@ create_root() {
   local uri tmp
   uri=$(archive)
   tmp=$root.partial
+  # Never delete through a mount (a bind of /dev or of the checkout would take host files with it).
+  if grep -qE " ($tmp|$root)(/| )" /proc/self/mountinfo; then die "something is mounted under $tmp or $root; unmount it first"; fi
   rm -rf "$tmp" "$root"
   mkdir -p "$cache"
   log "debootstrap trixie into $tmp"

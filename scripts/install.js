@@ -16,15 +16,14 @@ if (fs.existsSync(built)) {
   const choice = chooseBinary(root);
   log(`found ${describeLibtorch(choice.found)}`);
   for (const line of choice.passedOver) log(`passed over ${line}`);
-  const prebuild = choice.candidates.find((c) => c.kind === 'prebuild');
-  if (prebuild) {
+  for (const candidate of choice.candidates.filter((c) => c.kind === 'prebuild')) {
     // Load it in a child, so a failure (a missing cuDNN, say) is reported rather than fatal here.
-    const r = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(prebuild.file)})`], { encoding: 'utf8' });
+    const r = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(candidate.file)})`], { encoding: 'utf8' });
     if (r.status === 0) {
-      log(`using prebuild ${prebuild.prebuild.variant} (${path.relative(root, prebuild.file)})`);
+      log(`using prebuild ${candidate.prebuild.variant} (${path.relative(root, candidate.file)})`);
       process.exit(0);
     }
-    log(`prebuild ${prebuild.prebuild.variant} did not load: ${(r.stderr.split('\n').find((l) => /Error/.test(l)) || r.stderr).trim()}`);
+    log(`prebuild ${candidate.prebuild.variant} did not load: ${(r.stderr.split('\n').find((l) => /Error/.test(l)) || r.stderr).trim()}`);
   }
 }
 

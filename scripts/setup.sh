@@ -69,7 +69,11 @@ run_logged() {
   if grep -q 'warning:' "$logfile"; then
     grep -B2 -A6 'warning:' "$logfile" | head -n 80 >&2
     echo "[setup] $name: compiler warnings (full log: $logfile)" >&2
-    [ "${REPOPT_STRICT_WARNINGS:-0}" = 1 ] && exit 1
+    if [ "${REPOPT_STRICT_WARNINGS:-0}" = 1 ]; then
+      # Not left in place, or the next run would skip the build and the warnings with it.
+      rm -f build/Release/repopt.node "$prebuild"
+      exit 1
+    fi
     return 0
   fi
   rm -f "$logfile"
@@ -80,9 +84,16 @@ run_logged() {
 # copy of the build inputs, so its `node-gyp rebuild` never wipes this checkout's build/.
 variant=$(node scripts/torch-config.js variant)
 prebuild=prebuilds/linux-x64/repopt.$variant.napi.node
-if [ $with_prebuild = 1 ] && stale "$prebuild"; then
+if [ $with_prebuild = 1 ] && ! node scripts/torch-config.js json | grep -q '"source":"system"'; then
+  # A prebuild is named after the Debian libtorch it links by soname; one built against a pip or zip
+  # libtorch (unversioned libraries, an rpath) would pose as one.
+  log "no prebuild: the libtorch found is not the system's (a prebuild is made against Debian's libtorch)"
+  with_prebuild=0
+fi
+if [ $with_prebuild = 1 ] && { stale "$prebuild" || [ ! -f "${prebuild%.napi.node}.json" ]; }; then
   log "prebuildify $variant (node-gyp, binding.gyp)"
   scratch=$(mktemp -d /tmp/repopt-prebuild.XXXXXX)
+  trap 'rm -rf "$scratch"' EXIT
   mkdir -p "$scratch/scripts"
   cp -r native binding.gyp package.json "$scratch/"
   cp scripts/torch-config.js "$scratch/scripts/"
@@ -101,7 +112,7 @@ fi
 # cmake-js build (not compile): compile's fallback deletes build/, which scripts/debian13.sh mounts.
 if [ $source_build = 1 ] && stale build/Release/repopt.node; then
   log "cmake-js build (CMakeLists.txt)"
-  if [ -f build/CMakeCache.txt ] && ! grep -q "^CMAKE_HOME_DIRECTORY:INTERNAL=$PWD\$" build/CMakeCache.txt; then
+  if [ -f build/CMakeCache.txt ] && ! grep -q "^CMAKE_HOME_DIRECTORY:INTERNAL=$(pwd -P)\$" build/CMakeCache.txt; then
     # A cache from another checkout path: configure afresh.
     find build -mindepth 1 -delete
   fi

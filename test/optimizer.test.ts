@@ -65,6 +65,7 @@ describe.each(['float32', 'float64'] as Precision[])('RepOptSGD bit-exactness (%
     foreach.handle.setImplementation('foreach');
     const reference = b.createOptimizer(spec);
     reference.handle.setImplementation('reference');
+    expect([foreach.handle.implementation, reference.handle.implementation]).toEqual(['foreach', 'reference']);
     let moved = 0;
     const before = a.stateDict().get('stage1.0.conv.weight')!.data;
     for (const { x, y } of data) {
@@ -87,6 +88,23 @@ describe.each(['float32', 'float64'] as Precision[])('RepOptSGD bit-exactness (%
     const bytes = precision === 'float32' ? 4 : 8;
     expect(full.handle.gradMultBytes).toBeGreaterThanOrEqual(convElements * bytes);
     expect(compact.handle.gradMultBytes).toBeLessThan(convElements * bytes / 4);
+  });
+});
+
+describe('step implementations', () => {
+  test('fused by default; foreach and reference on request; other names and optimizers refused', () => {
+    const [a] = twinTargets('float32');
+    const sgd = a.createOptimizer(repOptSpec({ type: 'sgd', lr: 0.05 }, convs));
+    expect(sgd.handle.implementation).toBe('fused');
+    sgd.handle.setImplementation('foreach');
+    expect(sgd.handle.implementation).toBe('foreach');
+    expect(thrown(() => sgd.handle.setImplementation('fast' as 'fused')).message).toBe(
+      "Optimizer.setImplementation: argument 'implementation' must be 'fused', 'foreach' or 'reference', got 'fast'",
+    );
+    expect(sgd.handle.implementation).toBe('foreach');
+    const plain = a.createOptimizer({ type: 'adamw', lr: 1e-3 });
+    expect(plain.handle.implementation).toBeNull();
+    expect(thrown(() => plain.handle.setImplementation('foreach')).message).toMatch(/only repopt-sgd has several step implementations/);
   });
 });
 

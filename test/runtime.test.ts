@@ -20,6 +20,15 @@ describe('runtime', () => {
     expect(info().threads).toBe(2);
   });
 
+  test('setCudaMath sets and reports libtorch’s CUDA math switches', () => {
+    const { native } = require('../lib/native');
+    const before = native().setCudaMath({});
+    expect(native().setCudaMath({ tf32: false, deterministic: true, benchmark: false })).toEqual({ tf32: false, deterministic: true, benchmark: false });
+    expect(native().setCudaMath({ tf32: true, deterministic: false })).toEqual({ tf32: true, deterministic: false, benchmark: false });
+    native().setCudaMath(before);
+    expect(() => native().setCudaMath({ tf32: 'yes' })).toThrow(/setCudaMath: options\.tf32/);
+  });
+
   test('`repopt info --json` prints the runtime as JSON', () => {
     const cli = path.join(__dirname, '..', 'dist', 'cli.js');
     const r = spawnSync(process.execPath, [cli, 'info', '--json'], { encoding: 'utf8' });

@@ -68,8 +68,9 @@ function twins(device, precision = 'float32') {
   return [cpu, dev];
 }
 
-// Optimizer steps on the device vs CPU: each optimizer, each GradMult storage, and on the device the
-// foreach and reference implementations (bit for bit).
+// Optimizer steps on the device vs CPU (training steps with TF32 off, see runChecks): each optimizer,
+// each GradMult storage; and on the device, the foreach and reference implementations (bit for bit:
+// deterministic cuDNN gives both the same gradients).
 function optimizerChecks(device) {
   const out = [];
   const cases = [
@@ -101,8 +102,8 @@ function optimizerChecks(device) {
   return out;
 }
 
-// GradMult multiply alone: one SGD step with lr 1, no momentum, from zero weights' gradients is
-// -g ⊙ M; compared on the device and on CPU.
+// A whole training step through the GradMult multiply, in fp64: one SGD step with lr 1 and no
+// momentum moves each conv weight by -(g ⊙ M), so the device's multiply is compared with the CPU's.
 function gradMultCheck(device) {
   const [cpu, dev] = twins(device, 'float64');
   const optSpec = { type: 'sgd', lr: 1, gradMults: gradMults() };
@@ -153,9 +154,12 @@ function freePort() {
 async function ncclCheck() {
   const b = native();
   const pg = new b.ProcessGroup({ rank: 0, worldSize: 1, masterAddr: '127.0.0.1', masterPort: await freePort(), backend: 'nccl', timeoutMs: 30_000 });
-  const t = b.Tensor.fromArray(new Float32Array([1, 2, 3])).to('cuda:0');
-  const r = pg.allreduce(t, 'sum').to('cpu').toArray();
-  pg.dispose();
+  let r;
+  try {
+    r = pg.allreduce(b.Tensor.fromArray(new Float32Array([1, 2, 3])).to('cuda:0'), 'sum').to('cpu').toArray();
+  } finally {
+    pg.dispose();
+  }
   const pass = r[0] === 1 && r[1] === 2 && r[2] === 3;
   return { check: 'a one-process NCCL group all-reduces a CUDA tensor', value: Array.from(r).join(','), limit: '1,2,3', pass };
 }
@@ -166,6 +170,17 @@ function memoryCheck() {
 }
 
 async function runChecks(device = 'cuda') {
+  // IEEE fp32 in convolutions and matmuls (no TF32), and reproducible cuDNN algorithms.
+  const math = native().setCudaMath({});
+  native().setCudaMath({ tf32: false, deterministic: true, benchmark: false });
+  try {
+    return await collect(device);
+  } finally {
+    native().setCudaMath(math);
+  }
+}
+
+async function collect(device) {
   const results = [gradMultCheck(device), ...optimizerChecks(device), mixedPrecisionCheck(device)];
   if (device.startsWith('cuda')) results.push(await ncclCheck(), memoryCheck());
   return results;

@@ -34,5 +34,7 @@ mkdir -p build/Release && cp "$build/repopt.node" build/Release/
 readelf -d build/Release/repopt.node | grep -q libtorch_cuda.so || { echo "the addon does not link libtorch_cuda.so" >&2; exit 1; }
 node dist/cli.js info | tee "$out/info.txt"
 # Correctness first (device vs CPU, with tolerances; checks.json / checks.md), then speed.
-node bench/cuda/checks.js cuda "$out" || echo "CUDA checks FAILED (see $out/checks.md)" >&2
+checks=0
+node bench/cuda/checks.js cuda "$out" || { checks=$?; echo "CUDA checks FAILED (see $out/checks.md)" >&2; }
 node bench/cuda/train-step.js "$out"
+exit $checks
