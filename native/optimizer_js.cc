@@ -104,6 +104,7 @@ Napi::Value JsOptimizer::SetLr(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value JsOptimizer::Implementation(const Napi::CallbackInfo& info) {
+  requireReceiver(info, kOptimizerTag, "Optimizer.implementation");
   return guarded(info.Env(), [&]() -> Napi::Value {
     Args args(info, "Optimizer.implementation");
     auto* sgd = dynamic_cast<RepOptSGD*>(live(args.fn()).optimizer.get());
