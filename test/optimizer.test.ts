@@ -221,7 +221,8 @@ describe('devices', () => {
 
   // Runs where libtorch sees a GPU (the CUDA build); on CPU-only machines there is nothing to run.
   const cuda = require('../lib/runtime').info().cuda as boolean;
-  (cuda ? test : test.skip)('CUDA: compact == full GradMult and close to the CPU result', () => {
+  const title = 'CUDA: compact == full GradMult and close to the CPU result';
+  (cuda ? test : test.skip)(cuda ? title : `${title} — skipped: CUDA is not available here (no GPU, or a CPU-only libtorch)`, () => {
     const spec = repOptSpec({ type: 'sgd', lr: 0.05, momentum: 0.9, nesterov: true, weightDecay: 1e-3 }, convs);
     const [a, b] = twinTargets('float64');
     const [c] = twinTargets('float64');
