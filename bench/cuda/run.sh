@@ -33,6 +33,7 @@ cmake --build "$build" -j"$(nproc)" >>"$out/cmake.log" 2>&1 || { tail -40 "$out/
 mkdir -p build/Release && cp "$build/repopt.node" build/Release/
 readelf -d build/Release/repopt.node | grep -q libtorch_cuda.so || { echo "the addon does not link libtorch_cuda.so" >&2; exit 1; }
 node dist/cli.js info | tee "$out/info.txt"
+node -e "process.exit(require('./dist').info().cuda ? 0 : 1)" || { echo "no CUDA device is visible to libtorch (see the CUDA line above): nothing to check or measure" >&2; exit 1; }
 # Correctness first (device vs CPU, with tolerances; checks.json / checks.md), then speed.
 checks=0
 node bench/cuda/checks.js cuda "$out" || { checks=$?; echo "CUDA checks FAILED (see $out/checks.md)" >&2; }
