@@ -160,6 +160,10 @@ export interface BinaryChoice {
   found: FoundLibtorch[];
 }
 
+function missingLine(p: Prebuild): string {
+  return `prebuild ${p.variant} (libtorch ${p.torchVersion}${p.cuda ? `, CUDA ${p.cuda}` : ''}) needs ${p.missing.join(', ')}, not installed`;
+}
+
 /** What loadNative() will try. REPOPT_PREBUILD=<variant> asks for one prebuild and nothing else. */
 export function chooseBinary(packageRoot: string): BinaryChoice {
   const dirs = libraryDirs();
@@ -173,7 +177,7 @@ export function chooseBinary(packageRoot: string): BinaryChoice {
     if (!p) {
       passedOver.push(`REPOPT_PREBUILD=${forced}: no such prebuild (shipped: ${all.map((q) => q.variant).join(', ') || 'none'})`);
     } else if (p.missing.length > 0) {
-      passedOver.push(`prebuild ${p.variant} (libtorch ${p.torchVersion}${p.cuda ? `, CUDA ${p.cuda}` : ''}) needs ${p.missing.join(', ')}, not installed`);
+      passedOver.push(missingLine(p));
     } else {
       candidates.push({ file: p.file, kind: 'prebuild', prebuild: p });
     }
@@ -185,7 +189,7 @@ export function chooseBinary(packageRoot: string): BinaryChoice {
   }
   for (const p of all) {
     if (p.missing.length === 0) candidates.push({ file: p.file, kind: 'prebuild', prebuild: p });
-    else passedOver.push(`prebuild ${p.variant} (libtorch ${p.torchVersion}${p.cuda ? `, CUDA ${p.cuda}` : ''}) needs ${p.missing.join(', ')}, not installed`);
+    else passedOver.push(missingLine(p));
   }
   return { candidates, passedOver, found };
 }

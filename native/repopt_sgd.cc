@@ -71,10 +71,6 @@ void RepOptSGD::stepFused() {
   runStep(nullptr, [this] { stepFusedImpl(); });
 }
 
-void RepOptSGD::stepForeach() {
-  runStep(nullptr, [this] { stepForeachImpl(); });
-}
-
 void RepOptSGD::referenceUpdate(at::Tensor& p, at::Tensor d, const RepOptSGDOptions& o) {
   if (o.weight_decay() != 0) d.add_(p.mul(o.weight_decay()));
   if (o.momentum() != 0) {
@@ -145,11 +141,11 @@ void RepOptSGD::foreachUpdate(const std::vector<at::Tensor>& params, const RepOp
   if (o.momentum() != 0) {
     // Parameters with a momentum buffer, and those whose first step this is.
     std::vector<at::Tensor> bufs, bufD, freshD;
-    std::vector<size_t> bufAt, freshAt;
+    std::vector<size_t> freshAt;
     for (size_t k = 0; k < params.size(); ++k) {
       auto& st = stateFor(params[k]);
       if (st.momentum_buffer().defined()) {
-        bufAt.push_back(k), bufs.push_back(st.momentum_buffer()), bufD.push_back(d[k]);
+        bufs.push_back(st.momentum_buffer()), bufD.push_back(d[k]);
       } else {
         freshAt.push_back(k), freshD.push_back(d[k]);
       }

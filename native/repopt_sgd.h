@@ -54,7 +54,6 @@ class RepOptSGD : public GradMultOptimizer {
   void stepReference();
   // Fused where a parameter allows (CPU, float/double, contiguous), foreach elsewhere.
   void stepFused();
-  void stepForeach();
 
  protected:
   std::unique_ptr<torch::optim::OptimizerOptions> readOptions(torch::serialize::InputArchive& archive) const override;
