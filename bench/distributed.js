@@ -18,13 +18,14 @@ const ROUNDS = Number(process.env.REPOPT_BENCH_REPS || 3);
 function worker() {
   const { networkSpec, gradMultOf } = require('../dist');
   const { native } = require('../dist/native');
+  const { NativeBackendNetwork } = require('../dist/native-backend');
   const [backend, device, localBatch, steps] = [process.argv[2], process.argv[3], Number(process.argv[4]), Number(process.argv[5])];
   const rank = Number(process.env.RANK);
   const world = Number(process.env.WORLD_SIZE);
   const b = native();
   b.setNumThreads(1);
   const spec = networkSpec(ARCH, { mode: 'target', numClasses: 10, inChannels: 1 });
-  const net = new b.Network(spec, { seed: 0 });
+  const net = new NativeBackendNetwork(spec, 'float32', 0);
   if (device !== 'cpu') net.to(device);
   let seed = 1;
   const random = () => (seed = (seed * 16807) % 2147483647) / 2147483647;
@@ -35,17 +36,17 @@ function worker() {
       groups: 1,
       identity: blk.inChannels === blk.outChannels && blk.stride === 1,
       scales: { s: Array.from({ length: blk.outChannels }, () => 0.5 + random()), t: Array.from({ length: blk.outChannels }, () => 0.5 + random()) },
-    }),
+    }, 'sgd'),
   );
   const pg = world > 1 ? new b.ProcessGroup({ rank, worldSize: world, masterAddr: '127.0.0.1', masterPort: Number(process.env.MASTER_PORT), backend, timeoutMs: 120000 }) : null;
-  if (pg) pg.attach(net);
+  if (pg) net.attach(pg);
   const opt = net.createOptimizer({ type: 'sgd', lr: 0.05, momentum: 0.9, nesterov: true, weightDecay: 4e-5, gradMults });
   const count = localBatch * (steps + 5);
   const images = Uint8Array.from({ length: count * 784 }, () => Math.floor(random() * 256));
   const labels = Int32Array.from({ length: count }, () => Math.floor(random() * 10));
   const ds = new b.Dataset(images, [count, 1, 28, 28], labels, { device, mean: [0.5], std: [0.25] });
   const perm = ds.permutation(rank, 0);
-  const stepAt = (k) => net.trainBatch(opt, ds, perm, k, localBatch, { labelSmoothing: 0.1 });
+  const stepAt = (k) => net.trainBatchSync(opt, ds, perm, k, localBatch, { labelSmoothing: 0.1 });
   for (let k = 0; k < 5; k++) stepAt(k);
   net.takeTrainMetrics();
   pg?.barrier();
@@ -54,7 +55,7 @@ function worker() {
   net.takeTrainMetrics(); // waits for the device
   pg?.barrier();
   const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-  if (pg) pg.detach(net);
+  if (pg) net.detach(pg);
   if (rank === 0) process.stdout.write(JSON.stringify({ seconds, images: steps * localBatch * world }) + '\n');
 }
 

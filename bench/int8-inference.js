@@ -35,15 +35,15 @@ for (const c of cases) {
   const ds = new (native().Dataset)(pixels, [c.images, c.channels, c.size, c.size], labels, stats);
   const net = new NativeBackendNetwork(networkSpec(c.arch, { mode: 'deploy', numClasses: 10, inChannels: c.channels }), 'float32', 0);
   const order = ds.permutation(0, 0);
-  net.handle.calibrate(ds, order, batch, 2);
+  net.calibrate(ds, order, batch, 2);
   const variants = {
-    'float32 (libtorch)': () => net.handle.evaluate(ds, batch),
+    'float32 (libtorch)': () => net.evaluateSync(ds, batch),
     'INT8 simulated (fake-quantize)': () => {
-      net.handle.setFakeQuant(true);
-      net.handle.evaluate(ds, batch);
-      net.handle.setFakeQuant(false);
+      net.setFakeQuant(true);
+      net.evaluateSync(ds, batch);
+      net.setFakeQuant(false);
     },
-    'INT8 QNNPACK': () => net.handle.evaluateInt8(ds, batch),
+    'INT8 QNNPACK': () => net.evaluateInt8(ds, batch),
   };
   const times = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
   for (const fn of Object.values(variants)) fn(); // warm-up

@@ -14,7 +14,7 @@ setNumThreads(threads);
 
 const spec = networkSpec(arch, { mode: 'target', numClasses: 1000 });
 const scales = loadScales(path.join(__dirname, '..', 'test', 'fixtures', 'official-scales', 'RepOpt-VGG-B1-scales.pth'));
-const gradMults = repConvsOf(spec, scales).map((c) => gradMultOf(c));
+const gradMults = repConvsOf(spec, scales).map((c) => gradMultOf(c, 'sgd'));
 const base = { type: 'sgd', lr: 0.1, momentum: 0.9, nesterov: true, weightDecay: 4e-5 };
 
 const variants = [
@@ -30,10 +30,10 @@ const net = nativeBackend.createNetwork(spec, { seed: 0 });
 const rows = [];
 for (const [name, optSpec, impl] of variants) {
   const opt = net.createOptimizer(optSpec);
-  if (impl) opt.handle.setImplementation(impl);
-  net.handle.timeOptimizerSteps(opt.handle, 2); // warm-up: momentum buffers allocated, pages touched
-  const times = net.handle.timeOptimizerSteps(opt.handle, reps);
-  rows.push({ name, msPerStep: median(Array.from(times)), gradMultBytes: opt.handle.gradMultBytes });
+  if (impl) opt.setImplementation(impl);
+  net.timeOptimizerSteps(opt, 2); // warm-up: momentum buffers allocated, pages touched
+  const times = net.timeOptimizerSteps(opt, reps);
+  rows.push({ name, msPerStep: median(Array.from(times)), gradMultBytes: opt.gradMultBytes });
   opt.dispose();
 }
 const sgd = rows[0].msPerStep;

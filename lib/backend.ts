@@ -46,6 +46,8 @@ export interface OptimizerSpec {
   readonly gradMults?: readonly GradMult[];
   /** 'compact' (default): per-channel vectors; 'full': a tensor shaped like the weight (official code). */
   readonly gradMultStorage?: 'compact' | 'full';
+  /** RepOptSGD's step implementation: 'fused' (default), 'foreach' or 'reference'; they agree bit for bit. */
+  readonly implementation?: 'fused' | 'foreach' | 'reference';
 }
 
 export interface TrainStepOptions {

@@ -3,12 +3,15 @@
 // with the same budget and seed, evaluate them, and write a report folder.
 import * as fs from 'fs';
 import * as path from 'path';
-import { plotScales, hyperSearch, scaleTable } from './hypersearch';
+import { hyperSearch, train } from './api';
+import { plotScales, scaleTable } from './hypersearch';
 import { info } from './runtime';
 import { deployNetwork, PtqResult, quantizeDeploy, spreadTable, weightSpread } from './quant';
 import { formatBytes, formatCount, formatDuration, formatPercent, histogramPlot, linePlot, markdownTable } from './report';
+import type { TrainMode, TrainOptions } from './train/config';
 import { channelStats, loadData, uploadDataset } from './train/data';
-import { TRAIN_DEFAULTS, train, TrainConfig, TrainMode, TrainResult } from './train/trainer';
+import { showProgress } from './train/progress';
+import type { TrainResult } from './train/trainer';
 
 export interface DemoOptions {
   readonly out: string;
@@ -19,11 +22,12 @@ export interface DemoOptions {
   readonly dataDir?: string;
 }
 
-/** Budgets: the default run fits 15 minutes on 2 CPU cores, --quick 2 minutes. */
+/** Budgets: the default run fits 15 minutes on 2 CPU cores, --quick 2 minutes. The short budgets
+ * train at twice the default lr (0.2 for batch 256); everything else is TRAIN_DEFAULTS. */
 export function demoPlan(quick: boolean) {
   return quick
-    ? { trainSubset: 6000, testSubset: 2000, hsEpochs: 1, epochs: 2, calibBatches: 4 }
-    : { trainSubset: undefined, testSubset: undefined, hsEpochs: 5, epochs: 10, calibBatches: 8 };
+    ? { trainSubset: 6000, testSubset: 2000, hsEpochs: 1, epochs: 2, calibBatches: 4, lr: 0.2 }
+    : { trainSubset: undefined, testSubset: undefined, hsEpochs: 5, epochs: 10, calibBatches: 8, lr: 0.2 };
 }
 
 const MODELS: { mode: TrainMode; name: string }[] = [
@@ -47,26 +51,17 @@ export async function demo(o: DemoOptions): Promise<DemoResult> {
     ...(plan.trainSubset ? { trainSubset: plan.trainSubset, testSubset: plan.testSubset } : {}),
   };
   const data = await loadData(dataSpec, o.seed);
-  const common: Omit<TrainConfig, 'mode' | 'outDir' | 'epochs'> = {
-    ...TRAIN_DEFAULTS,
-    arch,
-    data: dataSpec,
-    batchSize: 128,
-    lr: 0.2,
-    warmupEpochs: 0,
-    weightDecay: 4e-5,
-    augment: { pad: 2, flip: true },
-    seed: o.seed,
-    threads: o.threads,
-    device: o.device,
-    logEvery: 25,
-  };
+  const common = { arch, data: dataSpec, lr: plan.lr, seed: o.seed, threads: o.threads, device: o.device } as const satisfies Partial<TrainOptions>;
 
-  const search = await hyperSearch({ ...common, mode: 'hs', epochs: plan.hsEpochs, clipNorm: 5, outDir: path.join(o.out, 'hyper-search') }, data);
+  const hs = hyperSearch({ ...common, epochs: plan.hsEpochs, outDir: path.join(o.out, 'hyper-search') }, { data });
+  showProgress(hs, `hs ${arch}`);
+  const search = await hs.result;
+  search.train.network.dispose();
   const results = new Map<TrainMode, TrainResult>();
   for (const m of MODELS) {
-    const config: TrainConfig = { ...common, mode: m.mode, epochs: plan.epochs, outDir: path.join(o.out, m.name), ...(m.mode === 'target' ? { scales: search.files.json } : {}) };
-    results.set(m.mode, await train(config, data));
+    const run = train({ ...common, mode: m.mode, epochs: plan.epochs, outDir: path.join(o.out, m.name), ...(m.mode === 'target' ? { scales: search.files.json } : {}) }, { data });
+    showProgress(run, `${m.mode} ${arch}`);
+    results.set(m.mode, await run.result);
   }
 
   // Deployment: each model folded into one conv3x3 + bias per block (RepVGG: its three branches;
@@ -78,7 +73,7 @@ export async function demo(o: DemoOptions): Promise<DemoResult> {
   const quantized = new Map<TrainMode, PtqResult>();
   for (const m of MODELS) {
     const r = results.get(m.mode)!;
-    quantized.set(m.mode, quantizeDeploy(deployNetwork(r.spec, r.network.stateDict()), trainSet, testSet, calibration));
+    quantized.set(m.mode, await quantizeDeploy(deployNetwork(r.spec, r.network.stateDict()), trainSet, testSet, calibration));
   }
   trainSet.dispose();
   testSet.dispose();

@@ -4,8 +4,8 @@ import * as path from 'path';
 import { markdownTable, rangePlot } from './report';
 import { saveScales, ScaleSet, scalesFromNetworkState } from './scales';
 import { hasIdentity, NetworkSpec } from './spec';
-import type { TrainTestData } from './train/data';
-import { train, TrainConfig, TrainResult } from './train/trainer';
+import type { TrainConfig } from './train/config';
+import { RunContext, runTraining, TrainResult } from './train/trainer';
 
 export interface BranchStats {
   readonly block: string;
@@ -83,9 +83,10 @@ export interface HyperSearchResult {
   readonly files: { readonly json: string; readonly pth: string };
 }
 
-export async function hyperSearch(config: TrainConfig, preloaded?: TrainTestData): Promise<HyperSearchResult> {
+/** Trains mode hs (a checked config), then reads, saves and judges the scales. */
+export async function runHyperSearch(config: TrainConfig, context: RunContext): Promise<HyperSearchResult> {
   if (config.mode !== 'hs') throw new Error(`hyper-search trains mode hs, got ${config.mode}`);
-  const result = await train(config, preloaded);
+  const result = await runTraining(config, context);
   const scales = scalesFromNetworkState(result.spec, result.network.stateDict());
   const files = { json: path.join(config.outDir, 'scales.json'), pth: path.join(config.outDir, 'scales.pth') };
   if (result.rank === 0) {

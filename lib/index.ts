@@ -1,3 +1,14 @@
+// Training: runs are EventEmitters ('start', 'step', 'epoch', 'checkpoint', 'finished') with `result`.
+export { convert, evaluate, exportWeights, hyperSearch, quantize, train } from './api';
+export type { ConvertResult, EvaluateOptions, EvaluateResult, HyperSearchOptions, QuantizeOptions, QuantizeOutcome, QuantizeRow, RunOptions } from './api';
+export { EVALUATE_DEFAULTS, HYPER_SEARCH_DEFAULTS, QUANTIZE_DEFAULTS, TRAIN_DEFAULTS } from './defaults';
+export type { Augment, TrainConfig, TrainMode, TrainOptions } from './train/config';
+export type { DataSpec, Normalization, TrainTestData } from './train/data';
+export { TrainingRun } from './train/run';
+export type { CheckpointEvent, EpochEvent, StartEvent, StepEvent, TrainEvents } from './train/run';
+export type { TrainResult } from './train/trainer';
+export type { BranchStats, HyperSearchResult } from './hypersearch';
+export { NativeBackendNetwork, NativeBackendOptimizer } from './native-backend';
 export { Tensor, isTensor } from './tensor';
 export type { DType, TensorData, ArrayOf, DTypeOf } from './tensor';
 export { info, memory, setNumThreads, manualSeed } from './runtime';

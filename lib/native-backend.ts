@@ -1,6 +1,20 @@
 // The libtorch backend: networks and optimizers live in the addon; whole steps cross the seam.
 import type { Backend, HostTensor, Network, Optimizer, OptimizerSpec, TrainStepOptions } from './backend';
-import { native, NativeNetwork, NativeOptimizer, Tensor } from './native';
+import {
+  EpochMetrics,
+  native,
+  NativeDataset,
+  NativeNetwork,
+  NativeOptimizer,
+  NativeProcessGroup,
+  PrecisionOptions,
+  QuantizedLayer,
+  QuantOptions,
+  QuantParams,
+  Tensor,
+  TrainBatchOptions,
+} from './native';
+import { nativeOptimizerConfig, resolveOptimizerSpec, SgdImplementation } from './optimizer-spec';
 import type { PthTensor } from './pth';
 import { bufferInfo, NetworkSpec, parameterInfo, Precision, validateSpec } from './spec';
 
@@ -24,22 +38,68 @@ function toHost(t: Tensor): HostTensor {
   return { shape: t.shape, data: floating };
 }
 
+// The addon objects behind the facades: reachable from this module only, so that product code goes
+// through the facade methods.
+const optimizerHandles = new WeakMap<NativeBackendOptimizer, NativeOptimizer>();
+const networkHandles = new WeakMap<NativeBackendNetwork, NativeNetwork>();
+
+function optimizerHandle(optimizer: NativeBackendOptimizer): NativeOptimizer {
+  const h = optimizerHandles.get(optimizer);
+  if (h === undefined) throw new TypeError('the optimizer was not made by the native backend');
+  return h;
+}
+
+function networkHandle(network: NativeBackendNetwork): NativeNetwork {
+  return networkHandles.get(network)!;
+}
+
+export interface AttachOptions {
+  bucketCapMb?: number;
+  firstBucketCapMb?: number;
+  broadcastBuffers?: boolean;
+  syncBatchNorm?: boolean;
+}
+
 export class NativeBackendOptimizer implements Optimizer {
   constructor(
     readonly spec: OptimizerSpec,
-    readonly handle: NativeOptimizer,
-  ) {}
+    handle: NativeOptimizer,
+  ) {
+    optimizerHandles.set(this, handle);
+  }
   get steps(): number {
-    return this.handle.steps;
+    return optimizerHandle(this).steps;
+  }
+  get kind(): NativeOptimizer['kind'] {
+    return optimizerHandle(this).kind;
+  }
+  /** repopt-sgd: the step implementation in use; null for other optimizers. */
+  get implementation(): SgdImplementation | null {
+    return optimizerHandle(this).implementation;
+  }
+  setImplementation(implementation: SgdImplementation): void {
+    optimizerHandle(this).setImplementation(implementation);
+  }
+  /** Bytes held by GradMult tensors (0 for plain optimizers). */
+  get gradMultBytes(): number {
+    return optimizerHandle(this).gradMultBytes;
+  }
+  setLr(lr: number, group?: number): void {
+    optimizerHandle(this).setLr(lr, group);
+  }
+  stateBytes(): Uint8Array {
+    return optimizerHandle(this).stateBytes();
+  }
+  loadStateBytes(bytes: Uint8Array): void {
+    optimizerHandle(this).loadStateBytes(bytes);
   }
   dispose(): void {
-    this.handle.dispose();
+    optimizerHandle(this).dispose();
   }
 }
 
 export class NativeBackendNetwork implements Network {
   readonly backend = 'native' as const;
-  readonly handle: NativeNetwork;
 
   constructor(
     readonly spec: NetworkSpec,
@@ -47,7 +107,16 @@ export class NativeBackendNetwork implements Network {
     seed?: number,
   ) {
     validateSpec(spec);
-    this.handle = new (native().Network)(spec, seed === undefined ? { precision } : { precision, seed });
+    networkHandles.set(this, new (native().Network)(spec, seed === undefined ? { precision } : { precision, seed }));
+  }
+
+  private get handle(): NativeNetwork {
+    return networkHandle(this);
+  }
+
+  /** 'cpu', 'cuda:0', ... */
+  get device(): string {
+    return this.handle.device;
   }
 
   parameters() {
@@ -109,8 +178,10 @@ export class NativeBackendNetwork implements Network {
     }
   }
 
+  /** Validated and defaulted once here (lib/optimizer-spec.ts); the addon takes the result as given. */
   createOptimizer(spec: OptimizerSpec): NativeBackendOptimizer {
-    return new NativeBackendOptimizer(spec, this.handle.createOptimizer(spec));
+    const resolved = resolveOptimizerSpec(spec, this.parameters());
+    return new NativeBackendOptimizer(spec, this.handle.createOptimizer(nativeOptimizerConfig(resolved)));
   }
 
   trainStep(optimizer: Optimizer, input: HostTensor, labels: Int32Array, options: TrainStepOptions = {}): number {
@@ -118,11 +189,128 @@ export class NativeBackendNetwork implements Network {
     const x = toNative(input);
     const y = native().Tensor.fromArray(labels);
     try {
-      return this.handle.trainStep(optimizer.handle, x, y, options.labelSmoothing ?? 0);
+      return this.handle.trainStep(optimizerHandle(optimizer), x, y, options.labelSmoothing ?? 0);
     } finally {
       x.dispose();
       y.dispose();
     }
+  }
+
+  /** trainStep off the JS thread. */
+  async trainStepAsync(optimizer: NativeBackendOptimizer, input: HostTensor, labels: Int32Array, options: TrainStepOptions = {}): Promise<number> {
+    const x = toNative(input);
+    const y = native().Tensor.fromArray(labels);
+    try {
+      return await this.handle.trainStepAsync(optimizerHandle(optimizer), x, y, options.labelSmoothing ?? 0);
+    } finally {
+      x.dispose();
+      y.dispose();
+    }
+  }
+
+  /** Moves parameters and buffers to 'cpu' / 'cuda[:n]'; only before optimizers are created. */
+  to(device: string): void {
+    this.handle.to(device);
+  }
+
+  /** Conv weights (and inputs) in channels-last layout; only before optimizers are created. */
+  setChannelsLast(on: boolean): void {
+    this.handle.setChannelsLast(on);
+  }
+
+  /** BatchNorm in training mode: per-process batch statistics (default) or frozen (running statistics,
+   * not updated). SyncBatchNorm comes with attach(pg, { syncBatchNorm: true }). */
+  setBatchNormMode(mode: 'batch' | 'frozen'): void {
+    this.handle.setBatchNormMode(mode);
+  }
+
+  /** One training step on batch `batchIndex` of `permutation` (or `count` consecutive ones), off the
+   * JS thread. Until it settles, the network, the optimizer and the dataset refuse every call. */
+  trainBatch(
+    optimizer: NativeBackendOptimizer,
+    dataset: NativeDataset,
+    permutation: Tensor,
+    batchIndex: number,
+    batchSize: number,
+    options?: TrainBatchOptions,
+    count?: number,
+  ): Promise<void> {
+    return this.handle.trainBatchAsync(optimizerHandle(optimizer), dataset, permutation, batchIndex, batchSize, options, count);
+  }
+
+  /** trainBatch on the JS thread. */
+  trainBatchSync(
+    optimizer: NativeBackendOptimizer,
+    dataset: NativeDataset,
+    permutation: Tensor,
+    batchIndex: number,
+    batchSize: number,
+    options?: TrainBatchOptions,
+    count?: number,
+  ): void {
+    this.handle.trainBatch(optimizerHandle(optimizer), dataset, permutation, batchIndex, batchSize, options, count);
+  }
+
+  /** Means since the last call (one device synchronisation). */
+  takeTrainMetrics(): EpochMetrics {
+    return this.handle.takeTrainMetrics();
+  }
+
+  /** Loss and accuracy over the whole data set, eval mode, no augmentation; off the JS thread. */
+  evaluate(dataset: NativeDataset, batchSize: number, options?: PrecisionOptions): Promise<EpochMetrics> {
+    return this.handle.evaluateAsync(dataset, batchSize, options);
+  }
+
+  /** evaluate on the JS thread. */
+  evaluateSync(dataset: NativeDataset, batchSize: number, options?: PrecisionOptions): EpochMetrics {
+    return this.handle.evaluate(dataset, batchSize, options);
+  }
+
+  /** Benchmarks: sets fixed random gradients, then times `steps` optimizer steps (ms each). */
+  timeOptimizerSteps(optimizer: NativeBackendOptimizer, steps: number): Float64Array {
+    return this.handle.timeOptimizerSteps(optimizerHandle(optimizer), steps);
+  }
+
+  calibrate(dataset: NativeDataset, permutation: Tensor, batchSize: number, batches: number, options?: QuantOptions): QuantParams {
+    return this.handle.calibrate(dataset, permutation, batchSize, batches, options);
+  }
+
+  setQuantRanges(ranges: QuantOptions & { points: readonly { name: string; min: number; max: number }[] }): QuantParams {
+    return this.handle.setQuantRanges(ranges);
+  }
+
+  quantParams(): QuantParams | null {
+    return this.handle.quantParams();
+  }
+
+  setFakeQuant(on: boolean): void {
+    this.handle.setFakeQuant(on);
+  }
+
+  evaluateInt8(dataset: NativeDataset, batchSize: number): EpochMetrics {
+    return this.handle.evaluateInt8(dataset, batchSize);
+  }
+
+  forwardInt8(input: Tensor): Tensor<'float32'> {
+    return this.handle.forwardInt8(input);
+  }
+
+  quantizedWeights(): QuantizedLayer[] {
+    return this.handle.quantizedWeights();
+  }
+
+  /** Data parallelism over `pg` (see NativeProcessGroup.attach). */
+  attach(pg: NativeProcessGroup, options?: AttachOptions): { buckets: number } {
+    return pg.attach(this.handle, options);
+  }
+
+  detach(pg: NativeProcessGroup): void {
+    pg.detach(this.handle);
+  }
+
+  /** Every parameter and buffer takes rank `root`'s value. */
+  broadcastState(pg: NativeProcessGroup, root?: number): void {
+    pg.broadcastState(this.handle, root);
   }
 
   dispose(): void {

@@ -2,6 +2,7 @@
 // `repopt --help` work where the addon cannot load.
 import * as path from 'path';
 import { chooseBinary, describeLibtorch, HOW_TO_FIX } from './binary';
+import type { NativeOptimizerConfig } from './optimizer-spec';
 
 export type DType = 'float32' | 'float64' | 'int32' | 'int64' | 'uint8';
 
@@ -193,16 +194,33 @@ export interface NativeNetwork {
   stateDict(): Record<string, Tensor>;
   loadStateDict(state: Record<string, Tensor>): void;
   forward(input: Tensor, mode: 'train' | 'eval'): Tensor;
-  createOptimizer(spec: object): NativeOptimizer;
+  /** The resolved spec of lib/optimizer-spec.ts (nativeOptimizerConfig): every field present. */
+  createOptimizer(config: NativeOptimizerConfig): NativeOptimizer;
   trainStep(optimizer: NativeOptimizer, input: Tensor, labels: Tensor, labelSmoothing?: number): number;
   trainStepAsync(optimizer: NativeOptimizer, input: Tensor, labels: Tensor, labelSmoothing?: number): Promise<number>;
   /** One training step on batch `batchIndex` of `permutation` (or `count` consecutive steps in one native
    * loop); loss and accuracy accumulate on the device. */
   trainBatch(optimizer: NativeOptimizer, dataset: NativeDataset, permutation: Tensor, batchIndex: number, batchSize: number, options?: TrainBatchOptions, count?: number): void;
+  /** trainBatch off the JS thread (libuv pool). Until it settles every call on this network, the
+   * optimizer and the dataset throws ("...: an asynchronous step is running on this ...; await it first"). */
+  trainBatchAsync(
+    optimizer: NativeOptimizer,
+    dataset: NativeDataset,
+    permutation: Tensor,
+    batchIndex: number,
+    batchSize: number,
+    options?: TrainBatchOptions,
+    count?: number,
+  ): Promise<void>;
   /** Means since the last call (one device synchronisation). */
   takeTrainMetrics(): EpochMetrics;
   /** Loss and accuracy over the whole data set, eval mode, no augmentation. */
   evaluate(dataset: NativeDataset, batchSize: number, options?: PrecisionOptions): EpochMetrics;
+  /** evaluate off the JS thread; the network and the dataset are busy until it settles. */
+  evaluateAsync(dataset: NativeDataset, batchSize: number, options?: PrecisionOptions): Promise<EpochMetrics>;
+  /** BatchNorm in training mode: per-process batch statistics (default) or frozen (running statistics,
+   * not updated). SyncBatchNorm comes with ProcessGroup.attach. */
+  setBatchNormMode(mode: 'batch' | 'frozen'): void;
   /** Conv weights (and inputs) in channels-last layout; only before optimizers are created. */
   setChannelsLast(on: boolean): void;
   /** Moves parameters and buffers to 'cpu' / 'cuda[:n]'; only before optimizers are created. */
@@ -282,9 +300,6 @@ export interface NativeBinding {
   /** Per-output-channel symmetric int8 scales (max |w| / 127.5). */
   channelScales(weight: Tensor): Float64Array;
   ProcessGroup: new (options: ProcessGroupOptions) => NativeProcessGroup;
-  /** BatchNorm in training mode: per-process batch statistics (default) or frozen (running statistics,
-   * not updated). SyncBatchNorm comes with ProcessGroup.attach. */
-  setBatchNormMode(network: NativeNetwork, mode: 'batch' | 'frozen'): void;
 }
 
 export const packageRoot = path.resolve(__dirname, '..');

@@ -2,6 +2,7 @@
 // work on named conv layers (RepConv), so any architecture can register its convs; repConvsOf()
 // lists them for the RepOpt-VGG family.
 import type { GradMult, HostTensor } from './backend';
+import { checkConvStructure } from './gradmult';
 import { Random } from './reference/random';
 import { ScaleSet, validateScales } from './scales';
 import { hasIdentity, NetworkSpec } from './spec';
@@ -32,23 +33,18 @@ function checkVector(conv: RepConv, what: string, v: ArrayLike<number> | undefin
 }
 
 function checkConv(conv: RepConv): void {
-  const [out, perGroup, kh, kw] = conv.shape;
-  if (kh !== kw || kh % 2 !== 1) throw new RangeError(`${conv.param}: the kernel must be square and odd, got ${kh}x${kw}`);
-  if (!Number.isInteger(conv.groups) || conv.groups < 1 || out % conv.groups !== 0) {
-    throw new RangeError(`${conv.param}: groups ${conv.groups} does not divide ${out} output channels`);
-  }
-  if (conv.identity && perGroup * conv.groups !== out) {
-    throw new RangeError(`${conv.param}: an identity branch needs as many input (${perGroup * conv.groups}) as output (${out}) channels`);
-  }
+  checkConvStructure(conv.param, conv.shape, conv.groups, conv.identity);
   checkVector(conv, 's', conv.scales.s);
   checkVector(conv, 't', conv.scales.t);
   if (conv.scales.g !== undefined) checkVector(conv, 'g', conv.scales.g);
 }
 
-/** The GradMult of one conv: s^power everywhere, + t^power at the centre, + 1 on the identity
- * diagonal's centre. power 2 for SGD, 1 in the official AdamW. */
-export function gradMultOf(conv: RepConv, power = 2): GradMult {
+/** The GradMult of one conv for an optimizer: s^p everywhere, + t^p at the centre, + 1 on the
+ * identity diagonal's centre, with p = 2 for SGD and p = 1 for AdamW (as the official code). */
+export function gradMultOf(conv: RepConv, optimizer: 'sgd' | 'adamw'): GradMult {
+  if (optimizer !== 'sgd' && optimizer !== 'adamw') throw new RangeError(`gradMultOf: optimizer must be 'sgd' or 'adamw', got '${String(optimizer)}'`);
   checkConv(conv);
+  const power = optimizer === 'sgd' ? 2 : 1;
   return {
     param: conv.param,
     shape: conv.shape,
@@ -59,24 +55,8 @@ export function gradMultOf(conv: RepConv, power = 2): GradMult {
   };
 }
 
-/** The full multiplier tensor of a GradMult (the official storage), summed in `precision`. */
-export function fullGradMult(gm: GradMult, precision: 'float32' | 'float64' = 'float32'): Float32Array | Float64Array {
-  const [out, perGroup, k] = gm.shape;
-  const round = precision === 'float32' ? Math.fround : (v: number) => v;
-  const m = precision === 'float32' ? new Float32Array(out * perGroup * k * k) : new Float64Array(out * perGroup * k * k);
-  const c = k >> 1;
-  for (let o = 0; o < out; o++) {
-    const base = round(gm.base[o]);
-    const centre = round(base + round(gm.centre[o]));
-    const diagonal = round(centre + 1);
-    for (let i = 0; i < perGroup; i++) {
-      const offset = (o * perGroup + i) * k * k;
-      m.fill(base, offset, offset + k * k);
-      m[offset + c * k + c] = gm.identity && i === o % perGroup ? diagonal : centre;
-    }
-  }
-  return m;
-}
+/** The full multiplier tensor of a GradMult (the official storage), summed in a precision. */
+export { fullGradMult } from './gradmult';
 
 /** The convs of a RepOpt-VGG-family network with their scales. The scale set must fit the network
  * exactly (validateScales: every key, length and value checked, all problems reported at once). */

@@ -25,7 +25,7 @@ log() { printf '[setup] %s\n' "$*"; }
 
 apt_missing=()
 if ! node scripts/torch-config.js json >/dev/null 2>&1; then apt_missing+=(libtorch-dev); fi
-# Gloo's headers: libtorch's c10d headers (native/distributed.cc) include them; Debian ships them apart.
+# Gloo's headers: libtorch's c10d headers (native/core/distributed.cc) include them; Debian ships them apart.
 if { [ ${#apt_missing[@]} -gt 0 ] || node scripts/torch-config.js json 2>/dev/null | grep -q '"source":"system"'; } && [ ! -f /usr/include/gloo/algorithm.h ]; then
   apt_missing+=(libgloo-dev)
 fi

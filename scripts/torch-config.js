@@ -146,7 +146,7 @@ function discover() {
   throw new DiscoveryError(HOW_TO);
 }
 
-// c10d (native/distributed.cc): its headers compile the Gloo process group only under USE_C10D_GLOO
+// c10d (native/core/distributed.cc): its headers compile the Gloo process group only under USE_C10D_GLOO
 // and NCCL only under USE_C10D_NCCL. Each is defined where its headers are found: gloo's (Debian:
 // libgloo-dev; some libtorch trees ship them) and, for CUDA builds, nccl.h (the CUDA toolkit, or pip's
 // nvidia-nccl package next to torch). Without them the addon builds and its ProcessGroup says what is
@@ -173,10 +173,13 @@ function compatIncludes(t) {
   return [...(missing ? [path.join(__dirname, '..', 'native', 'compat')] : []), ...(nccl && !HEADER_DIRS.includes(nccl) && !t.includeDirs.includes(nccl) ? [nccl] : [])];
 }
 
+// The addon's source folders under native/; each is also an include root ("core/network.h").
+const SOURCE_DIRS = ['core', 'js'];
+
 function gypField(t, field) {
   const nativeDir = path.join(__dirname, '..', 'native');
   switch (field) {
-    case 'includes': return [...t.includeDirs, ...compatIncludes(t)];
+    case 'includes': return [...t.includeDirs, nativeDir, ...compatIncludes(t)];
     case 'libdirs': return [t.libDir];
     case 'libs': return t.libs.map((l) => `-l${l}`);
     case 'ldflags': {
@@ -185,7 +188,11 @@ function gypField(t, field) {
       return flags;
     }
     case 'defines': return [`_GLIBCXX_USE_CXX11_ABI=${t.cxx11abi ? 1 : 0}`, ...distributedDefines(t), ...(t.cuda ? ['REPOPT_CUDA=1'] : [])];
-    case 'sources': return fs.readdirSync(nativeDir).filter((f) => f.endsWith('.cc')).sort().map((f) => `native/${f}`);
+    // native/core (libtorch, no Node-API) and native/js (the Node-API layer); native/compat holds headers only.
+    case 'sources':
+      return SOURCE_DIRS.flatMap((d) =>
+        fs.readdirSync(path.join(nativeDir, d)).filter((f) => f.endsWith('.cc')).sort().map((f) => `native/${d}/${f}`),
+      );
     default: throw new DiscoveryError(`repopt: unknown torch-config field '${field}'`);
   }
 }

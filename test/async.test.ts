@@ -1,5 +1,8 @@
 import { Tensor, manualSeed } from '../lib';
-import { useTestThreads } from './helpers';
+import { networkSpec } from '../lib/configs';
+import { native } from '../lib/native';
+import { NativeBackendNetwork } from '../lib/native-backend';
+import { thrown, useTestThreads } from './helpers';
 
 beforeAll(useTestThreads);
 
@@ -38,5 +41,112 @@ describe('async native work', () => {
     const p = a.matmulAsync(a);
     a.dispose();
     expect(Array.from((await p).toArray())).toEqual([7, 10, 15, 22]);
+  });
+});
+
+describe('train and evaluate steps off the JS thread', () => {
+  // A small RepOpt-VGG-XS on random 1x16x16 images; twins made with the same seeds.
+  const spec = networkSpec('RepOpt-VGG-XS', { mode: 'target', numClasses: 4, inChannels: 1 });
+  const N = 64;
+  const images = Uint8Array.from({ length: N * 256 }, (_, i) => (i * 2654435761) % 251);
+  const labels = Int32Array.from({ length: N }, (_, n) => (n * 7) % 4);
+  const dataset = (labelsOf = labels) => new (native().Dataset)(images, [N, 1, 16, 16], labelsOf, { mean: [0.5], std: [0.25], augmentSeed: 3 });
+  const twin = () => {
+    const net = new NativeBackendNetwork(spec, 'float32', 1);
+    const opt = net.createOptimizer({ type: 'sgd', lr: 0.05, momentum: 0.9, nesterov: true, weightDecay: 1e-4 });
+    const ds = dataset();
+    return { net, opt, ds, perm: ds.permutation(0, 0) };
+  };
+  const options = { flip: true, pad: 2, labelSmoothing: 0.1 };
+
+  test('async trainBatch and evaluate give bit-identical weights and metrics to the sync ones', async () => {
+    const a = twin();
+    const b = twin();
+    for (let k = 0; k < 4; k++) {
+      a.net.trainBatchSync(a.opt, a.ds, a.perm, k, 16, options);
+      await b.net.trainBatch(b.opt, b.ds, b.perm, k, 16, options);
+    }
+    a.net.trainBatchSync(a.opt, a.ds, a.perm, 0, 16, options, 2);
+    await b.net.trainBatch(b.opt, b.ds, b.perm, 0, 16, options, 2);
+    expect(b.net.takeTrainMetrics()).toEqual(a.net.takeTrainMetrics());
+    const sa = a.net.stateDict();
+    for (const [name, t] of b.net.stateDict()) expect(Array.from(t.data)).toEqual(Array.from(sa.get(name)!.data));
+    expect(await b.net.evaluate(b.ds, 24)).toEqual(a.net.evaluateSync(a.ds, 24));
+    expect(b.opt.steps).toBe(a.opt.steps);
+  });
+
+  test('timers keep firing during a long async step', async () => {
+    const { net, opt, ds, perm } = twin();
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 5);
+    const start = Date.now();
+    await net.trainBatch(opt, ds, perm, 0, 8, options, 8);
+    const elapsed = Date.now() - start;
+    clearInterval(timer);
+    expect(elapsed).toBeGreaterThan(30);
+    expect(ticks).toBeGreaterThanOrEqual(Math.floor(elapsed / 5 / 3));
+  });
+
+  test('while a step runs, every call on its network, optimizer and dataset is refused; afterwards they work', async () => {
+    const { net, opt, ds, perm } = twin();
+    const busy = (object: string, method: string) => `${object}.${method}: an asynchronous step is running on this ${object.toLowerCase()}; await it first`;
+    const refused = (fn: () => unknown, message: string) => expect(thrown(fn).message).toBe(message);
+    const checkAll = (withOptimizer: boolean) => {
+      const raw = native();
+      refused(() => net.stateDict(), busy('Network', 'stateDict'));
+      refused(() => net.device, busy('Network', 'device'));
+      refused(() => net.setBatchNormMode('frozen'), busy('Network', 'setBatchNormMode'));
+      refused(() => net.trainBatchSync(opt, ds, perm, 0, 8), busy('Network', 'trainBatch'));
+      refused(() => net.takeTrainMetrics(), busy('Network', 'takeTrainMetrics'));
+      refused(() => net.dispose(), busy('Network', 'dispose'));
+      expect(() => net.trainBatch(opt, ds, perm, 0, 8)).toThrow(busy('Network', 'trainBatchAsync'));
+      expect(() => net.evaluate(ds, 8)).toThrow(busy('Network', 'evaluateAsync'));
+      if (withOptimizer) {
+        refused(() => opt.setLr(0.1), busy('Optimizer', 'setLr'));
+        refused(() => opt.steps, busy('Optimizer', 'steps'));
+        refused(() => opt.stateBytes(), busy('Optimizer', 'stateBytes'));
+        refused(() => opt.dispose(), busy('Optimizer', 'dispose'));
+      }
+      refused(() => ds.batch(raw.Tensor.fromArray(BigInt64Array.of(0n))), busy('Dataset', 'batch'));
+      refused(() => ds.count, busy('Dataset', 'count'));
+      refused(() => ds.setRngState(new Uint8Array(8)), busy('Dataset', 'setRngState'));
+      refused(() => ds.dispose(), busy('Dataset', 'dispose'));
+      // Another network may not read the dataset meanwhile either.
+      const other = new NativeBackendNetwork(spec, 'float32', 2);
+      const otherOpt = other.createOptimizer({ type: 'sgd', lr: 0.1 });
+      expect(thrown(() => other.trainBatchSync(otherOpt, ds, perm, 0, 8)).message).toMatch(/an asynchronous step is running on this dataset/);
+      other.dispose();
+    };
+    const step = net.trainBatch(opt, ds, perm, 0, 8, options, 2);
+    checkAll(true);
+    await step;
+    const evaluation = net.evaluate(ds, 16);
+    checkAll(false);
+    opt.setLr(0.2); // the optimizer is free during an evaluation
+    expect((await evaluation).count).toBe(N);
+    // Settled: everything works again.
+    opt.setLr(0.1);
+    expect(opt.steps).toBe(2);
+    net.trainBatchSync(opt, ds, perm, 1, 8);
+    expect(net.takeTrainMetrics().count).toBe(24);
+    expect(ds.count).toBe(N);
+    opt.dispose();
+    ds.dispose();
+    net.dispose();
+  });
+
+  test('an error inside the async step rejects with libtorch’s message and frees the busy flags', async () => {
+    const net = new NativeBackendNetwork(spec, 'float32', 1);
+    const opt = net.createOptimizer({ type: 'sgd', lr: 0.05 });
+    const bad = dataset(Int32Array.from({ length: N }, (_, n) => (n === 5 ? 9 : 0))); // label 9 of 4 classes
+    const perm = bad.permutation(0, 0);
+    await expect(net.trainBatch(opt, bad, perm, 0, N)).rejects.toThrow(/out of bounds/);
+    await expect(net.evaluate(bad, 16)).rejects.toThrow(/out of bounds/);
+    opt.setLr(0.1);
+    expect(bad.count).toBe(N);
+    expect(net.takeTrainMetrics().count).toBe(0);
+    net.dispose();
+    opt.dispose();
+    bad.dispose();
   });
 });

@@ -59,7 +59,7 @@ function scalesFile(): string {
     const spec = networkSpec('RepOpt-VGG-XS', { mode: 'hs', numClasses: 10, inChannels: 1 });
     const hs = new NativeBackendNetwork(spec, 'float32', 3);
     saveScales(file, scalesFromNetworkState(spec, hs.stateDict()));
-    hs.handle.dispose();
+    hs.dispose();
   }
   return file;
 }
@@ -108,14 +108,14 @@ describe('distributed sampler and environment', () => {
     expect(() => pg.broadcast(t, 1)).toThrow("argument 'root'");
     pg.barrier();
     const net = new b.Network(networkSpec('RepOpt-VGG-XS', { mode: 'target', numClasses: 4, inChannels: 1 }), { seed: 1 });
-    expect(() => b.setBatchNormMode(net, 'sync' as 'batch')).toThrow('set by ProcessGroup.attach');
-    expect(() => b.setBatchNormMode(net, 'off' as 'batch')).toThrow("must be 'batch' or 'frozen', got 'off'");
+    expect(() => net.setBatchNormMode('sync' as 'batch')).toThrow('set by ProcessGroup.attach');
+    expect(() => net.setBatchNormMode('off' as 'batch')).toThrow("must be 'batch' or 'frozen', got 'off'");
     expect(pg.attach(net, { syncBatchNorm: true }).buckets).toBeGreaterThanOrEqual(1);
     expect(() => pg.attach(net)).toThrow('already attached');
-    expect(() => b.setBatchNormMode(net, 'frozen')).toThrow('uses SyncBatchNorm');
+    expect(() => net.setBatchNormMode('frozen')).toThrow('uses SyncBatchNorm');
     expect(() => pg.attach({} as never)).toThrow("argument 'network' must be a Network");
     pg.detach(net);
-    b.setBatchNormMode(net, 'frozen');
+    net.setBatchNormMode('frozen');
     expect(() => pg.attach(net, { syncBatchNorm: true })).toThrow('exclude each other');
     pg.dispose();
     expect(() => pg.barrier()).toThrow('disposed');

@@ -78,7 +78,7 @@ export function cslaAndTarget(backend: Backend, precision: Precision) {
 export const SGD: OptimizerSpec = { type: 'sgd', lr: 0.05, momentum: 0.9, nesterov: true, weightDecay: 1e-3 };
 
 export function repOptSpec(base: OptimizerSpec, convs: RepConv[], extra: Partial<OptimizerSpec> = {}): OptimizerSpec {
-  return { ...base, gradMults: convs.map((c) => gradMultOf(c)), ...extra };
+  return { ...base, gradMults: convs.map((c) => gradMultOf(c, base.type)), ...extra };
 }
 
 /** The target-equivalent kernels of a CSLA network's current state: s ⊙ W3 + t ⊙ pad(W1) + g ⊙ I. */

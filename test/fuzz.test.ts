@@ -3,6 +3,8 @@
 // objects of other classes). Each call must return or throw a JS Error with a message; an abort or a
 // crash fails the suite. REPOPT_FUZZ_CALLS sets the budget (CI: the default), REPOPT_FUZZ_SEED the seed.
 import { native } from '../lib/native';
+import { nativeOptimizerConfig, resolveOptimizerSpec } from '../lib/optimizer-spec';
+import { parameterInfo, NetworkSpec } from '../lib/spec';
 import { Random } from '../lib/reference/random';
 import { useTestThreads } from './helpers';
 
@@ -28,7 +30,7 @@ test(`${CALLS} random calls across the native API never crash and throw only Err
     const t = make.tensor();
     const n = make.network();
     const d = make.dataset();
-    const o = n.createOptimizer({ type: 'sgd', lr: 0.1 });
+    const o = n.createOptimizer(nativeOptimizerConfig(resolveOptimizerSpec({ type: 'sgd', lr: 0.1 }, parameterInfo(spec as NetworkSpec))));
     pool.push(t, n, d, o, d.permutation(0, 0), b.Tensor.zeros([2], 'int64'));
     if (random.nextDouble() < 0.3) pick([t, n, d, o] as { dispose(): void }[]).dispose();
   };

@@ -11,7 +11,7 @@ const b1 = networkSpec('RepOpt-VGG-B1', { mode: 'target', numClasses: 1000 });
 describe('official B1 scales', () => {
   const scales = loadScales(fixture);
   const convs = repConvsOf(b1, scales);
-  const mults = convs.map((c) => gradMultOf(c));
+  const mults = convs.map((c) => gradMultOf(c, 'sgd'));
 
   test('28 GradMults, one per block conv, with the weights’ shapes', () => {
     expect(mults).toHaveLength(28);
@@ -63,17 +63,17 @@ describe('official B1 scales', () => {
 
   test('GradMult construction refuses non-finite scales and wrong lengths', () => {
     const conv = convs[3];
-    expect(thrown(() => gradMultOf({ ...conv, scales: { ...conv.scales, s: Float32Array.of(1, Infinity) } })).message).toMatch(/has 2 values, the conv has 128 output channels/);
+    expect(thrown(() => gradMultOf({ ...conv, scales: { ...conv.scales, s: Float32Array.of(1, Infinity) } }, 'sgd')).message).toMatch(/has 2 values, the conv has 128 output channels/);
     const s = Float32Array.from(conv.scales.s);
     s[9] = Infinity;
-    expect(thrown(() => gradMultOf({ ...conv, scales: { ...conv.scales, s } })).message).toBe(`${conv.param}: scale s[9] is Infinity`);
+    expect(thrown(() => gradMultOf({ ...conv, scales: { ...conv.scales, s } }, 'sgd')).message).toBe(`${conv.param}: scale s[9] is Infinity`);
   });
 });
 
 describe('grouped / depthwise GradMult', () => {
   test('identity at [o, o % (C/groups), centre]', () => {
     // 8 channels in 4 groups: each output channel sees 2 inputs of its group.
-    const gm = gradMultOf({ param: 'dw', shape: [8, 2, 3, 3], groups: 4, identity: true, scales: { s: new Float32Array(8).fill(2), t: new Float32Array(8).fill(3) } });
+    const gm = gradMultOf({ param: 'dw', shape: [8, 2, 3, 3], groups: 4, identity: true, scales: { s: new Float32Array(8).fill(2), t: new Float32Array(8).fill(3) } }, 'sgd');
     const m = fullGradMult(gm, 'float64');
     for (let o = 0; o < 8; o++) {
       for (let i = 0; i < 2; i++) {

@@ -2,6 +2,7 @@
 // state round trips, the official AdamW's departure from CSLA, and bad optimizer specs.
 import type { OptimizerSpec } from '../lib/backend';
 import { NativeBackendNetwork, nativeBackend } from '../lib/native-backend';
+import { gradMultOf } from '../lib/repopt';
 import type { Precision } from '../lib/spec';
 import { batches, cslaAndTarget, cslaScales, repConvs, repOptSpec, specOf } from './equivalence-helpers';
 import { thrown, useTestThreads } from './helpers';
@@ -47,7 +48,7 @@ describe.each(['float32', 'float64'] as Precision[])('RepOptSGD bit-exactness (%
     const [a, b] = twinTargets(precision);
     const fused = a.createOptimizer(spec);
     const reference = b.createOptimizer(spec);
-    reference.handle.setImplementation('reference');
+    reference.setImplementation('reference');
     for (const { x, y } of data) {
       expect(a.trainStep(fused, x, y)).toBe(b.trainStep(reference, x, y));
     }
@@ -62,10 +63,10 @@ describe.each(['float32', 'float64'] as Precision[])('RepOptSGD bit-exactness (%
   ]))('foreach step == reference step (%s)', (_, spec) => {
     const [a, b] = twinTargets(precision);
     const foreach = a.createOptimizer(spec);
-    foreach.handle.setImplementation('foreach');
+    foreach.setImplementation('foreach');
     const reference = b.createOptimizer(spec);
-    reference.handle.setImplementation('reference');
-    expect([foreach.handle.implementation, reference.handle.implementation]).toEqual(['foreach', 'reference']);
+    reference.setImplementation('reference');
+    expect([foreach.implementation, reference.implementation]).toEqual(['foreach', 'reference']);
     let moved = 0;
     const before = a.stateDict().get('stage1.0.conv.weight')!.data;
     for (const { x, y } of data) {
@@ -86,8 +87,8 @@ describe.each(['float32', 'float64'] as Precision[])('RepOptSGD bit-exactness (%
     // Compact keeps per-channel vectors only; full keeps a tensor per conv weight.
     const convElements = convs.reduce((n, c) => n + c.shape.reduce((p, d) => p * d, 1), 0);
     const bytes = precision === 'float32' ? 4 : 8;
-    expect(full.handle.gradMultBytes).toBeGreaterThanOrEqual(convElements * bytes);
-    expect(compact.handle.gradMultBytes).toBeLessThan(convElements * bytes / 4);
+    expect(full.gradMultBytes).toBeGreaterThanOrEqual(convElements * bytes);
+    expect(compact.gradMultBytes).toBeLessThan(convElements * bytes / 4);
   });
 });
 
@@ -95,16 +96,16 @@ describe('step implementations', () => {
   test('fused by default; foreach and reference on request; other names and optimizers refused', () => {
     const [a] = twinTargets('float32');
     const sgd = a.createOptimizer(repOptSpec({ type: 'sgd', lr: 0.05 }, convs));
-    expect(sgd.handle.implementation).toBe('fused');
-    sgd.handle.setImplementation('foreach');
-    expect(sgd.handle.implementation).toBe('foreach');
-    expect(thrown(() => sgd.handle.setImplementation('fast' as 'fused')).message).toBe(
+    expect(sgd.implementation).toBe('fused');
+    sgd.setImplementation('foreach');
+    expect(sgd.implementation).toBe('foreach');
+    expect(thrown(() => sgd.setImplementation('fast' as 'fused')).message).toBe(
       "Optimizer.setImplementation: argument 'implementation' must be 'fused', 'foreach' or 'reference', got 'fast'",
     );
-    expect(sgd.handle.implementation).toBe('foreach');
+    expect(sgd.implementation).toBe('foreach');
     const plain = a.createOptimizer({ type: 'adamw', lr: 1e-3 });
-    expect(plain.handle.implementation).toBeNull();
-    expect(thrown(() => plain.handle.setImplementation('foreach')).message).toMatch(/only repopt-sgd has several step implementations/);
+    expect(plain.implementation).toBeNull();
+    expect(thrown(() => plain.setImplementation('foreach')).message).toMatch(/only repopt-sgd has several step implementations/);
   });
 });
 
@@ -120,12 +121,12 @@ describe('optimizer state round trip', () => {
     const [a, b] = twinTargets('float32');
     const optA = a.createOptimizer(spec);
     for (const { x, y } of data.slice(0, 4)) a.trainStep(optA, x, y);
-    const saved = optA.handle.stateBytes();
+    const saved = optA.stateBytes();
 
     b.loadStateDict(a.stateDict());
     // A fresh optimizer, built with GradMults of other scales and another lr: load replaces them all.
     const optB = b.createOptimizer({ ...spec, lr: 123, ...(spec.gradMults ? { gradMults: repOptSpec(spec, repConvs(cslaScales(77))).gradMults } : {}) });
-    optB.handle.loadStateBytes(saved);
+    optB.loadStateBytes(saved);
     expect(optB.steps).toBe(4);
     for (const { x, y } of data.slice(4)) expect(b.trainStep(optB, x, y)).toBe(a.trainStep(optA, x, y));
     expectBitIdentical(a, b);
@@ -139,11 +140,11 @@ describe('optimizer state round trip', () => {
     const { x, y } = batches(1, 'float32')[0];
     a.trainStep(sgd, x, y);
     const adamw = b.createOptimizer({ type: 'adamw', lr: 1e-3 });
-    expect(thrown(() => adamw.handle.loadStateBytes(sgd.handle.stateBytes())).message).toMatch(/the state is of a repopt-sgd optimizer, this is adamw/);
+    expect(thrown(() => adamw.loadStateBytes(sgd.stateBytes())).message).toMatch(/the state is of a repopt-sgd optimizer, this is adamw/);
     const fewer = b.createOptimizer({ ...spec, groups: [{ params: ['linear.weight'] }], gradMults: [] });
-    expect(thrown(() => fewer.handle.loadStateBytes(sgd.handle.stateBytes())).message).toMatch(/saved with \d+ parameters, this optimizer's has 1/);
+    expect(thrown(() => fewer.loadStateBytes(sgd.stateBytes())).message).toMatch(/saved with \d+ parameters, this optimizer's has 1/);
     expect(fewer.steps).toBe(0);
-    expect(thrown(() => sgd.handle.loadStateBytes(new Uint8Array([1, 2, 3]))).name).toBe('Error');
+    expect(thrown(() => sgd.loadStateBytes(new Uint8Array([1, 2, 3]))).name).toBe('Error');
     expect(sgd.steps).toBe(1);
   });
 });
@@ -155,7 +156,7 @@ describe('RepOptAdamW (official semantics) departs from a CSLA block trained wit
     const { csla, target, convs: cs, scales } = cslaAndTarget(nativeBackend, 'float64');
     const lr = 1e-3;
     const plain = csla.createOptimizer({ type: 'adamw', lr, weightDecay: 0 });
-    const official = target.createOptimizer({ type: 'adamw', lr, weightDecay: 0, gradMults: cs.map((c) => ({ ...gradMultOfPower1(c) })) });
+    const official = target.createOptimizer({ type: 'adamw', lr, weightDecay: 0, gradMults: cs.map((c) => gradMultOf(c, 'adamw')) });
     const before = target.stateDict();
     const { x, y } = batches(1, 'float64')[0];
     csla.trainStep(plain, x, y);
@@ -182,30 +183,32 @@ describe('RepOptAdamW (official semantics) departs from a CSLA block trained wit
   });
 });
 
-function gradMultOfPower1(c: ReturnType<typeof repConvs>[number]) {
-  return { param: c.param, shape: c.shape, base: Float64Array.from(c.scales.s), centre: Float64Array.from(c.scales.t), identity: c.identity, groups: 1 };
-}
 
 describe('bad optimizer specs are clear errors', () => {
   const net = nativeBackend.createNetwork(specOf('csla'), { seed: 1 }) as NativeBackendNetwork;
+  // Checked once, in TypeScript (lib/optimizer-spec.ts), before anything reaches the addon.
+  const gm = (param: string, out: number, inp: number, extra: object = {}) => ({ param, shape: [out, inp, 3, 3], base: new Float64Array(out), centre: new Float64Array(out), identity: false, groups: 1, ...extra });
   const cases: [string, object, RegExp][] = [
-    ['unknown type', { type: 'lamb', lr: 0.1 }, /spec\.type must be 'sgd' or 'adamw', got 'lamb'/],
-    ['missing lr', { type: 'sgd' }, /spec\.lr is required/],
-    ['NaN lr', { type: 'sgd', lr: NaN }, /spec\.lr must be finite/],
-    ['negative lr', { type: 'sgd', lr: -1 }, /Invalid learning rate: -1/],
-    ['nesterov without momentum', { type: 'sgd', lr: 0.1, nesterov: true }, /Nesterov momentum requires a momentum and zero dampening/],
-    ['unknown parameter', { type: 'sgd', lr: 0.1, groups: [{ params: ['stage9.conv.weight'] }] }, /spec\.groups\[0\]\.params names 'stage9\.conv\.weight', which is not a parameter/],
-    ['constant parameter', { type: 'sgd', lr: 0.1, groups: [{ params: ['stage0.scale_1x1.weight'] }] }, /is a constant \(not trainable\)/],
-    ['parameter in two groups', { type: 'sgd', lr: 0.1, groups: [{ params: ['linear.bias'] }, { params: ['linear.bias'] }] }, /already in another group/],
-    ['GradMult for a parameter not in the optimizer', { type: 'sgd', lr: 0.1, groups: [{ params: ['linear.bias'] }], gradMults: [{ param: 'stage0.conv.weight', base: new Float64Array(4), centre: new Float64Array(4), identity: false, groups: 1 }] }, /gradMults\[0\]\.param names 'stage0\.conv\.weight', which is not a parameter this optimizer updates/],
-    ['GradMult of the wrong length', { type: 'sgd', lr: 0.1, gradMults: [{ param: 'stage0.conv.weight', base: new Float64Array(3), centre: new Float64Array(4), identity: false, groups: 1 }] }, /GradMult: base must have 4 entries/],
-    ['GradMult with NaN', { type: 'sgd', lr: 0.1, gradMults: [{ param: 'stage0.conv.weight', base: Float64Array.of(1, NaN, 1, 1), centre: new Float64Array(4), identity: false, groups: 1 }] }, /GradMult: scales must be finite/],
-    ['identity on a channel-changing conv', { type: 'sgd', lr: 0.1, gradMults: [{ param: 'stage1.0.conv.weight', base: new Float64Array(6), centre: new Float64Array(6), identity: true, groups: 1 }] }, /identity branch needs as many input channels \(4\) as output channels \(6\)/],
-    ['base not a Float64Array', { type: 'sgd', lr: 0.1, gradMults: [{ param: 'stage0.conv.weight', base: [1, 1, 1, 1], centre: new Float64Array(4) }] }, /gradMults\[0\]\.base must be a Float64Array, got an array/],
+    ['unknown type', { type: 'lamb', lr: 0.1 }, /type must be 'sgd' or 'adamw', got 'lamb'/],
+    ['missing lr', { type: 'sgd' }, /lr is required/],
+    ['NaN lr', { type: 'sgd', lr: NaN }, /learning rate must be a finite number, got NaN/],
+    ['negative lr', { type: 'sgd', lr: -1 }, /invalid learning rate -1/],
+    ['nesterov without momentum', { type: 'sgd', lr: 0.1, nesterov: true }, /nesterov momentum requires a momentum > 0 and zero dampening/],
+    ['SGD option on AdamW', { type: 'adamw', lr: 0.1, momentum: 0.9 }, /'momentum' is an SGD option; AdamW does not take it/],
+    ['empty groups', { type: 'sgd', lr: 0.1, groups: [] }, /groups must be a non-empty array/],
+    ['unknown parameter', { type: 'sgd', lr: 0.1, groups: [{ params: ['stage9.conv.weight'] }] }, /group 0: unknown parameter\(s\) 'stage9\.conv\.weight'/],
+    ['parameter in two groups', { type: 'sgd', lr: 0.1, groups: [{ params: ['linear.bias'] }, { params: ['linear.bias'] }] }, /'linear\.bias' appears in more than one group/],
+    ['GradMult for a parameter not in the optimizer', { type: 'sgd', lr: 0.1, groups: [{ params: ['linear.bias'] }], gradMults: [gm('stage0.conv.weight', 4, 3)] }, /'stage0\.conv\.weight', which is not a parameter this optimizer updates/],
+    ['GradMult of the wrong length', { type: 'sgd', lr: 0.1, gradMults: [gm('stage0.conv.weight', 4, 3, { base: new Float64Array(3) })] }, /base must be a Float64Array of 4 values/],
+    ['GradMult with NaN', { type: 'sgd', lr: 0.1, gradMults: [gm('stage0.conv.weight', 4, 3, { base: Float64Array.of(1, NaN, 1, 1) })] }, /base holds a non-finite value/],
+    ['identity on a channel-changing conv', { type: 'sgd', lr: 0.1, gradMults: [gm('stage1.0.conv.weight', 6, 4, { identity: true })] }, /identity needs as many output as input channels/],
+    ['GradMult of the wrong shape', { type: 'sgd', lr: 0.1, gradMults: [gm('stage0.conv.weight', 4, 2)] }, /has shape \[4, 2, 3, 3\] but the parameter has shape \[4, 3, 3, 3\]/],
+    ['base not a Float64Array', { type: 'sgd', lr: 0.1, gradMults: [gm('stage0.conv.weight', 4, 3, { base: [1, 1, 1, 1] })] }, /base must be a Float64Array of 4 values/],
+    ['unknown implementation', { type: 'sgd', lr: 0.1, implementation: 'simd' }, /implementation must be 'fused', 'foreach' or 'reference', got 'simd'/],
   ];
   test.each(cases)('%s', (_, spec, message) => {
     const before = net.stateDict();
-    expect(thrown(() => net.handle.createOptimizer(spec)).message).toMatch(message);
+    expect(thrown(() => net.createOptimizer(spec as OptimizerSpec)).message).toMatch(message);
     const after = net.stateDict();
     for (const [k, v] of before) expect(after.get(k)!.data).toEqual(v.data);
   });
@@ -214,9 +217,9 @@ describe('bad optimizer specs are clear errors', () => {
 describe('devices', () => {
   test('moving a network after creating an optimizer is refused', () => {
     const [a] = twinTargets('float32');
-    a.handle.to('cpu');
+    a.to('cpu');
     a.createOptimizer({ type: 'sgd', lr: 0.1 });
-    expect(thrown(() => a.handle.to('cpu')).message).toMatch(/optimizers exist for this network/);
+    expect(thrown(() => a.to('cpu')).message).toMatch(/optimizers exist for this network/);
   });
 
   // Runs where libtorch sees a GPU (the CUDA build); on CPU-only machines there is nothing to run.
@@ -227,8 +230,8 @@ describe('devices', () => {
     const [a, b] = twinTargets('float64');
     const [c] = twinTargets('float64');
     c.loadStateDict(a.stateDict());
-    a.handle.to('cuda');
-    b.handle.to('cuda');
+    a.to('cuda');
+    b.to('cuda');
     const compact = a.createOptimizer(spec);
     const full = b.createOptimizer({ ...spec, gradMultStorage: 'full' });
     const cpu = c.createOptimizer(spec);
@@ -248,14 +251,11 @@ describe('asynchronous train steps', () => {
     const spec = repOptSpec({ type: 'sgd', lr: 0.05, momentum: 0.9 }, convs);
     const optA = a.createOptimizer(spec);
     const optB = b.createOptimizer(spec);
-    const { Tensor } = require('../lib');
     for (const { x, y } of batches(3, 'float32')) {
-      const input = Tensor.fromArray(x.data, x.shape);
-      const labels = Tensor.fromArray(y);
-      const pending = b.handle.trainStepAsync(optB.handle, input, labels, 0);
-      expect(thrown(() => b.handle.trainStep(optB.handle, input, labels)).message).toMatch(/an asynchronous train step is running on this network/);
-      expect(thrown(() => b.handle.stateDict()).message).toMatch(/await it first/);
-      expect(thrown(() => b.handle.trainStepAsync(optB.handle, input, labels, 0)).message).toMatch(/an asynchronous train step is running/);
+      const pending = b.trainStepAsync(optB, x, y);
+      expect(thrown(() => b.trainStep(optB, x, y)).message).toMatch(/Network\.trainStep: an asynchronous step is running on this network/);
+      expect(thrown(() => b.stateDict()).message).toMatch(/await it first/);
+      expect(thrown(() => optB.setLr(0.1)).message).toBe('Optimizer.setLr: an asynchronous step is running on this optimizer; await it first');
       expect(await pending).toBe(a.trainStep(optA, x, y));
     }
     expectBitIdentical(a, b);

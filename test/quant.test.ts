@@ -89,17 +89,17 @@ describe('quantized networks', () => {
   const deploy = new NativeBackendNetwork(smallSpec('deploy'), 'float32', 4);
 
   test('calibration records every point; the fake-quantized network agrees with real int8 (QNNPACK) kernels', () => {
-    const params = deploy.handle.calibrate(train, perm, 64, 3);
+    const params = deploy.calibrate(train, perm, 64, 3);
     expect(params.points.map((p) => p.name)).toEqual(['input', ...smallSpec('deploy').blocks.map((b) => b.name), 'pool', 'logits']);
     for (const p of params.points.slice(1, -1)) expect(p.min).toBe(0); // after ReLU
     // The input point saw normalised pixels (x/255 - 0.5) / 0.25 of 3 batches.
     expect(params.points[0].min).toBeGreaterThanOrEqual(-2);
     expect(params.points[0].max).toBeLessThanOrEqual(2);
     const x = train.batch(native().Tensor.fromArray(BigInt64Array.from({ length: 32 }, (_, i) => BigInt(i)), [32]))[0];
-    deploy.handle.setFakeQuant(true);
-    const simulated = deploy.handle.forward(x, 'eval').toArray() as Float32Array;
-    deploy.handle.setFakeQuant(false);
-    const real = deploy.handle.forwardInt8(x).toArray() as Float32Array;
+    deploy.setFakeQuant(true);
+    const simulated = deploy.forward({ shape: x.shape, data: x.toArray() as Float32Array }, 'eval').data as Float32Array;
+    deploy.setFakeQuant(false);
+    const real = deploy.forwardInt8(x).toArray() as Float32Array;
     const step = params.points[params.points.length - 1].scale;
     let exact = 0;
     let worst = 0;
@@ -114,8 +114,8 @@ describe('quantized networks', () => {
   });
 
   test('int8 export: read back equal, dequantized within half a step, and run by PyTorch to the same logits', () => {
-    const params = deploy.handle.quantParams()!;
-    const layers = deploy.handle.quantizedWeights();
+    const params = deploy.quantParams()!;
+    const layers = deploy.quantizedWeights();
     writeInt8Model(dir, deploy.spec, params, layers, { mean: [0.5], std: [0.25] });
     const back = readInt8Model(dir);
     expect(back.layers.map((l) => l.meta.key)).toEqual([...smallSpec('deploy').blocks.map((b) => `${b.name}.rbr_reparam.weight`), 'linear.weight']);
@@ -132,7 +132,7 @@ describe('quantized networks', () => {
     });
     // A deployment consumer: PyTorch reads the JSON + binary and runs its own quantized kernels.
     const inputs = Float32Array.from({ length: 4 * 256 }, (_, i) => Math.sin(i) * 1.5);
-    const ours = deploy.handle.forwardInt8(native().Tensor.fromArray(inputs, [4, 1, 16, 16])).toArray() as Float32Array;
+    const ours = deploy.forwardInt8(native().Tensor.fromArray(inputs, [4, 1, 16, 16])).toArray() as Float32Array;
     const script = `
 import json, sys, numpy as np, torch
 torch.backends.quantized.engine = 'qnnpack'
@@ -177,21 +177,21 @@ print(json.dumps(q.dequantize().flatten().tolist()))`;
 
   test('QAT: in training mode the ranges follow each batch by the moving-average factor; gradients pass', () => {
     const target = new NativeBackendNetwork(smallSpec('target'), 'float32', 5);
-    target.handle.calibrate(train, perm, 64, 2, { qatMomentum: 0.5 });
-    target.handle.setFakeQuant(true);
-    const before = target.handle.quantParams()!.points[0];
+    target.calibrate(train, perm, 64, 2, { qatMomentum: 0.5 });
+    target.setFakeQuant(true);
+    const before = target.quantParams()!.points[0];
     const x = native().Tensor.fromArray(new Float32Array(2 * 256).fill(3), [2, 1, 16, 16]);
-    target.handle.forward(x, 'train').dispose();
-    const after = target.handle.quantParams()!.points[0];
+    target.forward({ shape: x.shape, data: x.toArray() as Float32Array }, 'train');
+    const after = target.quantParams()!.points[0];
     expect(after.max).toBeCloseTo(before.max + 0.5 * (3 - before.max), 12);
     expect(after.min).toBeCloseTo(before.min + 0.5 * (3 - before.min), 12);
     // A QAT step changes the weights (straight-through gradients reach them).
-    const opt = target.handle.createOptimizer({ type: 'sgd', lr: 0.1 });
+    const opt = target.createOptimizer({ type: 'sgd', lr: 0.1 });
     const w0 = target.stateDict().get('stage2.0.conv.weight')!.data.slice();
-    target.handle.trainBatch(opt, train, perm, 0, 64);
+    target.trainBatchSync(opt, train, perm, 0, 64);
     const w1 = target.stateDict().get('stage2.0.conv.weight')!.data;
     expect(w1.some((v, i) => v !== w0[i])).toBe(true);
-    expect(Number.isFinite(target.handle.takeTrainMetrics().loss)).toBe(true);
+    expect(Number.isFinite(target.takeTrainMetrics().loss)).toBe(true);
   });
 
   test('weight spread: per-layer min, max, std, max|w|/std, as a table', () => {
@@ -208,38 +208,38 @@ describe('bad input gets clear errors', () => {
 
   test('calibration with zero batches, or batches larger than the data', () => {
     const net = new NativeBackendNetwork(smallSpec('deploy'), 'float32', 1);
-    expect(thrown(() => net.handle.calibrate(train, perm, 16, 0)).message).toMatch(/batches' must be at least 1 \(calibration needs data\)/);
-    expect(thrown(() => net.handle.calibrate(train, perm, 128, 1)).message).toMatch(/batchSize' is larger than the dataset \(64\)/);
+    expect(thrown(() => net.calibrate(train, perm, 16, 0)).message).toMatch(/batches' must be at least 1 \(calibration needs data\)/);
+    expect(thrown(() => net.calibrate(train, perm, 128, 1)).message).toMatch(/batchSize' is larger than the dataset \(64\)/);
     expect(thrown(() => native().observeRange([])).message).toMatch(/is empty/);
-    expect(net.handle.quantParams()).toBeNull();
+    expect(net.quantParams()).toBeNull();
   });
 
   test('NaN activations name the point and batch; earlier ranges stay', () => {
     const net = new NativeBackendNetwork(smallSpec('deploy'), 'float32', 1);
-    const good = net.handle.calibrate(train, perm, 16, 1);
+    const good = net.calibrate(train, perm, 16, 1);
     const state = net.stateDict();
     const w = state.get('stage1.0.rbr_reparam.weight')!;
     (w.data as Float32Array)[0] = NaN;
     net.loadStateDict(state);
-    expect(thrown(() => net.handle.calibrate(train, perm, 16, 2)).message).toMatch(/non-finite activations \(NaN or Inf\) at quantization point 'stage1\.0' in calibration batch 1/);
-    expect(net.handle.quantParams()!.points[1].max).toBe(good.points[1].max);
+    expect(thrown(() => net.calibrate(train, perm, 16, 2)).message).toMatch(/non-finite activations \(NaN or Inf\) at quantization point 'stage1\.0' in calibration batch 1/);
+    expect(net.quantParams()!.points[1].max).toBe(good.points[1].max);
   });
 
   test('ranges of another architecture, real int8 on an unfolded network, fp64, no ranges yet', () => {
     const net = new NativeBackendNetwork(smallSpec('deploy'), 'float32', 1);
-    expect(thrown(() => net.handle.setFakeQuant(true)).message).toMatch(/no quantization ranges; calibrate it first/);
+    expect(thrown(() => net.setFakeQuant(true)).message).toMatch(/no quantization ranges; calibrate it first/);
     const other = networkSpec('RepOpt-VGG-XS', { mode: 'deploy', numClasses: 10, inChannels: 1 });
     const otherNet = new NativeBackendNetwork(other, 'float32', 1);
-    const ranges = otherNet.handle.calibrate(train, perm, 16, 1);
-    expect(thrown(() => net.handle.setQuantRanges(ranges)).message).toMatch(/has \d+ entries; this network has \d+ quantization points|expected '.*' \(another architecture\?\)/);
+    const ranges = otherNet.calibrate(train, perm, 16, 1);
+    expect(thrown(() => net.setQuantRanges(ranges)).message).toMatch(/has \d+ entries; this network has \d+ quantization points|expected '.*' \(another architecture\?\)/);
     const target = new NativeBackendNetwork(smallSpec('target'), 'float32', 1);
-    target.handle.calibrate(train, perm, 16, 1);
-    expect(thrown(() => target.handle.evaluateInt8(train, 16)).message).toMatch(/real int8 inference runs deploy networks .* fold this one first/);
+    target.calibrate(train, perm, 16, 1);
+    expect(thrown(() => target.evaluateInt8(train, 16)).message).toMatch(/real int8 inference runs deploy networks .* fold this one first/);
     const repvgg = new NativeBackendNetwork(networkSpec('RepOpt-VGG-S', { mode: 'repvgg', numClasses: 10, inChannels: 1 }), 'float32', 1);
-    expect(thrown(() => repvgg.handle.calibrate(train, perm, 16, 1)).message).toMatch(/only plain networks .* quantize; fold this repvgg network into deploy blocks first/);
+    expect(thrown(() => repvgg.calibrate(train, perm, 16, 1)).message).toMatch(/only plain networks .* quantize; fold this repvgg network into deploy blocks first/);
     const fp64 = new NativeBackendNetwork(smallSpec('deploy'), 'float64', 1);
-    expect(thrown(() => fp64.handle.calibrate(train, perm, 16, 1)).message).toMatch(/must be float32 to quantize/);
-    expect(thrown(() => net.handle.calibrate(train, perm, 16, 1, { observer: 'histogram' as 'minmax' })).message).toMatch(/observer must be 'minmax' or 'percentile', got 'histogram'/);
-    expect(thrown(() => net.handle.calibrate(train, perm, 16, 1, { observer: 'percentile', percentile: 30 })).message).toMatch(/percentile must be in \(50, 100\]/);
+    expect(thrown(() => fp64.calibrate(train, perm, 16, 1)).message).toMatch(/must be float32 to quantize/);
+    expect(thrown(() => net.calibrate(train, perm, 16, 1, { observer: 'histogram' as 'minmax' })).message).toMatch(/observer must be 'minmax' or 'percentile', got 'histogram'/);
+    expect(thrown(() => net.calibrate(train, perm, 16, 1, { observer: 'percentile', percentile: 30 })).message).toMatch(/percentile must be in \(50, 100\]/);
   });
 });

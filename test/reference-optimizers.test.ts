@@ -2,7 +2,7 @@
 // and the optimizer-spec checks.
 import type { GradMult, OptimizerSpec } from '../lib/backend';
 import type { NetworkSpec, Precision } from '../lib/spec';
-import { OptimizedParameter, Random, ReferenceOptimizer, createReferenceNetwork, expandGradMult } from '../lib/reference';
+import { OptimizedParameter, Random, ReferenceOptimizer, createReferenceNetwork, fullGradMult } from '../lib/reference';
 
 type Values = Float32Array | Float64Array;
 
@@ -145,7 +145,7 @@ function at(m: Values, shape: readonly number[], o: number, i: number, p: number
 describe('GradMult expansion, element by element', () => {
   test('groups 1 with identity: base everywhere, + centre at the kernel centre, + 1 on the diagonal centre', () => {
     const shape = [3, 3, 3, 3] as const;
-    const m = expandGradMult(gradMult({ shape, base: Float64Array.from([2, -1, 0.5]), centre: Float64Array.from([0.25, 3, 1]), identity: true }), 'float64');
+    const m = fullGradMult(gradMult({ shape, base: Float64Array.from([2, -1, 0.5]), centre: Float64Array.from([0.25, 3, 1]), identity: true }), 'float64');
     // off-centre: base[o]
     expect(at(m, shape, 0, 1, 0, 0)).toBe(2);
     expect(at(m, shape, 1, 2, 2, 1)).toBe(-1);
@@ -170,7 +170,7 @@ describe('GradMult expansion, element by element', () => {
 
   test('without identity the diagonal centre is base + centre', () => {
     const shape = [2, 2, 3, 3] as const;
-    const m = expandGradMult(gradMult({ shape, base: Float64Array.from([2, 3]), centre: Float64Array.from([1, 1]) }), 'float64');
+    const m = fullGradMult(gradMult({ shape, base: Float64Array.from([2, 3]), centre: Float64Array.from([1, 1]) }), 'float64');
     expect(at(m, shape, 0, 0, 1, 1)).toBe(3);
     expect(at(m, shape, 1, 1, 1, 1)).toBe(4);
     expect(at(m, shape, 1, 1, 0, 1)).toBe(3);
@@ -178,7 +178,7 @@ describe('GradMult expansion, element by element', () => {
 
   test('depthwise (groups = channels): the + 1 goes to [o, 0, centre] for every o', () => {
     const shape = [4, 1, 3, 3] as const;
-    const m = expandGradMult(gradMult({ shape, base: Float64Array.from([1, 2, 3, 4]), centre: Float64Array.from([10, 20, 30, 40]), identity: true, groups: 4 }), 'float64');
+    const m = fullGradMult(gradMult({ shape, base: Float64Array.from([1, 2, 3, 4]), centre: Float64Array.from([10, 20, 30, 40]), identity: true, groups: 4 }), 'float64');
     for (let o = 0; o < 4; o++) {
       expect(at(m, shape, o, 0, 1, 1)).toBe((o + 1) * 11 + 1);
       expect(at(m, shape, o, 0, 0, 0)).toBe(o + 1);
@@ -187,7 +187,7 @@ describe('GradMult expansion, element by element', () => {
 
   test('groups 2 (2 input channels per group): the + 1 goes to i == o % 2', () => {
     const shape = [4, 2, 3, 3] as const;
-    const m = expandGradMult(gradMult({ shape, base: new Float64Array(4).fill(1), centre: new Float64Array(4).fill(2), identity: true, groups: 2 }), 'float64');
+    const m = fullGradMult(gradMult({ shape, base: new Float64Array(4).fill(1), centre: new Float64Array(4).fill(2), identity: true, groups: 2 }), 'float64');
     const diagonal = [
       [4, 3],
       [3, 4],
@@ -200,13 +200,13 @@ describe('GradMult expansion, element by element', () => {
 
   test('a 1x1 kernel: its only position is the centre', () => {
     const shape = [2, 2, 1, 1] as const;
-    const m = expandGradMult(gradMult({ shape, base: Float64Array.from([1, 2]), centre: Float64Array.from([0.5, 0.5]), identity: true }), 'float64');
+    const m = fullGradMult(gradMult({ shape, base: Float64Array.from([1, 2]), centre: Float64Array.from([0.5, 0.5]), identity: true }), 'float64');
     expect(Array.from(m)).toEqual([2.5, 1.5, 2.5, 3.5]);
   });
 
   test('float32: summed in float32, base + centre first, then + 1', () => {
     const shape = [1, 1, 3, 3] as const;
-    const m = expandGradMult(gradMult({ shape, base: Float64Array.from([0.1]), centre: Float64Array.from([0.2]), identity: true }), 'float32');
+    const m = fullGradMult(gradMult({ shape, base: Float64Array.from([0.1]), centre: Float64Array.from([0.2]), identity: true }), 'float32');
     expect(m).toBeInstanceOf(Float32Array);
     const f = Math.fround;
     expect(m[4]).toBe(f(f(f(0.1) + f(0.2)) + 1));
@@ -214,10 +214,10 @@ describe('GradMult expansion, element by element', () => {
   });
 
   test('inconsistent GradMults are refused', () => {
-    expect(() => expandGradMult(gradMult({ shape: [2, 2, 3, 3], base: new Float64Array(3) }), 'float64')).toThrow(/base must be a Float64Array of 2 values/);
-    expect(() => expandGradMult(gradMult({ shape: [2, 3, 3, 3], identity: true }), 'float64')).toThrow(/identity needs as many output as input channels/);
-    expect(() => expandGradMult(gradMult({ shape: [3, 1, 3, 3], groups: 2 }), 'float64')).toThrow(/groups must be a positive integer dividing 3/);
-    expect(() => expandGradMult(gradMult({ shape: [2, 2, 3, 3], centre: Float64Array.from([1, NaN]) }), 'float64')).toThrow(/non-finite/);
+    expect(() => fullGradMult(gradMult({ shape: [2, 2, 3, 3], base: new Float64Array(3) }), 'float64')).toThrow(/base must be a Float64Array of 2 values/);
+    expect(() => fullGradMult(gradMult({ shape: [2, 3, 3, 3], identity: true }), 'float64')).toThrow(/identity needs as many output as input channels/);
+    expect(() => fullGradMult(gradMult({ shape: [3, 1, 3, 3], groups: 2 }), 'float64')).toThrow(/groups must be a positive integer dividing 3/);
+    expect(() => fullGradMult(gradMult({ shape: [2, 2, 3, 3], centre: Float64Array.from([1, NaN]) }), 'float64')).toThrow(/non-finite/);
   });
 });
 
@@ -335,7 +335,7 @@ describe('RepOptimizer on networks', () => {
     const input = { shape: [4, 2, 8, 8], data: Float64Array.from({ length: 4 * 2 * 64 }, () => random.uniform(-1, 1)) };
     const labels = new Int32Array([0, 1, 2, 1]);
     const gm: GradMult = { param: 'stage0.conv.weight', shape: [2, 2, 3, 3], base: Float64Array.from([1.5, -0.5]), centre: Float64Array.from([2, 0.25]), identity: true, groups: 1 };
-    const m = expandGradMult(gm, 'float64');
+    const m = fullGradMult(gm, 'float64');
     const optimizer = net.createOptimizer({ type: 'sgd', lr: 0.2, gradMults: [gm] });
     for (let step = 0; step < 2; step++) {
       twin.loadStateDict(net.stateDict());

@@ -8,7 +8,8 @@ import * as path from 'path';
 import type { ImageDataset } from '../lib/data';
 import { Random } from '../lib/reference/random';
 import { readLatestCheckpoint } from '../lib/train/checkpoint';
-import { train, TRAIN_DEFAULTS, TrainConfig } from '../lib/train/trainer';
+import { train, TRAIN_DEFAULTS } from '../lib';
+import type { TrainConfig } from '../lib/train/config';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'repopt-reliability-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -36,20 +37,20 @@ const config = (out: string, extra: Partial<TrainConfig> = {}): TrainConfig => (
 
 describe('numerical faults', () => {
   test('a diverging run stops naming the steps and the last good checkpoint, which stays intact and resumes', async () => {
-    await train(config('diverge', { stopAfterSteps: 32 }), data);
-    await expect(train(config('diverge', { resume: true, lr: 1e12 }), data)).rejects.toThrow(
+    await train(config('diverge', { stopAfterSteps: 32 }), { data }).result;
+    await expect(train(config('diverge', { resume: true, lr: 1e12 }), { data }).result).rejects.toThrow(
       /training diverged: the loss is NaN in steps 3[3-9]\.\.\d+|training diverged: the loss is (NaN|Infinity) in steps \d+\.\.\d+; the last good checkpoint is .*ckpt-000000032/,
     );
     const latest = readLatestCheckpoint<TrainConfig>(path.join(tmp, 'diverge', 'checkpoints'))!;
     expect(latest.meta.step).toBe(32);
-    const done = await train(config('diverge', { resume: true }), data);
+    const done = await train(config('diverge', { resume: true }), { data }).result;
     expect(done.steps).toBe(64);
     expect(done.test.accuracy).toBeGreaterThan(0.5);
   });
 
   test('with skipNonFinite the bad steps are skipped and counted', async () => {
-    await train(config('skip', { stopAfterSteps: 16 }), data);
-    const r = await train(config('skip', { resume: true, lr: 1e12, skipNonFinite: true }), data);
+    await train(config('skip', { stopAfterSteps: 16 }), { data }).result;
+    const r = await train(config('skip', { resume: true, lr: 1e12, skipNonFinite: true }), { data }).result;
     expect(r.steps).toBe(64);
     expect(r.skippedSteps).toBeGreaterThan(0);
     const lines = fs.readFileSync(path.join(tmp, 'skip', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
@@ -59,7 +60,7 @@ describe('numerical faults', () => {
 
 describe('damaged checkpoints', () => {
   test('a bit flip or truncation is detected by checksum and the previous checkpoint is used', async () => {
-    await train(config('damage', { epochs: 3 }), data);
+    await train(config('damage', { epochs: 3 }), { data }).result;
     const root = path.join(tmp, 'damage', 'checkpoints');
     const latest = readLatestCheckpoint<TrainConfig>(root)!;
     expect(latest.meta.step).toBe(48);
@@ -135,7 +136,7 @@ describe('memory', () => {
       const opt = net.createOptimizer({ type: 'sgd', lr: 0.05, momentum: 0.9 });
       const ds = new (native().Dataset)(new Uint8Array(64 * 64).map((_, i) => i % 251), [64, 1, 8, 8], Int32Array.from({ length: 64 }, (_, i) => i % 4), { mean: [0.5], std: [0.25] });
       const perm = ds.permutation(0, 0);
-      const run = (steps) => { for (let k = 0; k < steps; k += 8) { net.handle.trainBatch(opt.handle, ds, perm, 0, 8, { pad: 1, flip: true }, 8); net.handle.takeTrainMetrics(); } };
+      const run = (steps) => { for (let k = 0; k < steps; k += 8) { net.trainBatchSync(opt, ds, perm, 0, 8, { pad: 1, flip: true }, 8); net.takeTrainMetrics(); } };
       run(1000);
       global.gc();
       const rss1 = process.memoryUsage().rss;

@@ -75,9 +75,13 @@ describe('torch-config', () => {
     for (const way of ['LIBTORCH=', 'REPOPT_TORCH=python', 'apt-get install libtorch-dev']) expect(unknown.stderr).toContain(way);
   });
 
-  test('the source list covers every native/*.cc', () => {
+  test('the source list covers every native/{core,js}/*.cc', () => {
     const listed = run('sources', {}).stdout.trim().split('\n');
-    const onDisk = fs.readdirSync(path.join(__dirname, '..', 'native')).filter((f) => f.endsWith('.cc'));
-    expect(listed.sort()).toEqual(onDisk.map((f) => `native/${f}`).sort());
+    const onDisk = ['core', 'js'].flatMap((d) =>
+      fs.readdirSync(path.join(__dirname, '..', 'native', d)).filter((f) => f.endsWith('.cc')).map((f) => `native/${d}/${f}`),
+    );
+    expect(listed.sort()).toEqual(onDisk.sort());
+    // Only those two folders hold sources (compat: headers only).
+    expect(fs.readdirSync(path.join(__dirname, '..', 'native')).filter((f) => f.endsWith('.cc'))).toEqual([]);
   });
 });

@@ -9,7 +9,8 @@ import { parameterInfo } from '../lib/spec';
 import { networkSpec } from '../lib/configs';
 import { officialParamGroups } from '../lib/train/param-groups';
 import { lrAt } from '../lib/train/schedule';
-import { checkConfig, train, TRAIN_DEFAULTS, TrainConfig } from '../lib/train/trainer';
+import { train, TRAIN_DEFAULTS } from '../lib';
+import { checkConfig, TrainConfig } from '../lib/train/config';
 import { thrown } from './helpers';
 
 /** 4 classes of 8x8 grey images: a bright quadrant per class, plus noise. */
@@ -53,13 +54,13 @@ function config(outDir: string, extra: Partial<TrainConfig> = {}): TrainConfig {
 
 describe('training loop', () => {
   test('2048 steps in one run == 1000 steps + resume + 1048 steps, bit for bit', async () => {
-    const whole = await train(config('whole'), data);
+    const whole = await train(config('whole'), { data }).result;
     expect(whole.steps).toBe(2048);
     expect(whole.test.accuracy).toBeGreaterThan(0.9); // learnable task, chance is 0.25
 
-    const first = await train(config('split', { stopAfterSteps: 1000 }), data);
+    const first = await train(config('split', { stopAfterSteps: 1000 }), { data }).result;
     expect(first.steps).toBe(1000);
-    const rest = await train(config('split', { resume: true }), data);
+    const rest = await train(config('split', { resume: true }), { data }).result;
     expect(rest.steps).toBe(2048);
     const a = whole.network.stateTensors();
     const b = rest.network.stateTensors();
@@ -74,16 +75,16 @@ describe('training loop', () => {
 describe('quantization-aware training', () => {
   test('fake-quantized training learns, keeps its int8 ranges in checkpoints and resumes bit for bit', async () => {
     const qat = { quant: { calibBatches: 4 }, epochs: 2 };
-    const whole = await train(config('qat-whole', qat), data);
+    const whole = await train(config('qat-whole', qat), { data }).result;
     expect(whole.test.accuracy).toBeGreaterThan(0.9); // evaluated fake-quantized
-    const ranges = whole.network.handle.quantParams()!;
+    const ranges = whole.network.quantParams()!;
     expect(ranges.points.map((p) => p.name)).toEqual(['input', 'stage0', 'stage1.0', 'stage2.0', 'stage3.0', 'stage4.0', 'pool', 'logits']);
-    await train(config('qat-split', { ...qat, stopAfterSteps: 100 }), data);
-    const rest = await train(config('qat-split', { ...qat, resume: true }), data);
+    await train(config('qat-split', { ...qat, stopAfterSteps: 100 }), { data }).result;
+    const rest = await train(config('qat-split', { ...qat, resume: true }), { data }).result;
     const a = whole.network.stateTensors();
     const b = rest.network.stateTensors();
     for (const [name, t] of a) expect([name, Buffer.compare(Buffer.from(t.data.buffer), Buffer.from(b.get(name)!.data.buffer))]).toEqual([name, 0]);
-    expect(rest.network.handle.quantParams()!.points).toEqual(ranges.points);
+    expect(rest.network.quantParams()!.points).toEqual(ranges.points);
   });
 
   test('QAT is for plain networks and needs calibration batches', () => {
@@ -134,8 +135,8 @@ describe('precision and layout options (CPU)', () => {
     // Small: bf16 is emulated (slow) on CPUs without bf16 instructions.
     const small = { train: synthetic(512, 3), test: synthetic(256, 4) };
     const short = { epochs: 3, logEvery: 32 };
-    const nchw = await train(config('nchw', { ...short, channelsLast: false }), small);
-    const cl = await train(config('cl', { ...short, channelsLast: true }), small);
+    const nchw = await train(config('nchw', { ...short, channelsLast: false }), { data: small }).result;
+    const cl = await train(config('cl', { ...short, channelsLast: true }), { data: small }).result;
     const a = nchw.network.stateDict();
     const b = cl.network.stateDict();
     let worst = 0;
@@ -145,7 +146,7 @@ describe('precision and layout options (CPU)', () => {
       t.data.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - other[i]) / scale)));
     }
     expect(worst).toBeLessThan(1e-3);
-    const bf16 = await train(config('bf16', { ...short, autocast: 'bf16' }), small);
+    const bf16 = await train(config('bf16', { ...short, autocast: 'bf16' }), { data: small }).result;
     expect(nchw.test.accuracy).toBeGreaterThan(0.8);
     expect(bf16.test.accuracy).toBeGreaterThan(0.8);
     expect(Math.abs(bf16.test.accuracy - nchw.test.accuracy)).toBeLessThan(0.1);

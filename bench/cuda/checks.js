@@ -29,7 +29,7 @@ function gradMults() {
         s: Float32Array.from({ length: b.outChannels }, (_, o) => 0.6 + 0.05 * ((o + k) % 9) - (o % 7 === 3 ? 1.2 : 0)),
         t: Float32Array.from({ length: b.outChannels }, (_, o) => 0.4 + 0.03 * ((o * 3 + k) % 11)),
       },
-    }),
+    }, 'sgd'),
   );
 }
 
@@ -64,7 +64,7 @@ function twins(device, precision = 'float32') {
   const cpu = nativeBackend.createNetwork(spec, { precision, seed: 5 });
   const dev = nativeBackend.createNetwork(spec, { precision, seed: 6 });
   dev.loadStateDict(cpu.stateDict());
-  dev.handle.to(device);
+  dev.to(device);
   return [cpu, dev];
 }
 
@@ -93,8 +93,8 @@ function optimizerChecks(device) {
     const optSpec = { type: 'sgd', lr: 0.05, momentum: 0.9, weightDecay: 1e-3, gradMults: gradMults(), gradMultStorage: storage };
     const oa = a.createOptimizer(optSpec);
     const ob = b.createOptimizer(optSpec);
-    oa.handle.setImplementation('foreach');
-    ob.handle.setImplementation('reference');
+    oa.setImplementation('foreach');
+    ob.setImplementation('reference');
     for (const { x, y } of batches(4)) a.trainStep(oa, x, y), b.trainStep(ob, x, y);
     const same = bitIdentical(a.stateDict(), b.stateDict());
     out.push({ check: `RepOptSGD foreach == reference on ${device} (${storage} GradMult, fp32)`, value: same ? 0 : maxRelDiff(a.stateDict(), b.stateDict()), limit: 0, pass: same });
@@ -120,8 +120,8 @@ function gradMultCheck(device) {
 function mixedPrecisionCheck(device) {
   manualSeed(3);
   const network = nativeBackend.createNetwork(spec, { seed: 3 });
-  network.handle.to(device);
-  network.handle.setChannelsLast(true);
+  network.to(device);
+  network.setChannelsLast(true);
   const opt = network.createOptimizer({ type: 'sgd', lr: 0.05, momentum: 0.9, gradMults: gradMults() });
   const count = 64;
   const size = 16;
@@ -131,8 +131,8 @@ function mixedPrecisionCheck(device) {
   const losses = [];
   for (let epoch = 0; epoch < 6; epoch++) {
     const perm = ds.permutation(1, epoch);
-    network.handle.trainBatch(opt.handle, ds, perm, 0, count, { autocast: 'bf16' }, 1);
-    losses.push(network.handle.takeTrainMetrics().loss);
+    network.trainBatchSync(opt, ds, perm, 0, count, { autocast: 'bf16' }, 1);
+    losses.push(network.takeTrainMetrics().loss);
     perm.dispose();
   }
   ds.dispose();

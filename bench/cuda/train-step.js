@@ -26,10 +26,10 @@ function macs(spec, size) {
 
 function ours(spec, size, batch, precision) {
   const net = nativeBackend.createNetwork(spec, { seed: 0 });
-  net.handle.to('cuda');
-  net.handle.setChannelsLast(precision === 'bf16');
+  net.to('cuda');
+  net.setChannelsLast(precision === 'bf16');
   const gradMults = spec.blocks.map((b) =>
-    gradMultOf({ param: `${b.name}.conv.weight`, shape: [b.outChannels, b.inChannels, 3, 3], groups: 1, identity: b.inChannels === b.outChannels && b.stride === 1, scales: { s: new Float32Array(b.outChannels).fill(1.1), t: new Float32Array(b.outChannels).fill(0.7) } }),
+    gradMultOf({ param: `${b.name}.conv.weight`, shape: [b.outChannels, b.inChannels, 3, 3], groups: 1, identity: b.inChannels === b.outChannels && b.stride === 1, scales: { s: new Float32Array(b.outChannels).fill(1.1), t: new Float32Array(b.outChannels).fill(0.7) } }, 'sgd'),
   );
   const opt = net.createOptimizer({ type: 'sgd', lr: 0.1, momentum: 0.9, nesterov: true, weightDecay: 1e-4, gradMults });
   const count = batch * 2;
@@ -40,15 +40,15 @@ function ours(spec, size, batch, precision) {
   const options = { labelSmoothing: 0.1, autocast: precision === 'bf16' ? 'bf16' : 'none' };
   const run = (n) => {
     for (let k = 0; k < n; k++) {
-      opt.handle.setLr(0.1);
-      net.handle.trainBatch(opt.handle, ds, perm, k % 2, batch, options);
+      opt.setLr(0.1);
+      net.trainBatchSync(opt, ds, perm, k % 2, batch, options);
     }
-    net.handle.takeTrainMetrics(); // synchronises the device
+    net.takeTrainMetrics(); // synchronises the device
   };
   // The same steps as a pure C++ loop: two batches per native call.
   const runCpp = (n) => {
-    for (let k = 0; k < n; k += 2) net.handle.trainBatch(opt.handle, ds, perm, 0, batch, options, Math.min(2, n - k));
-    net.handle.takeTrainMetrics();
+    for (let k = 0; k < n; k += 2) net.trainBatchSync(opt, ds, perm, 0, batch, options, Math.min(2, n - k));
+    net.takeTrainMetrics();
   };
   run(warmup);
   native().cudaMemory(0, true);

@@ -31,7 +31,7 @@ export function calibrate(network: NativeBackendNetwork, data: NativeDataset, op
   const { batches, batchSize, seed, ...observer } = options;
   const order = data.permutation(seed, 0);
   try {
-    return network.handle.calibrate(data, order, batchSize, batches, observer);
+    return network.calibrate(data, order, batchSize, batches, observer);
   } finally {
     order.dispose();
   }
@@ -60,11 +60,11 @@ export function quantizeDeploy(
   ranges?: QuantParams,
   evalBatchSize = 500,
 ): PtqResult {
-  const net = deploy.handle;
-  const float = net.evaluate(test, evalBatchSize);
+  const net = deploy;
+  const float = net.evaluateSync(test, evalBatchSize);
   const params = ranges ? net.setQuantRanges(ranges) : calibrate(deploy, calibration, options);
   net.setFakeQuant(true);
-  const simulated = net.evaluate(test, evalBatchSize);
+  const simulated = net.evaluateSync(test, evalBatchSize);
   net.setFakeQuant(false);
   const int8 = params.activations === 'uint8' ? net.evaluateInt8(test, evalBatchSize) : { count: 0, loss: NaN, accuracy: NaN };
   return { deploy, params, float, simulated, int8 };

@@ -4,9 +4,9 @@
 // moment again in the update.
 import type { Optimizer, OptimizerSpec } from '../backend';
 import type { ParamInfo, Precision } from '../spec';
-import { expandGradMult } from './gradmult';
+import { fullGradMult } from '../gradmult';
 import { FloatArray, allocate, rounder } from './numeric';
-import { ResolvedGroup, ResolvedOptimizerSpec, resolveOptimizerSpec } from './optimizer-spec';
+import { ResolvedGroup, ResolvedOptimizerSpec, resolveOptimizerSpec } from '../optimizer-spec';
 
 /** A parameter as the optimizer sees it: its description and its live storage (updated in place). */
 export interface OptimizedParameter {
@@ -40,7 +40,7 @@ export class ReferenceOptimizer implements Optimizer {
     this.precision = precision;
     this.owner = owner;
     this.parameters = new Map(parameters.map((p) => [p.info.name, p]));
-    for (const [name, gm] of this.resolved.gradMults) this.multipliers.set(name, expandGradMult(gm, precision));
+    for (const [name, gm] of this.resolved.gradMults ?? []) this.multipliers.set(name, fullGradMult(gm, precision));
   }
 
   get steps(): number {

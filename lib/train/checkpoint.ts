@@ -9,7 +9,7 @@ import { PthTensor, readPth, serializePth, writeFileAtomic } from '../pth';
 export const CHECKPOINT_FORMAT = 'repopt-checkpoint';
 export const CHECKPOINT_VERSION = 1;
 
-export interface CheckpointMeta<C = unknown> {
+export interface CheckpointMeta<C = unknown, E = Record<string, unknown>> {
   readonly format: typeof CHECKPOINT_FORMAT;
   readonly version: number;
   readonly step: number;
@@ -18,12 +18,12 @@ export interface CheckpointMeta<C = unknown> {
   /** Base64 of the data augmentation generator's state. */
   readonly rngState: string;
   readonly files: Record<string, string>;
-  readonly extra?: Record<string, unknown>;
+  readonly extra?: E;
 }
 
-export interface Checkpoint<C = unknown> {
+export interface Checkpoint<C = unknown, E = Record<string, unknown>> {
   readonly dir: string;
-  readonly meta: CheckpointMeta<C>;
+  readonly meta: CheckpointMeta<C, E>;
   readonly model: Map<string, PthTensor>;
   readonly optimizer: Uint8Array;
 }
@@ -43,9 +43,9 @@ export function checkpointName(step: number): string {
   return `ckpt-${String(step).padStart(9, '0')}`;
 }
 
-export function saveCheckpoint<C>(
+export function saveCheckpoint<C, E>(
   root: string,
-  content: { step: number; epoch: number; config: C; rngState: Uint8Array; model: ReadonlyMap<string, PthTensor>; optimizer: Uint8Array; extra?: Record<string, unknown> },
+  content: { step: number; epoch: number; config: C; rngState: Uint8Array; model: ReadonlyMap<string, PthTensor>; optimizer: Uint8Array; extra?: E },
 ): string {
   fs.mkdirSync(root, { recursive: true, mode: 0o700 });
   const name = checkpointName(content.step);
@@ -53,7 +53,7 @@ export function saveCheckpoint<C>(
   const model = serializePth(content.model, 'model.pth');
   const files: Record<string, Uint8Array> = { 'model.pth': model, 'optimizer.bin': content.optimizer };
   for (const [file, bytes] of Object.entries(files)) writeFileAtomic(path.join(tmp, file), bytes);
-  const meta: CheckpointMeta<C> = {
+  const meta: CheckpointMeta<C, E> = {
     format: CHECKPOINT_FORMAT,
     version: CHECKPOINT_VERSION,
     step: content.step,
@@ -82,11 +82,11 @@ function pruneCheckpoints(root: string, keep: number): void {
 }
 
 /** Reads and verifies one checkpoint folder; throws naming the file on any mismatch. */
-export function readCheckpoint<C>(dir: string): Checkpoint<C> {
+export function readCheckpoint<C, E = Record<string, unknown>>(dir: string): Checkpoint<C, E> {
   const metaFile = path.join(dir, 'meta.json');
-  let meta: CheckpointMeta<C>;
+  let meta: CheckpointMeta<C, E>;
   try {
-    meta = JSON.parse(fs.readFileSync(metaFile, 'utf8')) as CheckpointMeta<C>;
+    meta = JSON.parse(fs.readFileSync(metaFile, 'utf8')) as CheckpointMeta<C, E>;
   } catch (e) {
     throw new Error(`checkpoint ${metaFile}: unreadable (${(e as Error).message})`);
   }
@@ -101,7 +101,7 @@ export function readCheckpoint<C>(dir: string): Checkpoint<C> {
 }
 
 /** The newest complete checkpoint under root: `latest` if it verifies, else the newest one that does. */
-export function readLatestCheckpoint<C>(root: string): Checkpoint<C> | undefined {
+export function readLatestCheckpoint<C, E = Record<string, unknown>>(root: string): Checkpoint<C, E> | undefined {
   if (!fs.existsSync(root)) return undefined;
   const candidates = fs
     .readdirSync(root)
@@ -114,7 +114,7 @@ export function readLatestCheckpoint<C>(root: string): Checkpoint<C> | undefined
   const errors: string[] = [];
   for (const name of order) {
     try {
-      return readCheckpoint<C>(path.join(root, name));
+      return readCheckpoint<C, E>(path.join(root, name));
     } catch (e) {
       errors.push((e as Error).message);
     }

@@ -19,27 +19,36 @@ function limited(ds: ImageDataset, count: number | undefined, seed: number): Ima
   return splitDataset(ds, count / ds.count, seed).subset;
 }
 
-export async function loadData(spec: DataSpec, seed: number): Promise<TrainTestData> {
-  let train: ImageDataset;
-  let test: ImageDataset;
+/** One split of a data set (with its subset applied); evaluation reads only the test split. */
+export async function loadSplit(spec: DataSpec, split: 'train' | 'test', seed: number): Promise<ImageDataset> {
+  let ds: ImageDataset;
   switch (spec.kind) {
     case 'fashion-mnist':
-      [train, test] = [loadFashionMnist('train', spec.dir), loadFashionMnist('test', spec.dir)];
+      ds = loadFashionMnist(split, spec.dir);
       break;
     case 'cifar10':
     case 'cifar100':
-      [train, test] = [loadCifar(spec.dir, spec.kind, 'train'), loadCifar(spec.dir, spec.kind, 'test')];
+      ds = loadCifar(spec.dir, spec.kind, split);
       break;
     case 'folder':
-      train = await loadImageFolder(`${spec.dir}/train`, { height: spec.size, width: spec.size });
-      test = await loadImageFolder(`${spec.dir}/val`, { height: spec.size, width: spec.size });
+      ds = await loadImageFolder(`${spec.dir}/${split === 'train' ? 'train' : 'val'}`, { height: spec.size, width: spec.size });
       break;
   }
-  return { train: limited(train, spec.trainSubset, seed), test: limited(test, spec.testSubset, seed + 1) };
+  return split === 'train' ? limited(ds, spec.trainSubset, seed) : limited(ds, spec.testSubset, seed + 1);
 }
 
-/** Per-channel mean and std of the pixel values / 255 (the normalisation of the training set). */
-export function channelStats(ds: ImageDataset): { mean: number[]; std: number[] } {
+export async function loadData(spec: DataSpec, seed: number): Promise<TrainTestData> {
+  return { train: await loadSplit(spec, 'train', seed), test: await loadSplit(spec, 'test', seed) };
+}
+
+/** Per-channel mean and std of the pixel values / 255: images are fed as (x / 255 - mean) / std. */
+export interface Normalization {
+  readonly mean: number[];
+  readonly std: number[];
+}
+
+/** The normalisation of a training set: its per-channel mean and std. */
+export function channelStats(ds: ImageDataset): Normalization {
   const plane = ds.height * ds.width;
   const mean: number[] = [];
   const std: number[] = [];
@@ -62,6 +71,6 @@ export function channelStats(ds: ImageDataset): { mean: number[]; std: number[] 
   return { mean, std };
 }
 
-export function uploadDataset(ds: ImageDataset, stats: { mean: number[]; std: number[] }, device: string, augmentSeed: number): NativeDataset {
+export function uploadDataset(ds: ImageDataset, stats: Normalization, device: string, augmentSeed: number): NativeDataset {
   return new (native().Dataset)(ds.images, [ds.count, ds.channels, ds.height, ds.width], ds.labels, { device, ...stats, augmentSeed });
 }

@@ -3,25 +3,26 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { networkSpec } from '../configs';
 import type { NetworkSpec } from '../spec';
-import { Checkpoint, readCheckpoint, readLatestCheckpoint } from './checkpoint';
-import type { TrainConfig } from './trainer';
+import { readCheckpoint, readLatestCheckpoint } from './checkpoint';
+import type { TrainConfig } from './config';
+import type { TrainCheckpoint, TrainCheckpointExtra } from './trainer';
 
 /** A checkpoint folder, or the newest complete checkpoint of a checkpoints/ folder or a run's --out. */
-export function checkpointAt(where: string): Checkpoint<TrainConfig> {
-  if (fs.existsSync(path.join(where, 'meta.json'))) return readCheckpoint<TrainConfig>(where);
-  const latest = readLatestCheckpoint<TrainConfig>(fs.existsSync(path.join(where, 'checkpoints')) ? path.join(where, 'checkpoints') : where);
+export function checkpointAt(where: string): TrainCheckpoint {
+  if (fs.existsSync(path.join(where, 'meta.json'))) return readCheckpoint<TrainConfig, TrainCheckpointExtra>(where);
+  const latest = readLatestCheckpoint<TrainConfig, TrainCheckpointExtra>(fs.existsSync(path.join(where, 'checkpoints')) ? path.join(where, 'checkpoints') : where);
   if (!latest) throw new Error(`no checkpoint at ${where} (give a checkpoint folder, a checkpoints/ folder or a run's --out)`);
   return latest;
 }
 
 /** The run folder (the trainer's outDir) a checkpoint lies in. */
-export function runDirOf(ckpt: Checkpoint<TrainConfig>): string {
+export function runDirOf(ckpt: TrainCheckpoint): string {
   return path.dirname(path.dirname(ckpt.dir));
 }
 
 /** The network a checkpoint holds: its config's architecture and mode, classes and input channels
  * read off the weights. */
-export function specOfCheckpoint(ckpt: Checkpoint<TrainConfig>): NetworkSpec {
+export function specOfCheckpoint(ckpt: TrainCheckpoint): NetworkSpec {
   const c = ckpt.meta.config;
   const first = [...ckpt.model].find(([k, t]) => k.startsWith('stage0.') && t.shape.length === 4);
   const linear = ckpt.model.get('linear.weight');

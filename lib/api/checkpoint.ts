@@ -1,0 +1,87 @@
+// What can be done with a run's checkpoint: evaluate it, fold it into the deploy network, export its
+// weights in PyTorch's or safetensors' format.
+import { EVALUATE_DEFAULTS, TRAIN_DEFAULTS, withDefaults } from '../defaults';
+import { foldToDeploy } from '../fold';
+import type { EpochMetrics } from '../native';
+import { NativeBackendNetwork } from '../native-backend';
+import { PthTensor, writePth } from '../pth';
+import { setNumThreads } from '../runtime';
+import { writeSafetensors } from '../safetensors';
+import { channelStats, loadSplit, Normalization, uploadDataset } from '../train/data';
+import { checkpointAt, specOfCheckpoint } from '../train/load';
+import type { TrainCheckpoint } from '../train/trainer';
+
+export interface EvaluateOptions {
+  /** A checkpoint folder, a checkpoints/ folder or a run folder (its newest complete checkpoint). */
+  readonly checkpoint: string;
+  readonly batchSize?: number;
+  readonly threads?: number;
+  readonly device?: string;
+}
+
+export interface EvaluateResult extends EpochMetrics {
+  /** The checkpoint folder evaluated. */
+  readonly checkpoint: string;
+}
+
+/** The normalisation a checkpoint's network was trained with: kept in the checkpoint; older
+ * checkpoints without it get it recomputed from their training set. */
+export async function normalizationOf(ckpt: TrainCheckpoint): Promise<Normalization> {
+  const kept = ckpt.meta.extra?.normalization;
+  if (kept) return kept;
+  const c = ckpt.meta.config;
+  return channelStats(await loadSplit(c.data, 'train', c.seed));
+}
+
+/** Test-set loss and accuracy of a checkpoint (eval mode, no augmentation), off the JS thread. */
+export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult> {
+  const o = withDefaults({ ...EVALUATE_DEFAULTS, device: TRAIN_DEFAULTS.device as string }, options);
+  setNumThreads(o.threads);
+  const ckpt = checkpointAt(o.checkpoint);
+  const c = ckpt.meta.config;
+  const net = new NativeBackendNetwork(specOfCheckpoint(ckpt), 'float32');
+  try {
+    net.loadStateTensors(ckpt.model);
+    if (o.device !== 'cpu') net.to(o.device);
+    const test = uploadDataset(await loadSplit(c.data, 'test', c.seed), await normalizationOf(ckpt), o.device, 0);
+    try {
+      return { checkpoint: ckpt.dir, ...(await net.evaluate(test, o.batchSize)) };
+    } finally {
+      test.dispose();
+    }
+  } finally {
+    net.dispose();
+  }
+}
+
+/** Writes weights as a PyTorch state_dict (*.pth / *.pt, torch.load reads it) or *.safetensors. */
+export function writeWeights(file: string, tensors: ReadonlyMap<string, PthTensor>): void {
+  if (file.endsWith('.safetensors')) writeSafetensors(file, tensors);
+  else if (file.endsWith('.pth') || file.endsWith('.pt')) writePth(file, tensors);
+  else throw new Error(`${file}: choose the format by the extension, .pth or .safetensors`);
+}
+
+export interface ConvertResult {
+  readonly out: string;
+  /** The deploy network's blocks (one conv3x3 + bias each). */
+  readonly blocks: number;
+}
+
+/** Folds a trained repvgg, target (RepOpt-VGG) or vgg checkpoint into the deploy network and writes it. */
+export function convert(options: { readonly checkpoint: string; readonly out: string }): ConvertResult {
+  const ckpt = checkpointAt(options.checkpoint);
+  const c = ckpt.meta.config;
+  if (c.mode === 'hs') throw new Error(`convert folds trained repvgg, target and vgg checkpoints; ${ckpt.dir} is mode hs (its scales are what matters: see scales.json)`);
+  const spec = specOfCheckpoint(ckpt);
+  const host = new Map([...ckpt.model].map(([k, t]) => [k, { shape: t.shape, data: Float64Array.from(t.data as ArrayLike<number>, Number) }]));
+  const folded = foldToDeploy(spec, host);
+  writeWeights(options.out, new Map([...folded.state].map(([k, t]) => [k, { dtype: 'float32' as const, shape: [...t.shape], data: Float32Array.from(t.data) }])));
+  return { out: options.out, blocks: folded.spec.blocks.length };
+}
+
+/** Writes a checkpoint's weights (official key names) as *.pth or *.safetensors. */
+export function exportWeights(options: { readonly checkpoint: string; readonly out: string }): { out: string; tensors: number; checkpoint: string } {
+  const ckpt = checkpointAt(options.checkpoint);
+  writeWeights(options.out, ckpt.model);
+  return { out: options.out, tensors: ckpt.model.size, checkpoint: ckpt.dir };
+}

@@ -1,0 +1,155 @@
+// quantize(): post-training INT8 quantization of a run's checkpoint, optionally followed by
+// quantization-aware fine-tuning; records float vs int8 accuracy and writes the exports.
+import * as fs from 'fs';
+import * as path from 'path';
+import { QUANTIZE_DEFAULTS, TRAIN_DEFAULTS, withDefaults } from '../defaults';
+import { NativeBackendNetwork } from '../native-backend';
+import type { EpochMetrics } from '../native';
+import { writePth } from '../pth';
+import { deployNetwork, PtqResult, quantizeDeploy, rangesOf, spreadTable, weightSpread, writeInt8Model } from '../quant';
+import { formatPercent, markdownTable } from '../report';
+import { writeSafetensors } from '../safetensors';
+import { setNumThreads } from '../runtime';
+import { resolveTrainConfig } from '../train/config';
+import { loadData, uploadDataset } from '../train/data';
+import { checkpointAt, runDirOf, specOfCheckpoint } from '../train/load';
+import { runTraining } from '../train/trainer';
+import { normalizationOf } from './checkpoint';
+import type { RunOptions } from './train';
+
+export interface QuantizeOptions {
+  /** A checkpoint folder, a checkpoints/ folder or a run folder (its newest complete checkpoint). */
+  readonly checkpoint: string;
+  /** Training batches for calibration. */
+  readonly calibBatches?: number;
+  readonly batchSize?: number;
+  readonly observer?: 'minmax' | 'percentile';
+  /** The percentile observer's upper percentile, in (50, 100]. */
+  readonly percentile?: number;
+  /** Quantization-aware fine-tuning epochs (target and vgg runs; GradMults stay on); 0: none. */
+  readonly qatEpochs?: number;
+  /** QAT learning rate for batch 256; default a tenth of the run's. */
+  readonly qatLr?: number;
+  readonly threads?: number;
+  /** Output folder; default <run>/int8. */
+  readonly out?: string;
+}
+
+export interface QuantizeRow {
+  readonly name: string;
+  readonly float: EpochMetrics;
+  readonly simulated: EpochMetrics;
+  readonly int8: EpochMetrics;
+}
+
+export interface QuantizeOutcome {
+  readonly rows: QuantizeRow[];
+  readonly out: string;
+  readonly report: string;
+  readonly int8Model: string;
+}
+
+const REPORT_SECTION = '## INT8 quantization';
+
+/** Replaces (or appends) the INT8 section of a run's report.md. */
+function writeReportSection(file: string, section: string): void {
+  const old = fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : `# repopt run ${path.basename(path.dirname(file))}\n`;
+  const start = old.indexOf(REPORT_SECTION);
+  let kept = old;
+  if (start >= 0) {
+    const next = old.indexOf('\n## ', start + REPORT_SECTION.length);
+    kept = old.slice(0, start) + (next >= 0 ? old.slice(next + 1) : '');
+  }
+  fs.writeFileSync(file, `${kept.trimEnd()}\n\n${section.trimEnd()}\n`);
+}
+
+function row(name: string, r: PtqResult): QuantizeRow {
+  return { name, float: r.float, simulated: r.simulated, int8: r.int8 };
+}
+
+/** Folds, calibrates and evaluates a checkpoint in float32, simulated int8 and real int8 (QNNPACK);
+ * with qatEpochs, fine-tunes quantization-aware first. Writes the exports and a report section. */
+export async function quantize(options: QuantizeOptions, run: Pick<RunOptions, 'signal'> = {}): Promise<QuantizeOutcome> {
+  const o = withDefaults({ ...QUANTIZE_DEFAULTS, threads: TRAIN_DEFAULTS.threads } as Required<Omit<QuantizeOptions, 'qatLr' | 'out' | 'checkpoint'>> & { qatLrFactor: number }, options);
+  setNumThreads(o.threads);
+  const ckpt = checkpointAt(o.checkpoint);
+  const c = ckpt.meta.config;
+  if (c.mode === 'hs') throw new Error(`${ckpt.dir}: quantize takes trained target, vgg or repvgg checkpoints; this one is a hyper-search (mode hs) model`);
+  if (o.qatEpochs > 0 && c.mode === 'repvgg') throw new Error('quantization-aware training fine-tunes plain networks (RepOpt-VGG, VGG); a repvgg run quantizes post-training only (drop --qat-epochs)');
+  const spec = specOfCheckpoint(ckpt);
+  const source = new NativeBackendNetwork(spec, 'float32');
+  try {
+    source.loadStateTensors(ckpt.model);
+  } catch (e) {
+    throw new Error(`${ckpt.dir}: the weights do not fit ${c.arch} (${spec.mode}): ${(e as Error).message}`);
+  }
+  const runDir = runDirOf(ckpt);
+  const out = o.out ?? path.join(runDir, 'int8');
+  fs.mkdirSync(out, { recursive: true });
+
+  const data = await loadData(c.data, c.seed);
+  const stats = await normalizationOf(ckpt);
+  const trainSet = uploadDataset(data.train, stats, 'cpu', c.seed);
+  const testSet = uploadDataset(data.test, stats, 'cpu', c.seed);
+  const calibration = { batches: o.calibBatches, batchSize: o.batchSize, seed: c.seed, observer: o.observer, percentile: o.percentile };
+  try {
+    const ptq = await quantizeDeploy(deployNetwork(spec, source.stateDict()), trainSet, testSet, calibration);
+    const rows = [row('post-training', ptq)];
+    let final = ptq;
+    if (o.qatEpochs > 0) {
+      const qatConfig = resolveTrainConfig({
+        ...c,
+        epochs: o.qatEpochs,
+        lr: o.qatLr ?? c.lr * o.qatLrFactor,
+        warmupEpochs: 0,
+        finetune: ckpt.dir,
+        resume: false,
+        stopAfterSteps: undefined,
+        threads: o.threads,
+        device: 'cpu',
+        autocast: 'none', // fake quantization runs in float32
+        outDir: path.join(out, 'qat'),
+        quant: { calibBatches: o.calibBatches, observer: o.observer, percentile: o.percentile },
+      });
+      const qat = await runTraining(qatConfig, { data, emit: () => {}, ...run });
+      const ranges = qat.network.quantParams()!;
+      qat.network.setFakeQuant(false);
+      final = await quantizeDeploy(deployNetwork(qat.spec, qat.network.stateDict()), trainSet, testSet, calibration, ranges);
+      rows.push(row(`QAT (${o.qatEpochs} epoch${o.qatEpochs > 1 ? 's' : ''})`, final));
+    }
+
+    // Exports of the final model: float deploy weights (official keys) and the int8 layout.
+    const floatState = final.deploy.stateTensors();
+    writePth(path.join(out, 'deploy.pth'), floatState);
+    writeSafetensors(path.join(out, 'deploy.safetensors'), floatState);
+    const int8Model = writeInt8Model(out, final.deploy.spec, final.params, final.deploy.quantizedWeights(), stats);
+    fs.writeFileSync(
+      path.join(out, 'quantization.json'),
+      JSON.stringify({ checkpoint: ckpt.dir, arch: c.arch, mode: c.mode, calibration, qatEpochs: o.qatEpochs, rows, ranges: rangesOf(final.params) }, null, 2) + '\n',
+    );
+
+    const spread = weightSpread(final.deploy.spec, final.deploy.stateDict());
+    const section = [
+      REPORT_SECTION,
+      '',
+      `Checkpoint \`${ckpt.dir}\` (${c.arch}, mode ${c.mode}), folded into one conv3x3 + bias per block. Weights: int8 per output channel, symmetric; activations: ${final.params.activations} per tensor, ${o.observer === 'minmax' ? 'min-max' : `${o.percentile}th-percentile`} ranges from ${o.calibBatches} training batch(es) of ${o.batchSize}. "Simulated": libtorch fake-quantize ops in float; "QNNPACK": real int8 kernels. Test set: ${testSet.count} images.`,
+      '',
+      markdownTable(
+        ['model', 'float32', 'INT8 simulated', 'INT8 (QNNPACK)', 'drop'],
+        rows.map((r) => [r.name, formatPercent(r.float.accuracy), formatPercent(r.simulated.accuracy), formatPercent(r.int8.accuracy), `${((r.float.accuracy - r.int8.accuracy) * 100).toFixed(1)} pt`]),
+      ),
+      '',
+      'Per-layer weight spread of the quantized model (max/std: how far out the int8 grid must reach):',
+      '',
+      spreadTable([{ name: c.mode, spread }]),
+      '',
+      `Exports in \`${path.relative(runDir, out) || '.'}\`: \`deploy.pth\` / \`deploy.safetensors\` (float, official keys), \`model.int8.json\` + \`model.int8.bin\` (int8 weights, int32 biases, scales and zero points), \`quantization.json\`.`,
+    ].join('\n');
+    const report = path.join(runDir, 'report.md');
+    writeReportSection(report, section);
+    return { rows, out, report, int8Model };
+  } finally {
+    trainSet.dispose();
+    testSet.dispose();
+  }
+}

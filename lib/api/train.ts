@@ -1,0 +1,32 @@
+// train() and hyperSearch(): a run starts at once and reports through events; `await run.result`.
+import { HYPER_SEARCH_DEFAULTS, withDefaults } from '../defaults';
+import { HyperSearchResult, runHyperSearch } from '../hypersearch';
+import { resolveTrainConfig, TrainOptions } from '../train/config';
+import type { TrainTestData } from '../train/data';
+import { TrainingRun } from '../train/run';
+import { runTraining, TrainResult } from '../train/trainer';
+
+export interface RunOptions {
+  /** Stops the run after the step in flight; a checkpoint is written and `resume: true` continues
+   * from it exactly. The result's status is then 'aborted'. */
+  readonly signal?: AbortSignal;
+  /** Data already loaded (e.g. shared by several runs); otherwise read from the config's `data`. */
+  readonly data?: TrainTestData;
+}
+
+/** Trains one model: `mode` target (RepOpt-VGG, needs `scales`), vgg, repvgg or hs. The options are
+ * checked now (a bad one throws here); every one left out comes from TRAIN_DEFAULTS. */
+export function train(options: TrainOptions, run: RunOptions = {}): TrainingRun<TrainResult> {
+  const config = resolveTrainConfig(options);
+  return new TrainingRun((emit) => runTraining(config, { emit, ...run }));
+}
+
+export type HyperSearchOptions = Omit<TrainOptions, 'mode' | 'scales'>;
+
+/** Trains the hyper-search model (trainable branch scales) and saves its scales as scales.json and
+ * scales.pth in outDir: the constants of RepOpt-VGG (`train({ mode: 'target', scales })`). */
+export function hyperSearch(options: HyperSearchOptions, run: RunOptions = {}): TrainingRun<HyperSearchResult> {
+  const config = resolveTrainConfig({ ...withDefaults(HYPER_SEARCH_DEFAULTS, options), mode: 'hs' });
+  return new TrainingRun((emit) => runHyperSearch(config, { emit, ...run }));
+}
+

@@ -1,0 +1,163 @@
+// `repopt hyper-search` and `repopt train`: flags to TrainOptions, a progress bar fed by the run's
+// events, and a summary line; the training itself is the public API's.
+import { Command, InvalidArgumentError, Option } from 'commander';
+import * as path from 'path';
+import { hyperSearch, train } from '../api';
+import { ARCHS } from '../configs';
+import { HYPER_SEARCH_DEFAULTS, OUT_DIRS, TRAIN_DEFAULTS } from '../defaults';
+import { plotScales, scaleTable } from '../hypersearch';
+import { formatPercent } from '../report';
+import type { TrainMode, TrainOptions } from '../train/config';
+import type { DataSpec } from '../train/data';
+import { showProgress } from '../train/progress';
+import { addDistributedOptions, distributedConfig, DistributedFlags, launchSelfIfAsked } from './launch';
+import { integer, real } from './values';
+
+function strides(value: string): [number, number, number, number, number] {
+  const parts = value.split(',').map(Number);
+  if (parts.length !== 5 || !parts.every((s) => s === 1 || s === 2)) throw new InvalidArgumentError('expected five strides of 1 or 2, e.g. 1,2,2,2,2');
+  return parts as [number, number, number, number, number];
+}
+
+interface TrainFlags extends DistributedFlags {
+  arch: string;
+  dataset: 'fashion-mnist' | 'cifar10' | 'cifar100' | 'folder';
+  dataDir?: string;
+  imageSize: number;
+  trainSubset?: number;
+  testSubset?: number;
+  epochs: number;
+  batchSize: number;
+  lr: number;
+  weightDecay: number;
+  momentum: number;
+  nesterov: boolean;
+  warmupEpochs: number;
+  labelSmoothing: number;
+  pad: number;
+  flip: boolean;
+  resizedCrop?: boolean;
+  clipNorm: number;
+  forceClip?: boolean;
+  skipNonFinite?: boolean;
+  strides?: [number, number, number, number, number];
+  seed: number;
+  threads: number;
+  device: string;
+  channelsLast?: boolean;
+  autocast?: 'bf16' | 'none';
+  out: string;
+  logEvery: number;
+  resume?: boolean;
+  finetune?: string;
+  stopAfterSteps?: number;
+}
+
+function dataSpec(f: Pick<TrainFlags, 'dataset' | 'dataDir' | 'imageSize' | 'trainSubset' | 'testSubset'>): DataSpec {
+  const subsets = { ...(f.trainSubset ? { trainSubset: f.trainSubset } : {}), ...(f.testSubset ? { testSubset: f.testSubset } : {}) };
+  if (f.dataset === 'fashion-mnist') return { kind: 'fashion-mnist', ...(f.dataDir ? { dir: f.dataDir } : {}), ...subsets };
+  if (!f.dataDir) throw new Error(`--dataset ${f.dataset} needs --data-dir`);
+  if (f.dataset === 'folder') return { kind: 'folder', dir: f.dataDir, size: f.imageSize, ...subsets };
+  return { kind: f.dataset, dir: f.dataDir, ...subsets };
+}
+
+function addTrainOptions(cmd: Command, defaults: { out: string; clipNorm: number }): Command {
+  const d = TRAIN_DEFAULTS;
+  return cmd
+    .addOption(new Option('--arch <name>', 'architecture').choices(Object.keys(ARCHS)).default(d.arch))
+    .addOption(new Option('--dataset <name>', 'data set').choices(['fashion-mnist', 'cifar10', 'cifar100', 'folder']).default(d.data.kind))
+    .option('--data-dir <dir>', 'data set folder (default for fashion-mnist: /usr/share/datasets/fashion-mnist)')
+    .option('--image-size <n>', 'image folder: resize + centre-crop size', integer(1), d.imageSize)
+    .option('--train-subset <n>', 'train on a class-balanced subset of n images', integer(1))
+    .option('--test-subset <n>', 'evaluate on a class-balanced subset of n images', integer(1))
+    .option('--epochs <n>', 'epochs', integer(1), d.epochs)
+    .option('--batch-size <n>', 'batch size', integer(1), d.batchSize)
+    .option('--lr <x>', 'learning rate for batch 256 (scaled linearly)', real(0), d.lr)
+    .option('--weight-decay <x>', 'weight decay (official grouping)', real(0), d.weightDecay)
+    .option('--momentum <x>', 'SGD momentum', real(0), d.momentum)
+    .option('--no-nesterov', 'plain momentum instead of nesterov')
+    .option('--warmup-epochs <n>', 'linear warm-up epochs', integer(0), d.warmupEpochs)
+    .option('--label-smoothing <x>', 'label smoothing', real(0), d.labelSmoothing)
+    .option('--pad <n>', 'random-crop padding (0: no crop)', integer(0), d.augment.pad)
+    .option('--no-flip', 'no random horizontal flip')
+    .option('--resized-crop', 'random-resized crop (scale 0.08-1, ratio 3/4-4/3) instead of the padded crop')
+    .option('--clip-norm <x>', 'gradient-norm clipping (0: none)', real(0), defaults.clipNorm)
+    .option('--force-clip', 'allow clipping with a RepOptimizer (breaks the equivalence)')
+    .option('--skip-non-finite', 'skip steps with a NaN/Inf loss or gradient (counted) instead of stopping')
+    .option('--strides <list>', 'strides of stage0..stage4, e.g. 1,2,2,2,2 for a CIFAR-style stem', strides)
+    .option('--seed <n>', 'seed', integer(0), d.seed)
+    .option('--threads <n>', 'torch threads (never more than free cores)', integer(1), d.threads)
+    .option('--device <name>', "'cpu' or 'cuda[:n]'", d.device)
+    .option('--channels-last', 'channels-last conv weights and inputs (default on CUDA; on CPU it helps wide networks)')
+    .option('--no-channels-last', 'contiguous (NCHW) layout')
+    .addOption(new Option('--autocast <dtype>', 'forward pass precision (default: bf16 on CUDA, none on CPU)').choices(['bf16', 'none']))
+    .option('--out <dir>', 'output folder (checkpoints, metrics.jsonl)', defaults.out)
+    .option('--log-every <n>', 'read metrics from the device every n steps', integer(1), d.logEvery)
+    .option('--resume', 'continue from the newest complete checkpoint in --out')
+    .option('--finetune <checkpoint>', 'start from these weights, without the init rule')
+    .option('--stop-after-steps <n>', 'stop after n steps, with a checkpoint', integer(1));
+}
+
+function trainOptions(f: TrainFlags, mode: TrainMode, scales?: string): TrainOptions {
+  return {
+    arch: f.arch,
+    mode,
+    data: dataSpec(f),
+    epochs: f.epochs,
+    batchSize: f.batchSize,
+    lr: f.lr,
+    momentum: f.momentum,
+    nesterov: f.nesterov,
+    weightDecay: f.weightDecay,
+    warmupEpochs: f.warmupEpochs,
+    labelSmoothing: f.labelSmoothing,
+    augment: { pad: f.pad, flip: f.flip, ...(f.resizedCrop ? { resizedCrop: true } : {}) },
+    clipNorm: f.clipNorm,
+    forceClip: f.forceClip,
+    skipNonFinite: f.skipNonFinite,
+    scales,
+    strides: f.strides,
+    seed: f.seed,
+    device: f.device,
+    channelsLast: f.channelsLast,
+    autocast: f.autocast,
+    threads: f.threads,
+    outDir: f.out,
+    logEvery: f.logEvery,
+    resume: f.resume,
+    finetune: f.finetune,
+    stopAfterSteps: f.stopAfterSteps,
+    ...distributedConfig(f),
+  };
+}
+
+export function addTrainCommands(program: Command): void {
+  const hs = program.command('hyper-search').description('train the HS model (trainable branch scales) and save its scales');
+  addDistributedOptions(addTrainOptions(hs, { out: OUT_DIRS.hyperSearch, clipNorm: HYPER_SEARCH_DEFAULTS.clipNorm })).action(async (f: TrainFlags, cmd: Command) => {
+    if (await launchSelfIfAsked(f, cmd)) return;
+    const run = hyperSearch(trainOptions(f, 'hs'));
+    showProgress(run, `hs ${f.arch}`);
+    const r = await run.result;
+    if (r.train.rank !== 0) return;
+    process.stdout.write(scaleTable(r.stats) + '\n');
+    for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
+    await plotScales(path.join(f.out, 'scales.png'), r.stats);
+    process.stdout.write(`HS test accuracy ${formatPercent(r.train.test.accuracy)}\nscales: ${r.files.json}, ${r.files.pth}\n`);
+    r.train.network.dispose();
+  });
+
+  const trainCmd = program.command('train').description('train one model');
+  addDistributedOptions(addTrainOptions(trainCmd, { out: OUT_DIRS.train, clipNorm: TRAIN_DEFAULTS.clipNorm }))
+    .addOption(new Option('--mode <mode>', 'target: RepOpt-VGG (needs --scales); vgg; repvgg; hs').choices(['target', 'vgg', 'repvgg', 'hs']).default(TRAIN_DEFAULTS.mode))
+    .option('--scales <file>', 'scale file (JSON or .pth) for mode target')
+    .action(async (f: TrainFlags & { mode: TrainMode; scales?: string }, cmd: Command) => {
+      if (await launchSelfIfAsked(f, cmd)) return;
+      const run = train(trainOptions(f, f.mode, f.scales));
+      showProgress(run, `${f.mode} ${f.arch}`);
+      const r = await run.result;
+      r.network.dispose();
+      if (r.rank !== 0) return;
+      const skipped = r.skippedSteps ? `, ${r.skippedSteps} step(s) skipped for non-finite values` : '';
+      process.stdout.write(`test accuracy ${formatPercent(r.test.accuracy)} after ${r.steps} steps${skipped}; checkpoint ${r.checkpoint}\n`);
+    });
+}

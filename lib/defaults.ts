@@ -1,0 +1,55 @@
+// The one table of defaults: the public API (lib/api.ts), the CLI's options (lib/commands/) and the
+// demo read their defaults from here, so a value changed here changes everywhere.
+
+/** Training: what `train()` / `repopt train` use for every field not given. */
+export const TRAIN_DEFAULTS = {
+  arch: 'RepOpt-VGG-S',
+  mode: 'target',
+  data: { kind: 'fashion-mnist' },
+  epochs: 10,
+  batchSize: 128,
+  /** For batch 256; scaled linearly with the batch size (the official recipe). */
+  lr: 0.1,
+  momentum: 0.9,
+  nesterov: true,
+  weightDecay: 4e-5,
+  warmupEpochs: 0,
+  labelSmoothing: 0.1,
+  augment: { pad: 2, flip: true },
+  clipNorm: 0,
+  seed: 0,
+  device: 'cpu',
+  /** Never more than the free cores: OpenMP slows down ~18x when oversubscribed. */
+  threads: 2,
+  logEvery: 25,
+  evalBatchSize: 500,
+  /** Image folders: resize + centre-crop size. */
+  imageSize: 224,
+} as const;
+
+/** Hyper-search differs from training in two places: clipping (the HS scales explode without it,
+ * as in the official recipe) and where it writes. */
+export const HYPER_SEARCH_DEFAULTS = { clipNorm: 5 } as const;
+
+/** Where the CLI writes when --out is not given. */
+export const OUT_DIRS = { train: 'repopt-run', hyperSearch: 'repopt-hs', demo: 'repopt-demo' } as const;
+
+/** `quantize()` / `repopt quantize`. */
+export const QUANTIZE_DEFAULTS = {
+  calibBatches: 8,
+  batchSize: 128,
+  observer: 'minmax',
+  percentile: 99.99,
+  qatEpochs: 0,
+  /** QAT lr: this fraction of the run's lr when not given. */
+  qatLrFactor: 0.1,
+} as const;
+
+/** `evaluate()` / `repopt eval`. */
+export const EVALUATE_DEFAULTS = { batchSize: TRAIN_DEFAULTS.evalBatchSize, threads: TRAIN_DEFAULTS.threads } as const;
+
+/** `options` over `defaults`, where an option given as undefined counts as not given. */
+export function withDefaults<D extends object, O extends object>(defaults: D, options: O): D & O {
+  const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
+  return { ...defaults, ...given } as D & O;
+}

@@ -1,0 +1,61 @@
+#pragma once
+// Data-parallel training on PyTorch's c10d, without Node: a process group (rendezvous through a
+// TCPStore, a Gloo process group on CPU or NCCL on CUDA builds), collectives, and the attachment of a
+// group to a Network: gradients averaged by c10d's Reducer (bucketed, overlapped with the backward
+// pass), buffers broadcast from rank 0 before each forward (as DDP), optional SyncBatchNorm.
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#include <torch/csrc/distributed/c10d/Store.hpp>
+
+#include <chrono>
+#include <string>
+
+#include "network.h"
+
+namespace repopt {
+
+struct GroupOptions {
+  int64_t rank = 0, worldSize = 1;
+  std::string masterAddr = "127.0.0.1";
+  int64_t masterPort = 29500;
+  std::string backend = "gloo";  // "gloo" | "nccl"
+  // Collectives (and the Gloo connection set-up) fail after this long instead of waiting forever.
+  std::chrono::milliseconds timeout{300000};
+  // How long a rank tries to reach the store (rank 0: waits for the others to connect).
+  std::chrono::milliseconds connectTimeout{60000};
+  // Gloo: the network interface (GLOO_SOCKET_IFNAME) or host name/address to bind; default: loopback
+  // when the master address is a loopback address, else this machine's host name.
+  std::string interface, hostname;
+};
+
+struct AttachOptions {
+  int64_t bucketBytes = 25 * 1024 * 1024, firstBucketBytes = 1024 * 1024;
+  bool broadcastBuffers = true, syncBatchNorm = false;
+};
+
+enum class Reduction { Sum, Mean, Max, Min };
+
+class ProcessGroupHandle {
+ public:
+  // Rendezvous and connection set-up; throws with a message naming what failed.
+  explicit ProcessGroupHandle(const GroupOptions& options);
+
+  const GroupOptions& options() const { return options_; }
+  // A new tensor with the element-wise reduction over all ranks.
+  at::Tensor allreduce(const at::Tensor& t, Reduction op);
+  // A new tensor holding root's values.
+  at::Tensor broadcast(const at::Tensor& t, int64_t root);
+  void barrier();
+  // Every parameter and buffer of net takes root's value, in place.
+  void broadcastState(Network& net, int64_t root);
+  // Rank 0's weights to every rank; then every train step averages the gradients over the group.
+  // Returns the number of gradient buckets.
+  int64_t attach(Network& net, const AttachOptions& options);
+  static void detach(Network& net);
+
+ private:
+  GroupOptions options_;
+  c10::intrusive_ptr<c10d::Store> store_;
+  c10::intrusive_ptr<c10d::ProcessGroup> group_;
+};
+
+}  // namespace repopt

@@ -1,0 +1,75 @@
+#pragma once
+// The JS Network: a native RepOpt-VGG-family model (core/network.h) with whole-step methods (forward,
+// train steps, evaluation, state dict) and its optimizers. Arguments are converted here; the work is
+// done by the core. While an asynchronous step runs, every call on the network, its optimizer and the
+// dataset it reads is refused.
+#include <napi.h>
+
+#include <memory>
+
+#include "core/evaluate.h"
+#include "core/network.h"
+#include "core/training.h"
+#include "errors.h"
+
+namespace repopt {
+
+class Addon;
+class Args;
+
+// Argument 'input' must be an [N, inChannels, H, W] batch for net.
+void checkInput(const Args& args, const Network& net, const at::Tensor& x);
+
+// { count, loss, accuracy } as a JS object.
+Napi::Object metricsObject(Napi::Env env, const EvalMetrics& m);
+
+// Module functions of quant_js.cc: observeRange, channelScales.
+void InitQuantFunctions(Napi::Env env, Napi::Object exports);
+
+class JsNetwork : public Napi::ObjectWrap<JsNetwork> {
+ public:
+  static void Init(Napi::Env env, Napi::Object exports, Addon& addon);
+  // new Network(spec, { precision?, seed? })
+  explicit JsNetwork(const Napi::CallbackInfo& info);
+  // The live, idle network behind a JS argument (TypeError for anything else).
+  static std::shared_ptr<Network> Get(const Args& args, size_t i, const char* name);
+
+ private:
+  Napi::Value Device(const Napi::CallbackInfo& info);
+  Napi::Value Dtype(const Napi::CallbackInfo& info);
+  Napi::Value StateDict(const Napi::CallbackInfo& info);
+  Napi::Value LoadStateDict(const Napi::CallbackInfo& info);
+  Napi::Value Forward(const Napi::CallbackInfo& info);
+  Napi::Value CreateOptimizer(const Napi::CallbackInfo& info);
+  Napi::Value TrainStep(const Napi::CallbackInfo& info);
+  Napi::Value TrainStepAsync(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+  Napi::Value TimeOptimizerSteps(const Napi::CallbackInfo& info);
+  Napi::Value To(const Napi::CallbackInfo& info);
+  Napi::Value SetChannelsLast(const Napi::CallbackInfo& info);
+  Napi::Value SetBatchNormMode(const Napi::CallbackInfo& info);
+  Napi::Value TrainBatch(const Napi::CallbackInfo& info);
+  Napi::Value TrainBatchAsync(const Napi::CallbackInfo& info);
+  Napi::Value TakeTrainMetrics(const Napi::CallbackInfo& info);
+  Napi::Value Evaluate(const Napi::CallbackInfo& info);
+  Napi::Value EvaluateAsync(const Napi::CallbackInfo& info);
+  // Quantization (quant_js.cc).
+  Napi::Value Calibrate(const Napi::CallbackInfo& info);
+  Napi::Value SetQuantRanges(const Napi::CallbackInfo& info);
+  Napi::Value QuantParams(const Napi::CallbackInfo& info);
+  Napi::Value SetFakeQuant(const Napi::CallbackInfo& info);
+  Napi::Value EvaluateInt8(const Napi::CallbackInfo& info);
+  Napi::Value ForwardInt8(const Napi::CallbackInfo& info);
+  Napi::Value QuantizedWeights(const Napi::CallbackInfo& info);
+
+  // The network, checked to be alive and not inside an asynchronous step.
+  Network& idle(const char* fn) const;
+
+  std::shared_ptr<Network> network_;
+  // True while an asynchronous step runs (shared with the step, which may outlive this object).
+  std::shared_ptr<bool> busy_ = std::make_shared<bool>(false);
+  // The training metrics accumulated since the last takeTrainMetrics.
+  std::shared_ptr<Trainer> trainer_ = std::make_shared<Trainer>();
+};
+
+}  // namespace repopt
