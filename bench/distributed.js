@@ -16,7 +16,8 @@ const STEPS = Number(process.env.REPOPT_BENCH_DIST_STEPS || 40);
 const ROUNDS = Number(process.env.REPOPT_BENCH_REPS || 3);
 
 function worker() {
-  const { networkSpec, gradMultOf } = require('../dist');
+  const { networkSpec } = require('../dist');
+  const { seededRandom, blockGradMults } = require('./common');
   const { native } = require('../dist/native');
   const { NativeBackendNetwork } = require('../dist/native-backend');
   const [backend, device, localBatch, steps] = [process.argv[2], process.argv[3], Number(process.argv[4]), Number(process.argv[5])];
@@ -27,18 +28,19 @@ function worker() {
   const spec = networkSpec(ARCH, { mode: 'target', numClasses: 10, inChannels: 1 });
   const net = new NativeBackendNetwork(spec, 'float32', 0);
   if (device !== 'cpu') net.to(device);
-  let seed = 1;
-  const random = () => (seed = (seed * 16807) % 2147483647) / 2147483647;
-  const gradMults = spec.blocks.map((blk) =>
-    gradMultOf({
-      param: `${blk.name}.conv.weight`,
-      shape: [blk.outChannels, blk.inChannels, 3, 3],
-      groups: 1,
-      identity: blk.inChannels === blk.outChannels && blk.stride === 1,
-      scales: { s: Array.from({ length: blk.outChannels }, () => 0.5 + random()), t: Array.from({ length: blk.outChannels }, () => 0.5 + random()) },
-    }, 'sgd'),
-  );
-  const pg = world > 1 ? new b.ProcessGroup({ rank, worldSize: world, masterAddr: '127.0.0.1', masterPort: Number(process.env.MASTER_PORT), backend, timeoutMs: 120000 }) : null;
+  const random = seededRandom(1);
+  const gradMults = blockGradMults(spec, () => 0.5 + random());
+  const pg =
+    world > 1
+      ? new b.ProcessGroup({
+          rank,
+          worldSize: world,
+          masterAddr: '127.0.0.1',
+          masterPort: Number(process.env.MASTER_PORT),
+          backend,
+          timeoutMs: 120000,
+        })
+      : null;
   if (pg) net.attach(pg);
   const opt = net.createOptimizer({ type: 'sgd', lr: 0.05, momentum: 0.9, nesterov: true, weightDecay: 4e-5, gradMults });
   const count = localBatch * (steps + 5);
@@ -73,8 +75,18 @@ async function measure(world, backend, device, localBatch) {
   const port = await freePort();
   const children = Array.from({ length: world }, (_, rank) => {
     const dev = device === 'cuda' ? `cuda:${rank}` : device;
-    const env = { ...process.env, RANK: String(rank), WORLD_SIZE: String(world), MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), OMP_NUM_THREADS: '1' };
-    return spawn(process.execPath, [__filename, backend, dev, String(localBatch), String(STEPS)], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+    const env = {
+      ...process.env,
+      RANK: String(rank),
+      WORLD_SIZE: String(world),
+      MASTER_ADDR: '127.0.0.1',
+      MASTER_PORT: String(port),
+      OMP_NUM_THREADS: '1',
+    };
+    return spawn(process.execPath, [__filename, backend, dev, String(localBatch), String(STEPS)], {
+      env,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
   });
   const outputs = await Promise.all(
     children.map(
@@ -101,9 +113,14 @@ async function main() {
   ];
   const setups = [{ backend: 'gloo', device: 'cpu' }];
   if (rt.cuda && rt.deviceCount >= 2) setups.push({ backend: 'nccl', device: 'cuda' });
-  else process.stdout.write(`NCCL: skipped (${rt.cuda ? `${rt.deviceCount} CUDA device(s)` : rt.cudaBuild ? 'a CUDA build, but no CUDA device visible' : 'CPU-only libtorch'}; needs a CUDA build and 2+ GPUs)\n`);
+  else
+    process.stdout.write(
+      `NCCL: skipped (${rt.cuda ? `${rt.deviceCount} CUDA device(s)` : rt.cudaBuild ? 'a CUDA build, but no CUDA device visible' : 'CPU-only libtorch'}; needs a CUDA build and 2+ GPUs)\n`,
+    );
   const results = [];
-  process.stdout.write(`${ARCH}, 28x28, RepOptSGD, ${STEPS} timed steps, median of ${ROUNDS} rounds (1 and 2 processes alternating); ${os.cpus().length} CPU cores, 1 torch thread per process\n`);
+  process.stdout.write(
+    `${ARCH}, 28x28, RepOptSGD, ${STEPS} timed steps, median of ${ROUNDS} rounds (1 and 2 processes alternating); ${os.cpus().length} CPU cores, 1 torch thread per process\n`,
+  );
   process.stdout.write('backend  case                                   1 process img/s  2 processes img/s  speed-up\n');
   for (const s of setups) {
     for (const c of cases) {
@@ -123,7 +140,10 @@ async function main() {
   }
   const dir = path.join(__dirname, 'results');
   fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'distributed.json'), JSON.stringify({ arch: ARCH, steps: STEPS, rounds: ROUNDS, cores: os.cpus().length, torch: rt.torchVersion, results }, null, 2) + '\n');
+  fs.writeFileSync(
+    path.join(dir, 'distributed.json'),
+    JSON.stringify({ arch: ARCH, steps: STEPS, rounds: ROUNDS, cores: os.cpus().length, torch: rt.torchVersion, results }, null, 2) + '\n',
+  );
 }
 
 if (process.env.WORLD_SIZE !== undefined && process.argv.length >= 6) worker();

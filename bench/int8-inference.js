@@ -28,7 +28,10 @@ const seconds = (fn) => {
 const rows = [];
 for (const c of cases) {
   let seed = 1;
-  const random = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+  const random = () => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return seed / 2147483648;
+  };
   const pixels = Uint8Array.from({ length: c.images * c.channels * c.size * c.size }, () => Math.floor(random() * 256));
   const labels = Int32Array.from({ length: c.images }, (_, i) => i % 10);
   const stats = { mean: Array(c.channels).fill(0.5), std: Array(c.channels).fill(0.25) };
@@ -57,9 +60,12 @@ for (const c of cases) {
   ds.dispose();
   net.dispose();
 }
-console.log(`deploy-network inference, batch ${batch}, CPU, ${threads} torch threads, median of ${reps} interleaved passes, libtorch ${info().torchVersion}`);
+console.log(
+  `deploy-network inference, batch ${batch}, CPU, ${threads} torch threads, median of ${reps} interleaved passes, libtorch ${info().torchVersion}`,
+);
 console.log('| network | input | variant | images/s | speed vs float32 |');
 console.log('|---|---|---|---|---|');
-for (const r of rows) console.log(`| ${r.arch} | ${r.input} | ${r.variant} | ${Math.round(r.imagesPerSecond)} | ${r.vsFloat.toFixed(2)}x |`);
+for (const r of rows)
+  console.log(`| ${r.arch} | ${r.input} | ${r.variant} | ${Math.round(r.imagesPerSecond)} | ${r.vsFloat.toFixed(2)}x |`);
 fs.mkdirSync(path.join(__dirname, 'results'), { recursive: true });
 fs.writeFileSync(path.join(__dirname, 'results', 'int8-inference.json'), JSON.stringify({ threads, reps, batch, rows }, null, 2) + '\n');

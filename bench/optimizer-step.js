@@ -37,8 +37,14 @@ for (const [name, optSpec, impl] of variants) {
   opt.dispose();
 }
 const sgd = rows[0].msPerStep;
-const params = spec.blocks.length && require('../dist/spec').parameterInfo(spec).reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
-console.log(`optimizer step, ${arch} (${(params / 1e6).toFixed(2)}M params, fp32), CPU, ${threads} torch threads, median of ${reps}, libtorch ${info().torchVersion}`);
+const params =
+  spec.blocks.length &&
+  require('../dist/spec')
+    .parameterInfo(spec)
+    .reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+console.log(
+  `optimizer step, ${arch} (${(params / 1e6).toFixed(2)}M params, fp32), CPU, ${threads} torch threads, median of ${reps}, libtorch ${info().torchVersion}`,
+);
 console.log('| optimizer | ms/step | vs libtorch SGD | GradMult memory |');
 console.log('|---|---|---|---|');
 for (const r of rows) {

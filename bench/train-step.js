@@ -14,7 +14,8 @@ const { spawnSync } = require('child_process');
 const { monitorEventLoopDelay } = require('perf_hooks');
 const fs = require('fs');
 const path = require('path');
-const { nativeBackend, networkSpec, setNumThreads, info, gradMultOf } = require('../dist');
+const { nativeBackend, networkSpec, setNumThreads, info } = require('../dist');
+const { seededRandom, blockGradMults } = require('./common');
 const { native } = require('../dist/native');
 
 const threads = Number(process.env.REPOPT_BENCH_THREADS || 2);
@@ -29,22 +30,16 @@ function setup(arch, imageShape, batchSize, count, channelsLast) {
   const spec = networkSpec(arch, { mode: 'target', numClasses: 10, inChannels: imageShape[0] });
   const net = nativeBackend.createNetwork(spec, { seed: 0 });
   net.setChannelsLast(channelsLast);
-  let seed = 1;
-  const random = () => ((seed = (seed * 16807) % 2147483647) / 2147483647);
-  const gradMults = spec.blocks.map((b) =>
-    gradMultOf({
-      param: `${b.name}.conv.weight`,
-      shape: [b.outChannels, b.inChannels, 3, 3],
-      groups: 1,
-      identity: b.inChannels === b.outChannels && b.stride === 1,
-      scales: { s: Array.from({ length: b.outChannels }, () => 0.5 + random()), t: Array.from({ length: b.outChannels }, () => 0.5 + random()) },
-    }, 'sgd'),
-  );
+  const random = seededRandom(1);
+  const gradMults = blockGradMults(spec, () => 0.5 + random());
   const opt = net.createOptimizer({ type: 'sgd', lr: 0.05, momentum: 0.9, nesterov: true, weightDecay: 4e-5, gradMults });
   const size = imageShape.reduce((a, b) => a * b, 1);
   const images = Uint8Array.from({ length: count * size }, () => Math.floor(random() * 256));
   const labels = Int32Array.from({ length: count }, () => Math.floor(random() * 10));
-  const ds = new (native().Dataset)(images, [count, ...imageShape], labels, { mean: [0.5, 0.5, 0.5].slice(0, imageShape[0]), std: [0.25, 0.25, 0.25].slice(0, imageShape[0]) });
+  const ds = new (native().Dataset)(images, [count, ...imageShape], labels, {
+    mean: [0.5, 0.5, 0.5].slice(0, imageShape[0]),
+    std: [0.25, 0.25, 0.25].slice(0, imageShape[0]),
+  });
   const perm = ds.permutation(0, 0);
   return { spec, net, opt, ds, perm, batches: Math.floor(count / batchSize) };
 }
@@ -117,16 +112,29 @@ async function asyncSection() {
   }
   s.perm.dispose();
   s.ds.dispose();
-  const result = { workload: `${w.arch} ${w.imageShape.join('x')} batch ${w.batchSize}`, delayAsync, delaySync, syncMs: median(sync), asyncMs: median(asy), rounds: 2 * runs };
+  const result = {
+    workload: `${w.arch} ${w.imageShape.join('x')} batch ${w.batchSize}`,
+    delayAsync,
+    delaySync,
+    syncMs: median(sync),
+    asyncMs: median(asy),
+    rounds: 2 * runs,
+  };
   result.ratio = result.asyncMs / result.syncMs;
   const verdict = (ok) => (ok ? 'PASS' : 'FAIL');
   console.log(`steps off the JS thread, CPU, ${threads} torch threads, ${result.workload}, libtorch ${info().torchVersion}`);
   console.log('| loop | event-loop delay p99 ms | max ms | mean ms | ms/step (median of ' + result.rounds + ' interleaved rounds) |');
   console.log('|---|---|---|---|---|');
-  console.log(`| async (trainBatch, awaited) | ${delayAsync.p99.toFixed(2)} | ${delayAsync.max.toFixed(2)} | ${delayAsync.mean.toFixed(2)} | ${result.asyncMs.toFixed(2)} |`);
-  console.log(`| sync (trainBatchSync) | ${delaySync.p99.toFixed(2)} | ${delaySync.max.toFixed(2)} | ${delaySync.mean.toFixed(2)} | ${result.syncMs.toFixed(2)} |`);
+  console.log(
+    `| async (trainBatch, awaited) | ${delayAsync.p99.toFixed(2)} | ${delayAsync.max.toFixed(2)} | ${delayAsync.mean.toFixed(2)} | ${result.asyncMs.toFixed(2)} |`,
+  );
+  console.log(
+    `| sync (trainBatchSync) | ${delaySync.p99.toFixed(2)} | ${delaySync.max.toFixed(2)} | ${delaySync.mean.toFixed(2)} | ${result.syncMs.toFixed(2)} |`,
+  );
   console.log(`goal event-loop delay p99 <= 20 ms with async steps: ${delayAsync.p99.toFixed(2)} ms ${verdict(delayAsync.p99 <= 20)}`);
-  console.log(`goal async within 3 % of sync: async / sync = ${result.ratio.toFixed(4)} (${((result.ratio - 1) * 100).toFixed(2)} %) ${verdict(result.ratio <= 1.03)}`);
+  console.log(
+    `goal async within 3 % of sync: async / sync = ${result.ratio.toFixed(4)} (${((result.ratio - 1) * 100).toFixed(2)} %) ${verdict(result.ratio <= 1.03)}`,
+  );
   return result;
 }
 
@@ -152,7 +160,10 @@ async function main() {
   const asyncSteps = await asyncSection();
   if (process.env.REPOPT_BENCH_ONLY === 'async') {
     fs.mkdirSync(path.join(__dirname, 'results'), { recursive: true });
-    fs.writeFileSync(path.join(__dirname, 'results', 'train-step-async.json'), JSON.stringify({ threads, runs, asyncSteps }, null, 2) + '\n');
+    fs.writeFileSync(
+      path.join(__dirname, 'results', 'train-step-async.json'),
+      JSON.stringify({ threads, runs, asyncSteps }, null, 2) + '\n',
+    );
     return;
   }
   const workloads = [
@@ -167,7 +178,17 @@ async function main() {
     const cl = setup(w.arch, w.imageShape, w.batchSize, count, true);
     tsLoop(s, w.batchSize, 3, 0); // warm-up
     tsLoop(cl, w.batchSize, 3, 0);
-    const cfg = { spec: s.spec, imageShape: w.imageShape, batchSize: w.batchSize, count, steps: w.steps, runs: 1, warmup: 3, threads, optimizer: 'repopt-sgd' };
+    const cfg = {
+      spec: s.spec,
+      imageShape: w.imageShape,
+      batchSize: w.batchSize,
+      count,
+      steps: w.steps,
+      runs: 1,
+      warmup: 3,
+      threads,
+      optimizer: 'repopt-sgd',
+    };
     const ts = [];
     const cpp = [];
     const tsCl = [];
@@ -178,14 +199,27 @@ async function main() {
       ts.push(timed(() => tsLoop(s, w.batchSize, w.steps, r * w.steps), w.steps));
       cpp.push(timed(() => cppLoop(s, w.batchSize, w.steps, r * w.steps), w.steps));
       tsCl.push(timed(() => tsLoop(cl, w.batchSize, w.steps, r * w.steps), w.steps));
-      const py = spawnSync(python, [path.join(__dirname, 'python', 'train_step.py'), JSON.stringify(cfg)], { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: String(threads) } });
+      const py = spawnSync(python, [path.join(__dirname, 'python', 'train_step.py'), JSON.stringify(cfg)], {
+        encoding: 'utf8',
+        env: { ...process.env, OMP_NUM_THREADS: String(threads) },
+      });
       if (py.status !== 0) throw new Error(`PyTorch peer failed (${python}; apt-get install python3-torch): ${py.stderr}`);
       const result = JSON.parse(py.stdout.trim().split('\n').pop());
       eager.push(result.msPerStep[0]);
       pytorch = result.torch;
     }
-    rows.push({ workload: `${w.arch} ${w.imageShape.join('x')} batch ${w.batchSize}`, tsMs: median(ts), cppMs: median(cpp), tsClMs: median(tsCl), pytorchMs: median(eager), pytorch });
-    for (const x of [s, cl]) x.perm.dispose(), x.ds.dispose();
+    rows.push({
+      workload: `${w.arch} ${w.imageShape.join('x')} batch ${w.batchSize}`,
+      tsMs: median(ts),
+      cppMs: median(cpp),
+      tsClMs: median(tsCl),
+      pytorchMs: median(eager),
+      pytorch,
+    });
+    for (const x of [s, cl]) {
+      x.perm.dispose();
+      x.ds.dispose();
+    }
   }
 
   // Resident memory: 200 steps, then 1800 more (the TypeScript loop, RepOpt-VGG-S).
@@ -199,17 +233,34 @@ async function main() {
   const rss2000 = process.memoryUsage().rss;
 
   const mib = (b) => (b / (1 << 20)).toFixed(1);
-  console.log(`training step, CPU, ${threads} torch threads, median of ${runs} runs, libtorch ${info().torchVersion} (addon) / PyTorch ${rows[0].pytorch} (eager)`);
-  console.log('| workload (target + RepOptSGD) | TS loop ms/step | C++ loop ms/step | TS throughput / C++ | PyTorch eager ms/step | TS time / PyTorch | TS channels-last ms/step | TS CL / PyTorch |');
+  console.log(
+    `training step, CPU, ${threads} torch threads, median of ${runs} runs, libtorch ${info().torchVersion} (addon) / PyTorch ${rows[0].pytorch} (eager)`,
+  );
+  console.log(
+    '| workload (target + RepOptSGD) | TS loop ms/step | C++ loop ms/step | TS throughput / C++ | PyTorch eager ms/step | TS time / PyTorch | TS channels-last ms/step | TS CL / PyTorch |',
+  );
   console.log('|---|---|---|---|---|---|---|---|');
   for (const r of rows) {
-    const cells = [r.tsMs.toFixed(2), r.cppMs.toFixed(2), (r.cppMs / r.tsMs).toFixed(3), r.pytorchMs.toFixed(2), (r.tsMs / r.pytorchMs).toFixed(3), r.tsClMs.toFixed(2), (r.tsClMs / r.pytorchMs).toFixed(3)];
+    const cells = [
+      r.tsMs.toFixed(2),
+      r.cppMs.toFixed(2),
+      (r.cppMs / r.tsMs).toFixed(3),
+      r.pytorchMs.toFixed(2),
+      (r.tsMs / r.pytorchMs).toFixed(3),
+      r.tsClMs.toFixed(2),
+      (r.tsClMs / r.pytorchMs).toFixed(3),
+    ];
     console.log(`| ${r.workload} | ${cells.join(' | ')} |`);
   }
   console.log('TS and C++ loops: NCHW (the CPU default, as PyTorch). Time ratios below 1.000: faster than PyTorch eager.');
-  console.log(`RSS after 200 steps ${mib(rss200)} MiB, after 2000 steps ${mib(rss2000)} MiB (${((rss2000 / rss200 - 1) * 100).toFixed(1)} %)`);
+  console.log(
+    `RSS after 200 steps ${mib(rss200)} MiB, after 2000 steps ${mib(rss2000)} MiB (${((rss2000 / rss200 - 1) * 100).toFixed(1)} %)`,
+  );
   fs.mkdirSync(path.join(__dirname, 'results'), { recursive: true });
-  fs.writeFileSync(path.join(__dirname, 'results', 'train-step.json'), JSON.stringify({ threads, runs, asyncSteps, rows, rss200, rss2000 }, null, 2) + '\n');
+  fs.writeFileSync(
+    path.join(__dirname, 'results', 'train-step.json'),
+    JSON.stringify({ threads, runs, asyncSteps, rows, rss200, rss2000 }, null, 2) + '\n',
+  );
 }
 
 main().catch((e) => {

@@ -5,7 +5,16 @@ import { convert, exportWeights, quantize, train } from 'repopt';
 
 async function main(runDir: string, scales: string, subset?: number): Promise<void> {
   const data = { kind: 'fashion-mnist', ...(subset ? { trainSubset: subset, testSubset: subset / 5 } : {}) } as const;
-  const run = train({ arch: 'RepOpt-VGG-S', mode: 'target', scales, finetune: runDir, data, epochs: 1, lr: 0.01, outDir: 'runs/finetuned' });
+  const run = train({
+    arch: 'RepOpt-VGG-S',
+    mode: 'target',
+    scales,
+    finetune: runDir,
+    data,
+    epochs: 1,
+    lr: 0.01,
+    outDir: 'runs/finetuned',
+  });
   const tuned = await run.result;
   console.log(`fine-tuned: ${(100 * tuned.test.accuracy).toFixed(2)} %`);
   tuned.network.dispose();
@@ -15,7 +24,8 @@ async function main(runDir: string, scales: string, subset?: number): Promise<vo
   console.log(`deploy network: ${deploy.out} (${deploy.blocks} blocks); weights: ${weights.out} (${weights.tensors} tensors)`);
 
   const int8 = await quantize({ checkpoint: 'runs/finetuned', calibBatches: 2 });
-  for (const row of int8.rows) console.log(`${row.name}: float ${(100 * row.float.accuracy).toFixed(2)} %, int8 ${(100 * row.int8.accuracy).toFixed(2)} %`);
+  for (const row of int8.rows)
+    console.log(`${row.name}: float ${(100 * row.float.accuracy).toFixed(2)} %, int8 ${(100 * row.int8.accuracy).toFixed(2)} %`);
 }
 
 const [runDir, scales, subset] = process.argv.slice(2);

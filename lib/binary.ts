@@ -36,7 +36,16 @@ export interface FoundLibtorch {
   dir: string;
 }
 
-const SYSTEM_DIRS = ['/lib/x86_64-linux-gnu', '/usr/lib/x86_64-linux-gnu', '/lib/aarch64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/lib64', '/usr/lib64', '/lib', '/usr/lib'];
+const SYSTEM_DIRS = [
+  '/lib/x86_64-linux-gnu',
+  '/usr/lib/x86_64-linux-gnu',
+  '/lib/aarch64-linux-gnu',
+  '/usr/lib/aarch64-linux-gnu',
+  '/lib64',
+  '/usr/lib64',
+  '/lib',
+  '/usr/lib',
+];
 
 function readConf(file: string, seen: Set<string>, out: string[]): void {
   if (seen.has(file) || !fs.existsSync(file)) return;
@@ -51,7 +60,15 @@ function readConf(file: string, seen: Set<string>, out: string[]): void {
     }
     const pattern = path.resolve(path.dirname(file), include[1].trim());
     const dir = path.dirname(pattern);
-    const base = new RegExp('^' + path.basename(pattern).replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.') + '$');
+    const base = new RegExp(
+      '^' +
+        path
+          .basename(pattern)
+          .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+          .replace(/\*/g, '.*')
+          .replace(/\?/g, '.') +
+        '$',
+    );
     if (!fs.existsSync(dir)) continue;
     for (const f of fs.readdirSync(dir).sort()) if (base.test(f)) readConf(path.join(dir, f), seen, out);
   }
@@ -103,7 +120,8 @@ function readManifest(file: string): PrebuildManifest | string {
   if (!fs.existsSync(file)) return `has no manifest ${path.basename(file)}`;
   try {
     const m = JSON.parse(fs.readFileSync(file, 'utf8')) as PrebuildManifest;
-    if (typeof m.variant !== 'string' || typeof m.torchVersion !== 'string' || !Array.isArray(m.needed)) return `has a damaged manifest ${path.basename(file)}`;
+    if (typeof m.variant !== 'string' || typeof m.torchVersion !== 'string' || !Array.isArray(m.needed))
+      return `has a damaged manifest ${path.basename(file)}`;
     return m;
   } catch {
     return `has a damaged manifest ${path.basename(file)}`;
@@ -137,7 +155,10 @@ export function prebuilds(packageRoot: string, dirs = libraryDirs(), unusable: s
     out.push({ ...manifest, file: path.join(dir, f), missing: manifest.needed.filter((so) => !findLibrary(so, dirs)) });
   }
   return out.sort(
-    (a, b) => Number(a.missing.length > 0) - Number(b.missing.length > 0) || compareVersions(a.torchVersion, b.torchVersion) || Number(!a.cuda) - Number(!b.cuda),
+    (a, b) =>
+      Number(a.missing.length > 0) - Number(b.missing.length > 0) ||
+      compareVersions(a.torchVersion, b.torchVersion) ||
+      Number(!a.cuda) - Number(!b.cuda),
   );
 }
 
@@ -161,7 +182,10 @@ export interface BinaryChoice {
 }
 
 function missingLine(p: Prebuild): string {
-  return `prebuild ${p.variant} (libtorch ${p.torchVersion}${p.cuda ? `, CUDA ${p.cuda}` : ''}) needs ${p.missing.join(', ')}, not installed`;
+  return (
+    `prebuild ${p.variant} (libtorch ${p.torchVersion}${p.cuda ? `, CUDA ${p.cuda}` : ''}) needs ` +
+    `${p.missing.join(', ')}, not installed`
+  );
 }
 
 /** What loadNative() will try. REPOPT_PREBUILD=<variant> asks for one prebuild and nothing else. */

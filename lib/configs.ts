@@ -13,27 +13,32 @@ export interface ArchConfig {
 
 const OFFICIAL_STRIDES = [2, 2, 2, 2, 2] as const;
 
+/** One registry entry (as timm's _cfg): blocks per stage, width multipliers, what it is, strides. */
+function arch(
+  numBlocks: ArchConfig['numBlocks'],
+  widthMultiplier: ArchConfig['widthMultiplier'],
+  description: string,
+  strides: ArchConfig['strides'] = OFFICIAL_STRIDES,
+): ArchConfig {
+  return { numBlocks, widthMultiplier, strides, description };
+}
+
 export const ARCHS = {
-  'RepOpt-VGG-B1': { numBlocks: [4, 6, 16, 1], widthMultiplier: [2, 2, 2, 4], strides: OFFICIAL_STRIDES, description: 'official, 51.8M params' },
-  'RepOpt-VGG-B2': { numBlocks: [4, 6, 16, 1], widthMultiplier: [2.5, 2.5, 2.5, 5], strides: OFFICIAL_STRIDES, description: 'official, 80.3M params' },
-  'RepOpt-VGG-L1': { numBlocks: [8, 14, 24, 1], widthMultiplier: [2, 2, 2, 4], strides: OFFICIAL_STRIDES, description: 'official, 76.0M params' },
-  'RepOpt-VGG-L2': { numBlocks: [8, 14, 24, 1], widthMultiplier: [2.5, 2.5, 2.5, 5], strides: OFFICIAL_STRIDES, description: 'official, 118.1M params' },
-  'RepOpt-VGG-A0': { numBlocks: [2, 4, 14, 1], widthMultiplier: [0.75, 0.75, 0.75, 2.5], strides: OFFICIAL_STRIDES, description: 'RepVGG-A0 layout' },
-  'RepOpt-VGG-A1': { numBlocks: [2, 4, 14, 1], widthMultiplier: [1, 1, 1, 2.5], strides: OFFICIAL_STRIDES, description: 'RepVGG-A1 layout' },
-  'RepOpt-VGG-A2': { numBlocks: [2, 4, 14, 1], widthMultiplier: [1.5, 1.5, 1.5, 2.75], strides: OFFICIAL_STRIDES, description: 'RepVGG-A2 layout' },
-  'RepOpt-VGG-B0': { numBlocks: [4, 6, 16, 1], widthMultiplier: [1, 1, 1, 2.5], strides: OFFICIAL_STRIDES, description: 'RepVGG-B0 layout' },
-  'RepOpt-VGG-S': {
-    numBlocks: [1, 2, 2, 1],
-    widthMultiplier: [0.25, 0.25, 0.25, 0.25],
-    strides: [1, 2, 2, 2, 1],
-    description: 'small, for 28x28 / 32x32 data on 2 CPU cores (16-128 channels, 8x downsampling)',
-  },
-  'RepOpt-VGG-XS': {
-    numBlocks: [1, 1, 1, 1],
-    widthMultiplier: [0.125, 0.125, 0.125, 0.125],
-    strides: [1, 2, 2, 2, 1],
-    description: 'tiny, for tests (8-64 channels)',
-  },
+  'RepOpt-VGG-B1': arch([4, 6, 16, 1], [2, 2, 2, 4], 'official, 51.8M params'),
+  'RepOpt-VGG-B2': arch([4, 6, 16, 1], [2.5, 2.5, 2.5, 5], 'official, 80.3M params'),
+  'RepOpt-VGG-L1': arch([8, 14, 24, 1], [2, 2, 2, 4], 'official, 76.0M params'),
+  'RepOpt-VGG-L2': arch([8, 14, 24, 1], [2.5, 2.5, 2.5, 5], 'official, 118.1M params'),
+  'RepOpt-VGG-A0': arch([2, 4, 14, 1], [0.75, 0.75, 0.75, 2.5], 'RepVGG-A0 layout'),
+  'RepOpt-VGG-A1': arch([2, 4, 14, 1], [1, 1, 1, 2.5], 'RepVGG-A1 layout'),
+  'RepOpt-VGG-A2': arch([2, 4, 14, 1], [1.5, 1.5, 1.5, 2.75], 'RepVGG-A2 layout'),
+  'RepOpt-VGG-B0': arch([4, 6, 16, 1], [1, 1, 1, 2.5], 'RepVGG-B0 layout'),
+  'RepOpt-VGG-S': arch(
+    [1, 2, 2, 1],
+    [0.25, 0.25, 0.25, 0.25],
+    'small, for 28x28 / 32x32 data on 2 CPU cores (16-128 channels, 8x downsampling)',
+    [1, 2, 2, 2, 1],
+  ),
+  'RepOpt-VGG-XS': arch([1, 1, 1, 1], [0.125, 0.125, 0.125, 0.125], 'tiny, for tests (8-64 channels)', [1, 2, 2, 2, 1]),
 } as const satisfies Record<string, ArchConfig>;
 
 export type ArchName = keyof typeof ARCHS;

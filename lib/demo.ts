@@ -6,7 +6,7 @@ import * as path from 'path';
 import { hyperSearch, train } from './api';
 import { plotScales, scaleTable } from './hypersearch';
 import { info } from './runtime';
-import { deployNetwork, PtqResult, quantizeDeploy, spreadTable, weightSpread } from './quant';
+import { deployNetwork, type PtqResult, quantizeDeploy, spreadTable, weightSpread } from './quant';
 import { formatBytes, formatCount, formatDuration, formatPercent, histogramPlot, linePlot, markdownTable } from './report';
 import type { TrainMode, TrainOptions } from './train/config';
 import { channelStats, loadData, uploadDataset } from './train/data';
@@ -38,7 +38,15 @@ const MODELS: { mode: TrainMode; name: string }[] = [
 
 export interface DemoResult {
   readonly report: string;
-  readonly rows: { name: string; testAccuracy: number; int8Accuracy: number; trainSeconds: number; imagesPerSecond: number; peakRssBytes: number; parameters: number }[];
+  readonly rows: {
+    name: string;
+    testAccuracy: number;
+    int8Accuracy: number;
+    trainSeconds: number;
+    imagesPerSecond: number;
+    peakRssBytes: number;
+    parameters: number;
+  }[];
 }
 
 export async function demo(o: DemoOptions): Promise<DemoResult> {
@@ -51,7 +59,14 @@ export async function demo(o: DemoOptions): Promise<DemoResult> {
     ...(plan.trainSubset ? { trainSubset: plan.trainSubset, testSubset: plan.testSubset } : {}),
   };
   const data = await loadData(dataSpec, o.seed);
-  const common = { arch, data: dataSpec, lr: plan.lr, seed: o.seed, threads: o.threads, device: o.device } as const satisfies Partial<TrainOptions>;
+  const common = {
+    arch,
+    data: dataSpec,
+    lr: plan.lr,
+    seed: o.seed,
+    threads: o.threads,
+    device: o.device,
+  } as const satisfies Partial<TrainOptions>;
 
   const hs = hyperSearch({ ...common, epochs: plan.hsEpochs, outDir: path.join(o.out, 'hyper-search') }, { data });
   showProgress(hs, `hs ${arch}`);
@@ -59,7 +74,16 @@ export async function demo(o: DemoOptions): Promise<DemoResult> {
   search.train.network.dispose();
   const results = new Map<TrainMode, TrainResult>();
   for (const m of MODELS) {
-    const run = train({ ...common, mode: m.mode, epochs: plan.epochs, outDir: path.join(o.out, m.name), ...(m.mode === 'target' ? { scales: search.files.json } : {}) }, { data });
+    const run = train(
+      {
+        ...common,
+        mode: m.mode,
+        epochs: plan.epochs,
+        outDir: path.join(o.out, m.name),
+        ...(m.mode === 'target' ? { scales: search.files.json } : {}),
+      },
+      { data },
+    );
     showProgress(run, `${m.mode} ${arch}`);
     results.set(m.mode, await run.result);
   }
@@ -94,68 +118,112 @@ export async function demo(o: DemoOptions): Promise<DemoResult> {
     };
   });
   const deployParams = folded.deploy.parameters().reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
-  const spreads = MODELS.map((m) => ({ name: m.name, spread: weightSpread(quantized.get(m.mode)!.deploy.spec, quantized.get(m.mode)!.deploy.stateDict()) }));
+  const spreads = MODELS.map((m) => ({
+    name: m.name,
+    spread: weightSpread(quantized.get(m.mode)!.deploy.spec, quantized.get(m.mode)!.deploy.stateDict()),
+  }));
   // The block whose folded RepVGG kernel spreads widest (max|w| / std), for the histogram.
   const repvggSpread = spreads[1].spread.slice(0, -1);
   const widest = repvggSpread.reduce((a, b) => (b.absMaxOverStd > a.absMaxOverStd ? b : a)).layer;
 
   const plots = { curves: 'accuracy.png', loss: 'loss.png', scales: 'scales.png', weights: 'weights.png' };
-  await linePlot(path.join(o.out, plots.curves), {
-    title: 'Fashion-MNIST test accuracy per epoch',
-    xLabel: 'epoch',
-    yLabel: 'test accuracy',
-    series: MODELS.map((m) => ({ name: m.name, x: results.get(m.mode)!.history.map((h) => h.epoch), y: results.get(m.mode)!.history.map((h) => h.testAccuracy) })),
-  });
-  await linePlot(path.join(o.out, plots.loss), {
-    title: 'Training loss (label-smoothed cross-entropy) per epoch',
-    xLabel: 'epoch',
-    yLabel: 'train loss',
-    series: MODELS.map((m) => ({ name: m.name, x: results.get(m.mode)!.history.map((h) => h.epoch), y: results.get(m.mode)!.history.map((h) => h.trainLoss) })),
-  });
+  // One curve per model over epochs, of one field of the epoch history.
+  const perEpoch = (file: string, title: string, yLabel: string, y: (h: TrainResult['history'][number]) => number) =>
+    linePlot(path.join(o.out, file), {
+      title,
+      xLabel: 'epoch',
+      yLabel,
+      series: MODELS.map((m) => ({
+        name: m.name,
+        x: results.get(m.mode)!.history.map((h) => h.epoch),
+        y: results.get(m.mode)!.history.map(y),
+      })),
+    });
+  await perEpoch(plots.curves, 'Fashion-MNIST test accuracy per epoch', 'test accuracy', (h) => h.testAccuracy);
+  await perEpoch(plots.loss, 'Training loss (label-smoothed cross-entropy) per epoch', 'train loss', (h) => h.trainLoss);
   await plotScales(path.join(o.out, plots.scales), search.stats);
   await histogramPlot(path.join(o.out, plots.weights), {
     title: `${widest}: deployed 3x3 kernel weights (BN and branches folded in)`,
     xLabel: 'weight',
     bins: 80,
     countScale: 'symlog',
-    series: MODELS.map((m) => ({ name: m.name, values: quantized.get(m.mode)!.deploy.stateDict().get(`${widest}.rbr_reparam.weight`)!.data })),
+    series: MODELS.map((m) => ({
+      name: m.name,
+      values: quantized.get(m.mode)!.deploy.stateDict().get(`${widest}.rbr_reparam.weight`)!.data,
+    })),
   });
 
   const runtime = info();
   const table = markdownTable(
     ['model', 'test accuracy', 'INT8 (PTQ)', 'train time', 'images/s', 'peak RSS (process)', 'parameters'],
     [
-      ...rows.map((r) => [r.name, formatPercent(r.testAccuracy), formatPercent(r.int8Accuracy), formatDuration(r.trainSeconds), Math.round(r.imagesPerSecond), formatBytes(r.peakRssBytes), formatCount(r.parameters)]),
-      ['RepVGG, folded (deploy)', formatPercent(foldedTest.accuracy), formatPercent(folded.int8.accuracy), '-', '-', '-', formatCount(deployParams)],
+      ...rows.map((r) => [
+        r.name,
+        formatPercent(r.testAccuracy),
+        formatPercent(r.int8Accuracy),
+        formatDuration(r.trainSeconds),
+        Math.round(r.imagesPerSecond),
+        formatBytes(r.peakRssBytes),
+        formatCount(r.parameters),
+      ]),
+      [
+        'RepVGG, folded (deploy)',
+        formatPercent(foldedTest.accuracy),
+        formatPercent(folded.int8.accuracy),
+        '-',
+        '-',
+        '-',
+        formatCount(deployParams),
+      ],
     ],
   );
   const int8Table = markdownTable(
     ['model (folded)', 'float32', 'INT8 simulated', 'INT8 (QNNPACK)', 'drop'],
     MODELS.map((m) => {
       const q = quantized.get(m.mode)!;
-      return [m.name, formatPercent(q.float.accuracy), formatPercent(q.simulated.accuracy), formatPercent(q.int8.accuracy), `${((q.float.accuracy - q.int8.accuracy) * 100).toFixed(1)} pt`];
+      return [
+        m.name,
+        formatPercent(q.float.accuracy),
+        formatPercent(q.simulated.accuracy),
+        formatPercent(q.int8.accuracy),
+        `${((q.float.accuracy - q.int8.accuracy) * 100).toFixed(1)} pt`,
+      ];
     }),
   );
   const report = [
     '# repopt demo: RepOpt-VGG vs RepVGG vs VGG on Fashion-MNIST',
     '',
-    `Architecture ${arch} (strides 1,2,2,2,1), ${plan.epochs} epochs each (hyper-search: ${plan.hsEpochs}), batch 128, lr 0.2 x 128/256, cosine per iteration, SGD momentum 0.9 nesterov, weight decay 4e-5 (official grouping), label smoothing 0.1, random crop (pad 2) + flip. Data: ${data.train.count} training / ${data.test.count} test images${o.quick ? ` (class-balanced subset, seed ${o.seed})` : ''}. Seed ${o.seed} for every model.`,
-    `Machine: libtorch ${runtime.torchVersion}, device ${o.device}, ${o.threads} torch threads${o.quick ? ' (--quick: a short run; accuracies are indicative only)' : ''}.`,
+    `Architecture ${arch} (strides 1,2,2,2,1), ${plan.epochs} epochs each (hyper-search: ${plan.hsEpochs}), batch 128, ` +
+      `lr 0.2 x 128/256, cosine per iteration, SGD momentum 0.9 nesterov, weight decay 4e-5 (official grouping), label ` +
+      `smoothing 0.1, random crop (pad 2) + flip. Data: ${data.train.count} training / ${data.test.count} test ` +
+      `images${o.quick ? ` (class-balanced subset, seed ${o.seed})` : ''}. Seed ${o.seed} for every model.`,
+    `Machine: libtorch ${runtime.torchVersion}, device ${o.device}, ${o.threads} torch ` +
+      `threads${o.quick ? ' (--quick: a short run; accuracies are indicative only)' : ''}.`,
     '',
     table,
     '',
-    `The folded RepVGG is the trained RepVGG with each block's three branches merged into one 3x3 conv with bias; its accuracy equals the multi-branch model's up to float rounding (${formatPercent(foldedTest.accuracy)} vs ${formatPercent(repvgg.test.accuracy)}).`,
-    "RepOpt-VGG and VGG train the same plain network; RepOpt-VGG multiplies conv gradients by the GradMults made from the hyper-searched scales and starts from the init rule. Peak RSS is the process's resident memory sampled while each model trained (all models run in one process).",
+    `The folded RepVGG is the trained RepVGG with each block's three branches merged into one 3x3 conv with bias; its ` +
+      `accuracy equals the multi-branch model's up to float rounding (${formatPercent(foldedTest.accuracy)} vs ` +
+      `${formatPercent(repvgg.test.accuracy)}).`,
+    'RepOpt-VGG and VGG train the same plain network; RepOpt-VGG multiplies conv gradients by the GradMults made from ' +
+      "the hyper-searched scales and starts from the init rule. Peak RSS is the process's resident memory sampled " +
+      'while each model trained (all models run in one process).',
     '',
     '## INT8 post-training quantization',
     '',
-    `Each model folded into its deploy form (one conv3x3 + bias per block), then quantized: weights int8 per output channel (symmetric), activations uint8 per tensor at every conv input and output, min-max ranges from ${plan.calibBatches} training batches of 128. "Simulated": libtorch's fake-quantize ops; "QNNPACK": libtorch's real int8 kernels. \`repopt quantize --checkpoint <model>\` does the same for one run, with QAT and the int8 export.`,
+    `Each model folded into its deploy form (one conv3x3 + bias per block), then quantized: weights int8 per output ` +
+      `channel (symmetric), activations uint8 per tensor at every conv input and output, min-max ranges from ` +
+      `${plan.calibBatches} training batches of 128. "Simulated": libtorch's fake-quantize ops; "QNNPACK": libtorch's ` +
+      `real int8 kernels. \`repopt quantize --checkpoint <model>\` does the same for one run, with QAT and the int8 export.`,
     '',
     int8Table,
     '',
-    "For scale: the paper's ImageNet figures are RepOpt-VGG-B1 78.47% → 75.89% INT8 and RepVGG-B1 → 54.55% (post-training). Whether a gap of that kind appears depends on how far the folded kernels spread, which this small model on Fashion-MNIST may not reproduce; the numbers above are this run's, measured.",
+    "For scale: the paper's ImageNet figures are RepOpt-VGG-B1 78.47% → 75.89% INT8 and RepVGG-B1 → 54.55% " +
+      '(post-training). Whether a gap of that kind appears depends on how far the folded kernels spread, which this ' +
+      "small model on Fashion-MNIST may not reproduce; the numbers above are this run's, measured.",
     '',
-    "Weight spread of the deployed kernels (the paper's explanation of RepVGG's INT8 loss: folding adds BN-scaled branches, so a few large weights stretch each channel's int8 grid):",
+    "Weight spread of the deployed kernels (the paper's explanation of RepVGG's INT8 loss: folding adds BN-scaled " +
+      "branches, so a few large weights stretch each channel's int8 grid):",
     '',
     spreadTable(spreads),
     '',
@@ -167,7 +235,8 @@ export async function demo(o: DemoOptions): Promise<DemoResult> {
     '',
     '## Hyper-searched scales',
     '',
-    `From the HS model after ${plan.hsEpochs} epoch(s) (test accuracy ${formatPercent(search.train.test.accuracy)}): \`hyper-search/scales.json\`, \`hyper-search/scales.pth\`.`,
+    `From the HS model after ${plan.hsEpochs} epoch(s) (test accuracy ${formatPercent(search.train.test.accuracy)}): ` +
+      `\`hyper-search/scales.json\`, \`hyper-search/scales.pth\`.`,
     ...(search.warnings.length ? ['', ...search.warnings.map((w) => `**Warning:** ${w}`)] : []),
     '',
     `![scales](${plots.scales})`,
@@ -179,7 +248,12 @@ export async function demo(o: DemoOptions): Promise<DemoResult> {
   ].join('\n');
   const reportFile = path.join(o.out, 'report.md');
   fs.writeFileSync(reportFile, report);
-  const int8 = Object.fromEntries(MODELS.map((m) => [m.name, (({ float, simulated, int8 }) => ({ float, simulated, int8 }))(quantized.get(m.mode)!)]));
-  fs.writeFileSync(path.join(o.out, 'results.json'), JSON.stringify({ rows, folded: foldedTest, int8, spread: spreads, plan, seed: o.seed }, null, 2) + '\n');
+  const int8 = Object.fromEntries(
+    MODELS.map((m) => [m.name, (({ float, simulated, int8 }) => ({ float, simulated, int8 }))(quantized.get(m.mode)!)]),
+  );
+  fs.writeFileSync(
+    path.join(o.out, 'results.json'),
+    JSON.stringify({ rows, folded: foldedTest, int8, spread: spreads, plan, seed: o.seed }, null, 2) + '\n',
+  );
   return { report: reportFile, rows };
 }

@@ -1,7 +1,7 @@
 // RepVGG structural re-parameterisation: a trained repvgg network (three BN branches per block) folds
 // into the deploy network (one conv3x3 with bias per block) that computes the same function in eval mode.
 import type { HostTensor } from './backend';
-import { BN_EPS, hasIdentity, NetworkSpec } from './spec';
+import { BN_EPS, hasIdentity, type NetworkSpec } from './spec';
 
 function need(state: ReadonlyMap<string, HostTensor>, key: string): HostTensor['data'] {
   const t = state.get(key);
@@ -11,7 +11,8 @@ function need(state: ReadonlyMap<string, HostTensor>, key: string): HostTensor['
 
 /** The deploy spec of a repvgg or target (plain VGG, RepOpt-VGG) spec. */
 export function deploySpec(spec: NetworkSpec): NetworkSpec {
-  if (spec.mode !== 'repvgg' && spec.mode !== 'target') throw new RangeError(`fold: repvgg and target networks fold, this one is '${spec.mode}'`);
+  if (spec.mode !== 'repvgg' && spec.mode !== 'target')
+    throw new RangeError(`fold: repvgg and target networks fold, this one is '${spec.mode}'`);
   return { ...spec, mode: 'deploy' };
 }
 
@@ -32,7 +33,10 @@ export function foldTarget(spec: NetworkSpec, state: ReadonlyMap<string, HostTen
       for (let e = oc * per; e < (oc + 1) * per; e++) kernel[e] = w[e] * factor;
       bias[oc] = beta[oc] - mean[oc] * factor;
     }
-    out.set(`${b.name}.rbr_reparam.weight`, { shape: [b.outChannels, b.inChannels, 3, 3], data: float32 ? Float32Array.from(kernel) : kernel });
+    out.set(`${b.name}.rbr_reparam.weight`, {
+      shape: [b.outChannels, b.inChannels, 3, 3],
+      data: float32 ? Float32Array.from(kernel) : kernel,
+    });
     out.set(`${b.name}.rbr_reparam.bias`, { shape: [b.outChannels], data: float32 ? Float32Array.from(bias) : bias });
   }
   for (const key of ['linear.weight', 'linear.bias']) out.set(key, { shape: state.get(key)?.shape ?? [], data: need(state, key) });
@@ -40,7 +44,10 @@ export function foldTarget(spec: NetworkSpec, state: ReadonlyMap<string, HostTen
 }
 
 /** The deploy network of a repvgg or target network: its spec and folded state. */
-export function foldToDeploy(spec: NetworkSpec, state: ReadonlyMap<string, HostTensor>): { spec: NetworkSpec; state: Map<string, HostTensor> } {
+export function foldToDeploy(
+  spec: NetworkSpec,
+  state: ReadonlyMap<string, HostTensor>,
+): { spec: NetworkSpec; state: Map<string, HostTensor> } {
   return { spec: deploySpec(spec), state: spec.mode === 'repvgg' ? foldRepVGG(spec, state) : foldTarget(spec, state) };
 }
 

@@ -2,7 +2,7 @@
 // shared by both backends (the optimizer-spec resolver calls the check; lib/repopt.ts's RepConv
 // checks reuse its structural part).
 import type { GradMult } from './backend';
-import { allocate, formatShape, FloatArray, rounder, sameShape, sizeOf } from './reference/numeric';
+import { allocate, formatShape, type FloatArray, rounder, sameShape, sizeOf } from './reference/numeric';
 import type { ParamInfo, Precision } from './spec';
 
 /** The structure of a conv weight [O, I/groups, k, k] with (optionally) an identity branch; throws
@@ -20,7 +20,8 @@ export function checkConvStructure(where: string, shape: readonly number[], grou
   // An identity branch keeps the channel count: O == I.
   if (identity && outChannels !== groupChannels * groups) {
     throw new RangeError(
-      `${where}: identity needs as many output as input channels, shape ${formatShape(shape)} with groups ${groups} has ${outChannels} and ${groupChannels * groups}`,
+      `${where}: identity needs as many output as input channels, shape ${formatShape(shape)} with groups ${groups} ` +
+        `has ${outChannels} and ${groupChannels * groups}`,
     );
   }
 }
@@ -44,9 +45,12 @@ export function checkGradMult(gm: GradMult, param?: ParamInfo | null): void {
   if (param === null) throw new RangeError(`GradMult names '${gm.param}', which is not a parameter of the network`);
   if (!param.trainable) throw new RangeError(`GradMult names '${gm.param}', which is a constant (not trainable) parameter`);
   if (!sameShape(gm.shape, param.shape)) {
-    throw new RangeError(`GradMult for '${gm.param}' has shape ${formatShape(gm.shape)} but the parameter has shape ${formatShape(param.shape)}`);
+    throw new RangeError(
+      `GradMult for '${gm.param}' has shape ${formatShape(gm.shape)} but the parameter has shape ${formatShape(param.shape)}`,
+    );
   }
-  if (gm.groups !== 1) throw new RangeError(`GradMult for '${gm.param}' has groups ${gm.groups}, but the network's convolutions have groups 1`);
+  if (gm.groups !== 1)
+    throw new RangeError(`GradMult for '${gm.param}' has groups ${gm.groups}, but the network's convolutions have groups 1`);
 }
 
 /** The full multiplier (the official storage), shaped like the weight:

@@ -2,10 +2,10 @@
 // constants, save them (JSON and .pth), and say whether they look usable.
 import * as path from 'path';
 import { markdownTable, rangePlot } from './report';
-import { saveScales, ScaleSet, scalesFromNetworkState } from './scales';
-import { hasIdentity, NetworkSpec } from './spec';
+import { saveScales, type ScaleSet, scalesFromNetworkState } from './scales';
+import { hasIdentity, type NetworkSpec } from './spec';
 import type { TrainConfig } from './train/config';
-import { RunContext, runTraining, TrainResult } from './train/trainer';
+import { type RunContext, runTraining, type TrainResult } from './train/trainer';
 
 export interface BranchStats {
   readonly block: string;
@@ -47,10 +47,14 @@ export function scaleStatistics(spec: NetworkSpec, scales: ScaleSet): BranchStat
 export function scaleWarnings(stats: readonly BranchStats[]): string[] {
   const warnings: string[] = [];
   const bad = stats.filter((s) => ![s.mean, s.min, s.max].every(Number.isFinite));
-  if (bad.length) warnings.push(`non-finite scales in ${bad.map((s) => `${s.block}.${s.branch}`).join(', ')}: the HS run diverged; lower the lr or clip gradients`);
+  if (bad.length)
+    warnings.push(
+      `non-finite scales in ${bad.map((s) => `${s.block}.${s.branch}`).join(', ')}: the HS run diverged; lower the lr or clip gradients`,
+    );
   const huge = stats.filter((s) => Math.max(Math.abs(s.min), Math.abs(s.max)) > 100);
   if (huge.length) warnings.push(`exploding scales (|x| > 100) in ${huge.map((s) => `${s.block}.${s.branch}`).join(', ')}`);
-  if (stats.length && stats.every((s) => s.moved < 1e-3)) warnings.push('the scales barely moved from their initial values: train the HS model longer (or with a larger lr)');
+  if (stats.length && stats.every((s) => s.moved < 1e-3))
+    warnings.push('the scales barely moved from their initial values: train the HS model longer (or with a larger lr)');
   return warnings;
 }
 
@@ -72,7 +76,13 @@ export async function plotScales(file: string, stats: readonly BranchStats[]): P
       max: blocks.map((b) => of(b)?.max ?? NaN),
     };
   });
-  await rangePlot(file, { title: 'Hyper-searched branch scales per block (mean, min..max over channels)', xLabel: 'block', yLabel: 'scale', categories: blocks, series });
+  await rangePlot(file, {
+    title: 'Hyper-searched branch scales per block (mean, min..max over channels)',
+    xLabel: 'block',
+    yLabel: 'scale',
+    categories: blocks,
+    series,
+  });
 }
 
 export interface HyperSearchResult {

@@ -1,6 +1,15 @@
 // Training: runs are EventEmitters ('start', 'step', 'epoch', 'checkpoint', 'finished') with `result`.
 export { convert, evaluate, exportWeights, hyperSearch, quantize, train } from './api';
-export type { ConvertResult, EvaluateOptions, EvaluateResult, HyperSearchOptions, QuantizeOptions, QuantizeOutcome, QuantizeRow, RunOptions } from './api';
+export type {
+  ConvertResult,
+  EvaluateOptions,
+  EvaluateResult,
+  HyperSearchOptions,
+  QuantizeOptions,
+  QuantizeOutcome,
+  QuantizeRow,
+  RunOptions,
+} from './api';
 export { EVALUATE_DEFAULTS, HYPER_SEARCH_DEFAULTS, QUANTIZE_DEFAULTS, TRAIN_DEFAULTS } from './defaults';
 export type { Augment, TrainConfig, TrainMode, TrainOptions } from './train/config';
 export type { DataSpec, Normalization, TrainTestData } from './train/data';
@@ -13,7 +22,17 @@ export { Tensor, isTensor } from './tensor';
 export type { DType, TensorData, ArrayOf, DTypeOf } from './tensor';
 export { info, memory, setNumThreads, manualSeed } from './runtime';
 export type { RuntimeInfo, MemoryInfo } from './runtime';
-export type { Backend, BackendName, GradMult, HostTensor, Network, Optimizer, OptimizerSpec, ParamGroupSpec, TrainStepOptions } from './backend';
+export type {
+  Backend,
+  BackendName,
+  GradMult,
+  HostTensor,
+  Network,
+  Optimizer,
+  OptimizerSpec,
+  ParamGroupSpec,
+  TrainStepOptions,
+} from './backend';
 export { nativeBackend } from './native-backend';
 export { referenceBackend } from './reference';
 export * from './spec';

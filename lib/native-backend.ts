@@ -1,22 +1,22 @@
 // The libtorch backend: networks and optimizers live in the addon; whole steps cross the seam.
 import type { Backend, HostTensor, Network, Optimizer, OptimizerSpec, TrainStepOptions } from './backend';
 import {
-  EpochMetrics,
+  type BatchSelection,
+  type EpochMetrics,
   native,
-  NativeDataset,
-  NativeNetwork,
-  NativeOptimizer,
-  NativeProcessGroup,
-  PrecisionOptions,
-  QuantizedLayer,
-  QuantOptions,
-  QuantParams,
-  Tensor,
-  TrainBatchOptions,
+  type NativeDataset,
+  type NativeNetwork,
+  type NativeOptimizer,
+  type NativeProcessGroup,
+  type PrecisionOptions,
+  type QuantizedLayer,
+  type QuantOptions,
+  type QuantParams,
+  type Tensor,
 } from './native';
-import { nativeOptimizerConfig, resolveOptimizerSpec, SgdImplementation } from './optimizer-spec';
+import { nativeOptimizerConfig, resolveOptimizerSpec, type SgdImplementation } from './optimizer-spec';
 import type { PthTensor } from './pth';
-import { bufferInfo, NetworkSpec, parameterInfo, Precision, validateSpec } from './spec';
+import { bufferInfo, type NetworkSpec, parameterInfo, type Precision, validateSpec } from './spec';
 
 function toNative(t: HostTensor): Tensor {
   return native().Tensor.fromArray(t.data, t.shape);
@@ -34,7 +34,8 @@ function localArray(t: Tensor): PthTensor['data'] {
 
 function toHost(t: Tensor): HostTensor {
   const data = localArray(t);
-  const floating = data instanceof Float32Array || data instanceof Float64Array ? data : Float64Array.from(data as ArrayLike<number | bigint>, Number);
+  const floating =
+    data instanceof Float32Array || data instanceof Float64Array ? data : Float64Array.from(data as ArrayLike<number | bigint>, Number);
   return { shape: t.shape, data: floating };
 }
 
@@ -160,7 +161,8 @@ export class NativeBackendNetwork implements Network {
     const typed = new Map<string, PthTensor>();
     for (const [name, t] of state) {
       // Host states hold the batch counts as floats; the network keeps them as int64.
-      if (name.endsWith('.num_batches_tracked')) typed.set(name, { dtype: 'int64', shape: t.shape, data: BigInt64Array.from(t.data, (v) => BigInt(Math.round(v))) });
+      if (name.endsWith('.num_batches_tracked'))
+        typed.set(name, { dtype: 'int64', shape: t.shape, data: BigInt64Array.from(t.data, (v) => BigInt(Math.round(v))) });
       else typed.set(name, { dtype: t.data instanceof Float32Array ? 'float32' : 'float64', shape: t.shape, data: t.data });
     }
     this.loadStateTensors(typed);
@@ -197,7 +199,12 @@ export class NativeBackendNetwork implements Network {
   }
 
   /** trainStep off the JS thread. */
-  async trainStepAsync(optimizer: NativeBackendOptimizer, input: HostTensor, labels: Int32Array, options: TrainStepOptions = {}): Promise<number> {
+  async trainStepAsync(
+    optimizer: NativeBackendOptimizer,
+    input: HostTensor,
+    labels: Int32Array,
+    options: TrainStepOptions = {},
+  ): Promise<number> {
     const x = toNative(input);
     const y = native().Tensor.fromArray(labels);
     try {
@@ -226,29 +233,13 @@ export class NativeBackendNetwork implements Network {
 
   /** One training step on batch `batchIndex` of `permutation` (or `count` consecutive ones), off the
    * JS thread. Until it settles, the network, the optimizer and the dataset refuse every call. */
-  trainBatch(
-    optimizer: NativeBackendOptimizer,
-    dataset: NativeDataset,
-    permutation: Tensor,
-    batchIndex: number,
-    batchSize: number,
-    options?: TrainBatchOptions,
-    count?: number,
-  ): Promise<void> {
-    return this.handle.trainBatchAsync(optimizerHandle(optimizer), dataset, permutation, batchIndex, batchSize, options, count);
+  trainBatch(optimizer: NativeBackendOptimizer, ...batches: BatchSelection): Promise<void> {
+    return this.handle.trainBatchAsync(optimizerHandle(optimizer), ...batches);
   }
 
   /** trainBatch on the JS thread. */
-  trainBatchSync(
-    optimizer: NativeBackendOptimizer,
-    dataset: NativeDataset,
-    permutation: Tensor,
-    batchIndex: number,
-    batchSize: number,
-    options?: TrainBatchOptions,
-    count?: number,
-  ): void {
-    this.handle.trainBatch(optimizerHandle(optimizer), dataset, permutation, batchIndex, batchSize, options, count);
+  trainBatchSync(optimizer: NativeBackendOptimizer, ...batches: BatchSelection): void {
+    this.handle.trainBatch(optimizerHandle(optimizer), ...batches);
   }
 
   /** Means since the last call (one device synchronisation). */

@@ -145,6 +145,17 @@ export interface TrainBatchOptions extends Augmentation, PrecisionOptions {
   readonly skipNonFinite?: boolean;
 }
 
+/** Which training batches a step takes: batch `batchIndex` of `permutation` in `dataset` (or `count`
+ * consecutive ones, in one native loop), with the step's options. */
+export type BatchSelection = [
+  dataset: NativeDataset,
+  permutation: Tensor,
+  batchIndex: number,
+  batchSize: number,
+  options?: TrainBatchOptions,
+  count?: number,
+];
+
 export interface QuantOptions {
   /** 'minmax' (running min and max) or 'percentile' (per batch the nearest-rank (100-p)-th and p-th
    * percentiles, averaged over batches). Default 'minmax'. */
@@ -200,18 +211,10 @@ export interface NativeNetwork {
   trainStepAsync(optimizer: NativeOptimizer, input: Tensor, labels: Tensor, labelSmoothing?: number): Promise<number>;
   /** One training step on batch `batchIndex` of `permutation` (or `count` consecutive steps in one native
    * loop); loss and accuracy accumulate on the device. */
-  trainBatch(optimizer: NativeOptimizer, dataset: NativeDataset, permutation: Tensor, batchIndex: number, batchSize: number, options?: TrainBatchOptions, count?: number): void;
+  trainBatch(optimizer: NativeOptimizer, ...batches: BatchSelection): void;
   /** trainBatch off the JS thread (libuv pool). Until it settles every call on this network, the
    * optimizer and the dataset throws ("...: an asynchronous step is running on this ...; await it first"). */
-  trainBatchAsync(
-    optimizer: NativeOptimizer,
-    dataset: NativeDataset,
-    permutation: Tensor,
-    batchIndex: number,
-    batchSize: number,
-    options?: TrainBatchOptions,
-    count?: number,
-  ): Promise<void>;
+  trainBatchAsync(optimizer: NativeOptimizer, ...batches: BatchSelection): Promise<void>;
   /** Means since the last call (one device synchronisation). */
   takeTrainMetrics(): EpochMetrics;
   /** Loss and accuracy over the whole data set, eval mode, no augmentation. */
@@ -259,7 +262,10 @@ export interface NativeProcessGroup {
   /** Rank 0's weights to every rank; from then on each train step averages the gradients over the
    * group (c10d Reducer: buckets, overlapped with the backward pass) before the optimizer step, and
    * broadcasts rank 0's buffers before the forward pass (as DDP). */
-  attach(network: NativeNetwork, options?: { bucketCapMb?: number; firstBucketCapMb?: number; broadcastBuffers?: boolean; syncBatchNorm?: boolean }): { buckets: number };
+  attach(
+    network: NativeNetwork,
+    options?: { bucketCapMb?: number; firstBucketCapMb?: number; broadcastBuffers?: boolean; syncBatchNorm?: boolean },
+  ): { buckets: number };
   detach(network: NativeNetwork): void;
   dispose(): void;
 }
@@ -294,7 +300,11 @@ export interface NativeBinding {
   setNumThreads(threads: number): void;
   manualSeed(seed: number | bigint): void;
   /** libtorch's CUDA math switches (TF32 in cuDNN and cuBLAS, deterministic and benchmark cuDNN); returns them. */
-  setCudaMath(options: { tf32?: boolean; deterministic?: boolean; benchmark?: boolean }): { tf32: boolean; deterministic: boolean; benchmark: boolean };
+  setCudaMath(options: { tf32?: boolean; deterministic?: boolean; benchmark?: boolean }): {
+    tf32: boolean;
+    deterministic: boolean;
+    benchmark: boolean;
+  };
   /** The observer and qparam rules of calibration, applied to the given tensors. */
   observeRange(batches: readonly Tensor[], options?: QuantOptions): { min: number; max: number; scale: number; zeroPoint: number };
   /** Per-output-channel symmetric int8 scales (max |w| / 127.5). */
@@ -346,7 +356,9 @@ export function loadNative(): LoadedBinding {
     [
       `repopt: no native addon could be loaded from ${packageRoot}.`,
       `Found here: ${describeLibtorch(choice.found)}.`,
-      ...(choice.candidates.length === 0 && choice.passedOver.length === 0 ? ['No source build (build/Release/repopt.node) and no prebuild for this platform.'] : []),
+      ...(choice.candidates.length === 0 && choice.passedOver.length === 0
+        ? ['No source build (build/Release/repopt.node) and no prebuild for this platform.']
+        : []),
       ...choice.passedOver.map((l) => `Passed over: ${l}.`),
       ...failures.map((l) => `Failed to load: ${l}.`),
       HOW_TO_FIX,

@@ -71,7 +71,10 @@ function resolveGroup(spec: OptimizerSpec, group: ParamGroupSpec, index: number 
   };
   // torch.optim.SGD's check, applied to every group.
   if (resolved.nesterov && (resolved.momentum <= 0 || resolved.dampening !== 0)) {
-    fail(`${where}nesterov momentum requires a momentum > 0 and zero dampening (momentum ${resolved.momentum}, dampening ${resolved.dampening})`);
+    fail(
+      `${where}nesterov momentum requires a momentum > 0 and zero dampening (momentum ${resolved.momentum}, dampening ` +
+        `${resolved.dampening})`,
+    );
   }
   return resolved;
 }

@@ -131,7 +131,8 @@ function readZipEntries(bytes: Uint8Array): ZipEntries {
     // stop here, so garbage can neither make it allocate huge buffers nor walk billions of phantom entries.
     extracted = unzipSync(bytes, {
       filter: (info) => {
-        if (declaredSizes.size + entries.compressed.size >= maxEntries) fail('damaged zip central directory (more entries than the file can hold)');
+        if (declaredSizes.size + entries.compressed.size >= maxEntries)
+          fail('damaged zip central directory (more entries than the file can hold)');
         if (info.name === '') fail('damaged zip central directory (an entry without a name)');
         if (declaredSizes.has(info.name) || entries.compressed.has(info.name)) fail(`zip entry '${info.name}' appears twice`);
         if (info.compression !== 0) {
@@ -139,7 +140,10 @@ function readZipEntries(bytes: Uint8Array): ZipEntries {
           return false;
         }
         if (info.size !== info.originalSize || info.size > bytes.length) {
-          fail(`damaged zip entry '${info.name}' (claims ${info.originalSize} bytes stored in ${info.size}, in a file of ${bytes.length} bytes)`);
+          fail(
+            `damaged zip entry '${info.name}' (claims ${info.originalSize} bytes stored in ${info.size}, in a file of ` +
+              `${bytes.length} bytes)`,
+          );
         }
         declaredSizes.set(info.name, info.size);
         return true;
@@ -179,7 +183,8 @@ class StorageLoader {
     const entryName = `${this.prefix}/data/${ref.key}`;
     const bytes = this.entries.get(entryName);
     const needed = ref.numel * DTYPES[ref.dtype].array.BYTES_PER_ELEMENT;
-    if (bytes.length < needed) fail(`storage entry '${entryName}' has ${bytes.length} bytes, too short for ${ref.numel} ${ref.dtype} elements (${needed} bytes)`);
+    if (bytes.length < needed)
+      fail(`storage entry '${entryName}' has ${bytes.length} bytes, too short for ${ref.numel} ${ref.dtype} elements (${needed} bytes)`);
     this.loaded.set(ref.key, { dtype: ref.dtype, numel: ref.numel, bytes });
     return bytes;
   }
@@ -205,7 +210,10 @@ function materialiseTensor(key: string, ref: TensorRef, storageBytes: Uint8Array
   if (numel > 0) {
     const lastElement = offset + size.reduce((sum, n, d) => sum + (n - 1) * stride[d], 0);
     if (lastElement >= storageNumel) {
-      fail(`tensor '${key}' (size [${size.join(', ')}], stride [${stride.join(', ')}], offset ${offset}) reaches element ${lastElement} of a storage of ${storageNumel}`);
+      fail(
+        `tensor '${key}' (size [${size.join(', ')}], stride [${stride.join(', ')}], offset ${offset}) reaches element ` +
+          `${lastElement} of a storage of ${storageNumel}`,
+      );
     }
   }
   const itemSize = DTYPES[dtype].array.BYTES_PER_ELEMENT;
@@ -305,25 +313,105 @@ class TensorRef {
 type PyValue = null | boolean | number | bigint | string | PyTuple | PyDict | PyGlobal | StorageRef | TensorRef;
 
 const OPCODE_NAMES: Readonly<Record<number, string>> = {
-  0x28: 'MARK', 0x2e: 'STOP', 0x30: 'POP', 0x31: 'POP_MARK', 0x32: 'DUP', 0x46: 'FLOAT', 0x49: 'INT', 0x4a: 'BININT',
-  0x4b: 'BININT1', 0x4c: 'LONG', 0x4d: 'BININT2', 0x4e: 'NONE', 0x50: 'PERSID', 0x51: 'BINPERSID', 0x52: 'REDUCE',
-  0x53: 'STRING', 0x54: 'BINSTRING', 0x55: 'SHORT_BINSTRING', 0x56: 'UNICODE', 0x58: 'BINUNICODE', 0x61: 'APPEND',
-  0x62: 'BUILD', 0x63: 'GLOBAL', 0x64: 'DICT', 0x7d: 'EMPTY_DICT', 0x65: 'APPENDS', 0x67: 'GET', 0x68: 'BINGET',
-  0x69: 'INST', 0x6a: 'LONG_BINGET', 0x6c: 'LIST', 0x5d: 'EMPTY_LIST', 0x6f: 'OBJ', 0x70: 'PUT', 0x71: 'BINPUT',
-  0x72: 'LONG_BINPUT', 0x73: 'SETITEM', 0x74: 'TUPLE', 0x29: 'EMPTY_TUPLE', 0x75: 'SETITEMS', 0x47: 'BINFLOAT',
-  0x80: 'PROTO', 0x81: 'NEWOBJ', 0x82: 'EXT1', 0x83: 'EXT2', 0x84: 'EXT4', 0x85: 'TUPLE1', 0x86: 'TUPLE2', 0x87: 'TUPLE3',
-  0x88: 'NEWTRUE', 0x89: 'NEWFALSE', 0x8a: 'LONG1', 0x8b: 'LONG4', 0x42: 'BINBYTES', 0x43: 'SHORT_BINBYTES',
-  0x8c: 'SHORT_BINUNICODE', 0x8d: 'BINUNICODE8', 0x8e: 'BINBYTES8', 0x8f: 'EMPTY_SET', 0x90: 'ADDITEMS', 0x91: 'FROZENSET',
-  0x92: 'NEWOBJ_EX', 0x93: 'STACK_GLOBAL', 0x94: 'MEMOIZE', 0x95: 'FRAME', 0x96: 'BYTEARRAY8', 0x97: 'NEXT_BUFFER',
+  0x28: 'MARK',
+  0x2e: 'STOP',
+  0x30: 'POP',
+  0x31: 'POP_MARK',
+  0x32: 'DUP',
+  0x46: 'FLOAT',
+  0x49: 'INT',
+  0x4a: 'BININT',
+  0x4b: 'BININT1',
+  0x4c: 'LONG',
+  0x4d: 'BININT2',
+  0x4e: 'NONE',
+  0x50: 'PERSID',
+  0x51: 'BINPERSID',
+  0x52: 'REDUCE',
+  0x53: 'STRING',
+  0x54: 'BINSTRING',
+  0x55: 'SHORT_BINSTRING',
+  0x56: 'UNICODE',
+  0x58: 'BINUNICODE',
+  0x61: 'APPEND',
+  0x62: 'BUILD',
+  0x63: 'GLOBAL',
+  0x64: 'DICT',
+  0x7d: 'EMPTY_DICT',
+  0x65: 'APPENDS',
+  0x67: 'GET',
+  0x68: 'BINGET',
+  0x69: 'INST',
+  0x6a: 'LONG_BINGET',
+  0x6c: 'LIST',
+  0x5d: 'EMPTY_LIST',
+  0x6f: 'OBJ',
+  0x70: 'PUT',
+  0x71: 'BINPUT',
+  0x72: 'LONG_BINPUT',
+  0x73: 'SETITEM',
+  0x74: 'TUPLE',
+  0x29: 'EMPTY_TUPLE',
+  0x75: 'SETITEMS',
+  0x47: 'BINFLOAT',
+  0x80: 'PROTO',
+  0x81: 'NEWOBJ',
+  0x82: 'EXT1',
+  0x83: 'EXT2',
+  0x84: 'EXT4',
+  0x85: 'TUPLE1',
+  0x86: 'TUPLE2',
+  0x87: 'TUPLE3',
+  0x88: 'NEWTRUE',
+  0x89: 'NEWFALSE',
+  0x8a: 'LONG1',
+  0x8b: 'LONG4',
+  0x42: 'BINBYTES',
+  0x43: 'SHORT_BINBYTES',
+  0x8c: 'SHORT_BINUNICODE',
+  0x8d: 'BINUNICODE8',
+  0x8e: 'BINBYTES8',
+  0x8f: 'EMPTY_SET',
+  0x90: 'ADDITEMS',
+  0x91: 'FROZENSET',
+  0x92: 'NEWOBJ_EX',
+  0x93: 'STACK_GLOBAL',
+  0x94: 'MEMOIZE',
+  0x95: 'FRAME',
+  0x96: 'BYTEARRAY8',
+  0x97: 'NEXT_BUFFER',
   0x98: 'READONLY_BUFFER',
 };
 
 /** Opcodes written by pickle protocol 2 for what torch.save stores: dicts, tuples, ints, bools, strings, globals. */
 const OP = {
-  MARK: 0x28, STOP: 0x2e, BININT: 0x4a, BININT1: 0x4b, BININT2: 0x4d, NONE: 0x4e, BINPERSID: 0x51, REDUCE: 0x52,
-  BINUNICODE: 0x58, BUILD: 0x62, GLOBAL: 0x63, EMPTY_DICT: 0x7d, BINGET: 0x68, LONG_BINGET: 0x6a, BINPUT: 0x71,
-  LONG_BINPUT: 0x72, SETITEM: 0x73, TUPLE: 0x74, EMPTY_TUPLE: 0x29, SETITEMS: 0x75, PROTO: 0x80, TUPLE1: 0x85,
-  TUPLE2: 0x86, TUPLE3: 0x87, NEWTRUE: 0x88, NEWFALSE: 0x89, LONG1: 0x8a,
+  MARK: 0x28,
+  STOP: 0x2e,
+  BININT: 0x4a,
+  BININT1: 0x4b,
+  BININT2: 0x4d,
+  NONE: 0x4e,
+  BINPERSID: 0x51,
+  REDUCE: 0x52,
+  BINUNICODE: 0x58,
+  BUILD: 0x62,
+  GLOBAL: 0x63,
+  EMPTY_DICT: 0x7d,
+  BINGET: 0x68,
+  LONG_BINGET: 0x6a,
+  BINPUT: 0x71,
+  LONG_BINPUT: 0x72,
+  SETITEM: 0x73,
+  TUPLE: 0x74,
+  EMPTY_TUPLE: 0x29,
+  SETITEMS: 0x75,
+  PROTO: 0x80,
+  TUPLE1: 0x85,
+  TUPLE2: 0x86,
+  TUPLE3: 0x87,
+  NEWTRUE: 0x88,
+  NEWFALSE: 0x89,
+  LONG1: 0x8a,
 } as const;
 
 const REBUILD_TENSOR = 'torch._utils._rebuild_tensor_v2';
@@ -418,7 +506,10 @@ function runPickle(bytes: Uint8Array): PyValue {
         break;
       case OP.LONG1: {
         const digits = take(uint(1));
-        const value = BigInt.asIntN(digits.length * 8, digits.reduceRight((acc, b) => (acc << 8n) | BigInt(b), 0n));
+        const value = BigInt.asIntN(
+          digits.length * 8,
+          digits.reduceRight((acc, b) => (acc << 8n) | BigInt(b), 0n),
+        );
         stack.push(value >= BigInt(Number.MIN_SAFE_INTEGER) && value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : value);
         break;
       }
@@ -491,11 +582,16 @@ function runPickle(bytes: Uint8Array): PyValue {
         // tensors does not need it, so instance state on dicts is dropped.
         const state = pop();
         const target = top();
-        if (!(target instanceof PyDict) || !(state instanceof PyDict)) fail(`BUILD of ${describe(target)} from ${describe(state)} is not supported`);
+        if (!(target instanceof PyDict) || !(state instanceof PyDict))
+          fail(`BUILD of ${describe(target)} from ${describe(state)} is not supported`);
         break;
       }
       default:
-        fail(code in OPCODE_NAMES ? `unsupported pickle opcode ${opName} (0x${code.toString(16)}) at byte ${opPos} of data.pkl` : `unknown pickle opcode ${opName} at byte ${opPos} of data.pkl`);
+        fail(
+          code in OPCODE_NAMES
+            ? `unsupported pickle opcode ${opName} (0x${code.toString(16)}) at byte ${opPos} of data.pkl`
+            : `unknown pickle opcode ${opName} at byte ${opPos} of data.pkl`,
+        );
     }
   }
 }
@@ -513,15 +609,18 @@ function isCount(value: PyValue): value is number {
 }
 
 function countsOf(value: PyValue, what: string): number[] {
-  if (!(value instanceof PyTuple) || !value.items.every(isCount)) fail(`tensor ${what} is ${describe(value)}, not a tuple of non-negative integers`);
+  if (!(value instanceof PyTuple) || !value.items.every(isCount))
+    fail(`tensor ${what} is ${describe(value)}, not a tuple of non-negative integers`);
   return value.items as number[];
 }
 
 /** ('storage', torch.XStorage, key, location, numel) -> a reference to `<prefix>/data/<key>`. */
 function storageFromPersistentId(pid: PyValue): StorageRef {
-  if (!(pid instanceof PyTuple) || pid.items.length !== 5 || pid.items[0] !== 'storage') fail(`persistent id ${describe(pid)} is not a ('storage', ...) tuple of 5`);
+  if (!(pid instanceof PyTuple) || pid.items.length !== 5 || pid.items[0] !== 'storage')
+    fail(`persistent id ${describe(pid)} is not a ('storage', ...) tuple of 5`);
   const [, storageClass, key, location, numel] = pid.items;
-  if (!(storageClass instanceof PyGlobal) || !DTYPE_BY_STORAGE.has(storageClass.name)) fail(`storage type ${describe(storageClass)} is not a torch storage class`);
+  if (!(storageClass instanceof PyGlobal) || !DTYPE_BY_STORAGE.has(storageClass.name))
+    fail(`storage type ${describe(storageClass)} is not a torch storage class`);
   if (typeof key !== 'string' || key === '' || key.includes('/')) fail(`storage key ${describe(key)} is not a plain name`);
   if (typeof location !== 'string') fail(`storage location ${describe(location)} is not a string`);
   if (!isCount(numel)) fail(`storage size ${describe(numel)} is not a non-negative integer`);
@@ -602,7 +701,9 @@ class PickleWriter {
   }
 
   intTuple(values: readonly number[]): this {
-    return this.tuple(() => values.forEach((v) => this.count(v)), values.length);
+    return this.tuple(() => {
+      for (const v of values) this.count(v);
+    }, values.length);
   }
 
   emptyOrderedDict(): this {
@@ -634,7 +735,8 @@ function checkTensor(key: string, t: PthTensor): void {
   const info = DTYPES[t.dtype];
   if (info === undefined) fail(`tensor '${key}': unsupported dtype '${String(t.dtype)}' (supported: ${Object.keys(DTYPES).join(', ')})`);
   if (!(t.data instanceof info.array)) fail(`tensor '${key}': dtype ${t.dtype} needs its data in a ${info.array.name}`);
-  if (!t.shape.every((n) => Number.isSafeInteger(n) && n >= 0)) fail(`tensor '${key}': shape [${t.shape.join(', ')}] is not a list of non-negative integers`);
+  if (!t.shape.every((n) => Number.isSafeInteger(n) && n >= 0))
+    fail(`tensor '${key}': shape [${t.shape.join(', ')}] is not a list of non-negative integers`);
   const numel = t.shape.reduce((a, b) => a * b, 1);
   if (numel !== t.data.length) fail(`tensor '${key}': shape [${t.shape.join(', ')}] holds ${numel} elements but data has ${t.data.length}`);
 }
@@ -651,7 +753,10 @@ export function serializePth(tensors: ReadonlyMap<string, PthTensor>, name = 'se
       storages.push([storageKey, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)]);
       pickle.string(key).global('torch._utils', '_rebuild_tensor_v2');
       pickle.tuple(() => {
-        pickle.tuple(() => pickle.string('storage').global('torch', DTYPES[t.dtype].storage).string(storageKey).string('cpu').count(t.data.length), 5);
+        pickle.tuple(
+          () => pickle.string('storage').global('torch', DTYPES[t.dtype].storage).string(storageKey).string('cpu').count(t.data.length),
+          5,
+        );
         pickle.op(OP.BINPERSID).count(0).intTuple(t.shape).intTuple(contiguousStrides(t.shape)).op(OP.NEWFALSE).emptyOrderedDict();
       }, 6);
       pickle.op(OP.REDUCE);

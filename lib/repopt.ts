@@ -4,8 +4,8 @@
 import type { GradMult, HostTensor } from './backend';
 import { checkConvStructure } from './gradmult';
 import { Random } from './reference/random';
-import { ScaleSet, validateScales } from './scales';
-import { hasIdentity, NetworkSpec } from './spec';
+import { type ScaleSet, validateScales } from './scales';
+import { hasIdentity, type NetworkSpec } from './spec';
 
 /** Branch scales of one conv: s (3x3 branch), t (1x1 branch), g (identity; trained by hyper-search). */
 export interface BranchScales {
@@ -42,7 +42,8 @@ function checkConv(conv: RepConv): void {
 /** The GradMult of one conv for an optimizer: s^p everywhere, + t^p at the centre, + 1 on the
  * identity diagonal's centre, with p = 2 for SGD and p = 1 for AdamW (as the official code). */
 export function gradMultOf(conv: RepConv, optimizer: 'sgd' | 'adamw'): GradMult {
-  if (optimizer !== 'sgd' && optimizer !== 'adamw') throw new RangeError(`gradMultOf: optimizer must be 'sgd' or 'adamw', got '${String(optimizer)}'`);
+  if (optimizer !== 'sgd' && optimizer !== 'adamw')
+    throw new RangeError(`gradMultOf: optimizer must be 'sgd' or 'adamw', got '${String(optimizer)}'`);
   checkConv(conv);
   const power = optimizer === 'sgd' ? 2 : 1;
   return {
@@ -84,11 +85,17 @@ export interface InitRuleOptions {
 
 /** W' = s ⊙ W3 + t ⊙ pad(W1) [+ g ⊙ identity] for every conv, where W3 is the conv's current
  * (default-initialised) weight. Returns a new state; the input is not changed. */
-export function applyInitRule(state: ReadonlyMap<string, HostTensor>, convs: readonly RepConv[], options: InitRuleOptions = {}): Map<string, HostTensor> {
+export function applyInitRule(
+  state: ReadonlyMap<string, HostTensor>,
+  convs: readonly RepConv[],
+  options: InitRuleOptions = {},
+): Map<string, HostTensor> {
   if (!options.allowTrained) {
     for (const [name, t] of state) {
       if (/\.bn(_\w+)?\.weight$/.test(name) && t.data.some((v) => v !== 1)) {
-        throw new Error(`init rule: ${name} is not all 1, so the network is not freshly initialised; pass allowTrained to re-initialise anyway`);
+        throw new Error(
+          `init rule: ${name} is not all 1, so the network is not freshly initialised; pass allowTrained to re-initialise anyway`,
+        );
       }
     }
   }
@@ -99,9 +106,11 @@ export function applyInitRule(state: ReadonlyMap<string, HostTensor>, convs: rea
     const current = state.get(conv.param);
     const [o, perGroup] = conv.shape;
     if (!current) throw new RangeError(`init rule: the network has no parameter ${conv.param}`);
-    if (current.shape.join() !== conv.shape.join()) throw new RangeError(`init rule: ${conv.param} has shape [${current.shape}], expected [${conv.shape}]`);
+    if (current.shape.join() !== conv.shape.join())
+      throw new RangeError(`init rule: ${conv.param} has shape [${current.shape}], expected [${conv.shape}]`);
     const w1 = options.kernels1x1?.get(conv.param) ?? freshKernel1x1(random, o, perGroup);
-    if (w1.length !== o * perGroup) throw new RangeError(`init rule: the 1x1 kernel of ${conv.param} needs ${o * perGroup} values, got ${w1.length}`);
+    if (w1.length !== o * perGroup)
+      throw new RangeError(`init rule: the 1x1 kernel of ${conv.param} needs ${o * perGroup} values, got ${w1.length}`);
     const g = options.identityInit === 'one' ? undefined : conv.scales.g;
     out.set(conv.param, { shape: current.shape, data: mergedKernel(current.data, w1, conv, g) });
   }
@@ -115,7 +124,12 @@ export function freshKernel1x1(random: Random, out: number, perGroup: number): F
 }
 
 /** s ⊙ W3 + t ⊙ pad(W1) [+ g (or 1) on the identity diagonal's centre], in W3's precision. */
-export function mergedKernel(w3: Float32Array | Float64Array, w1: ArrayLike<number>, conv: RepConv, g?: ArrayLike<number>): Float32Array | Float64Array {
+export function mergedKernel(
+  w3: Float32Array | Float64Array,
+  w1: ArrayLike<number>,
+  conv: RepConv,
+  g?: ArrayLike<number>,
+): Float32Array | Float64Array {
   const [out, perGroup, k] = conv.shape;
   const round = w3 instanceof Float32Array ? Math.fround : (v: number) => v;
   const merged = w3 instanceof Float32Array ? new Float32Array(w3.length) : new Float64Array(w3.length);

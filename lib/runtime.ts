@@ -1,4 +1,4 @@
-import { loadNative, MemoryInfo, NativeRuntimeInfo } from './native';
+import { loadNative, type MemoryInfo, type NativeRuntimeInfo } from './native';
 
 export type { MemoryInfo } from './native';
 

@@ -2,13 +2,16 @@
 // length, a JSON header {name: {dtype, shape, data_offsets}}, then the raw little-endian data. Written
 // here because no maintained npm package provides it; the format is this small.
 import * as fs from 'fs';
-import { PthDtype, PthTensor, writeFileAtomic } from './pth';
+import { type PthDtype, type PthTensor, writeFileAtomic } from './pth';
 
 const CODES: Record<PthDtype, string> = { float32: 'F32', float64: 'F64', int64: 'I64', int32: 'I32', uint8: 'U8' };
 const DTYPES = Object.fromEntries(Object.entries(CODES).map(([d, c]) => [c, d as PthDtype])) as Record<string, PthDtype>;
 const VIEWS = { float32: Float32Array, float64: Float64Array, int64: BigInt64Array, int32: Int32Array, uint8: Uint8Array } as const;
 
-export function serializeSafetensors(tensors: ReadonlyMap<string, PthTensor>, metadata: Record<string, string> = { format: 'pt' }): Uint8Array {
+export function serializeSafetensors(
+  tensors: ReadonlyMap<string, PthTensor>,
+  metadata: Record<string, string> = { format: 'pt' },
+): Uint8Array {
   const header: Record<string, unknown> = { __metadata__: metadata };
   let offset = 0;
   for (const [name, t] of tensors) {
@@ -51,7 +54,8 @@ export function parseSafetensors(bytes: Uint8Array, name: string): Map<string, P
     const [begin, end] = entry.data_offsets;
     const View = VIEWS[dtype];
     const count = entry.shape.reduce((a, b) => a * b, 1);
-    if (end - begin !== count * View.BYTES_PER_ELEMENT || dataStart + end > bytes.length) fail(`tensor '${key}' has offsets [${begin}, ${end}] that do not fit its shape or the file`);
+    if (end - begin !== count * View.BYTES_PER_ELEMENT || dataStart + end > bytes.length)
+      fail(`tensor '${key}' has offsets [${begin}, ${end}] that do not fit its shape or the file`);
     const copy = bytes.slice(dataStart + begin, dataStart + end);
     out.set(key, { dtype, shape: entry.shape, data: new View(copy.buffer, 0, count) } as PthTensor);
   }

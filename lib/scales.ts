@@ -79,7 +79,11 @@ export class ScaleSet {
 /** What validateScales expects: every scale parameter of the spec's blocks in hs mode, with its length. */
 function expectedScaleLengths(spec: NetworkSpec): Map<string, number> {
   const scaleRoles: ReadonlySet<string> = new Set(SCALE_ROLES);
-  return new Map(parameterInfo({ ...spec, mode: 'hs' }).filter((p) => scaleRoles.has(p.role)).map((p) => [p.name, p.shape[0]]));
+  return new Map(
+    parameterInfo({ ...spec, mode: 'hs' })
+      .filter((p) => scaleRoles.has(p.role))
+      .map((p) => [p.name, p.shape[0]]),
+  );
 }
 
 /** Up to `limit` items, then how many more. */
@@ -120,10 +124,12 @@ export function validateScales(spec: NetworkSpec, set: ScaleSet): void {
 
 /** The scale parameters of an hs / csla network's state dict (what hyper-search produces), validated. */
 export function scalesFromNetworkState(spec: NetworkSpec, state: ReadonlyMap<string, HostTensor>): ScaleSet {
-  if (spec.mode !== 'hs' && spec.mode !== 'csla') throw new Error(`scalesFromNetworkState: a '${spec.mode}' network has no branch scales (hs or csla needed)`);
+  if (spec.mode !== 'hs' && spec.mode !== 'csla')
+    throw new Error(`scalesFromNetworkState: a '${spec.mode}' network has no branch scales (hs or csla needed)`);
   const expected = expectedScaleLengths(spec);
   const missing = [...expected.keys()].filter((key) => !state.has(key));
-  if (missing.length > 0) throw new Error(`scalesFromNetworkState: the state dict lacks ${missing.length} scale parameters: ${listed(missing)}`);
+  if (missing.length > 0)
+    throw new Error(`scalesFromNetworkState: the state dict lacks ${missing.length} scale parameters: ${listed(missing)}`);
   const set = ScaleSet.from([...expected.keys()].map((key): [string, ArrayLike<number>] => [key, (state.get(key) as HostTensor).data]));
   validateScales(spec, set);
   return set;
@@ -178,7 +184,10 @@ export function scalesToJson(set: ScaleSet): string {
     return `    ${JSON.stringify(key)}: [${numbers.join(', ')}]`;
   });
   const digest = scalesDigest(set.entries());
-  return `{\n  "format": "${SCALE_JSON_FORMAT}",\n  "version": ${SCALE_JSON_VERSION},\n  "sha256": "${digest}",\n  "scales": {\n${lines.join(',\n')}\n  }\n}\n`;
+  return (
+    `{\n  "format": "${SCALE_JSON_FORMAT}",\n  "version": ${SCALE_JSON_VERSION},\n  "sha256": "${digest}",\n  ` +
+    `"scales": {\n${lines.join(',\n')}\n  }\n}\n`
+  );
 }
 
 /** Parses scale JSON; `name` appears in errors. */
@@ -193,9 +202,13 @@ export function scalesFromJson(text: string, name: string): ScaleSet {
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc) || doc.format !== SCALE_JSON_FORMAT) {
     throw new Error(`${name}: not a scale file (expected an object with "format": "${SCALE_JSON_FORMAT}")`);
   }
-  if (doc.version !== SCALE_JSON_VERSION) throw new Error(`${name}: scale file version ${JSON.stringify(doc.version)} is not supported (this reader knows version ${SCALE_JSON_VERSION})`);
+  if (doc.version !== SCALE_JSON_VERSION)
+    throw new Error(
+      `${name}: scale file version ${JSON.stringify(doc.version)} is not supported (this reader knows version ${SCALE_JSON_VERSION})`,
+    );
   const scales = doc.scales;
-  if (typeof scales !== 'object' || scales === null || Array.isArray(scales)) throw new Error(`${name}: "scales" must be an object mapping keys to arrays of numbers`);
+  if (typeof scales !== 'object' || scales === null || Array.isArray(scales))
+    throw new Error(`${name}: "scales" must be an object mapping keys to arrays of numbers`);
   const entries = Object.entries(scales as Record<string, unknown>).map(([key, vector]): [string, Float32Array] => {
     if (!Array.isArray(vector)) throw new Error(`${name}: scales["${key}"] is not an array of numbers`);
     const values = Float32Array.from(vector as unknown[], (v, i) => {
@@ -215,7 +228,9 @@ export function scalesFromJson(text: string, name: string): ScaleSet {
 /** The bytes of a torch.save file holding the set as an OrderedDict of 1-D float32 tensors (the official
  * scale file layout). */
 export function scalesToPth(set: ScaleSet, name?: string): Uint8Array {
-  const tensors = new Map<string, PthTensor>(set.entries().map(([key, vector]) => [key, { dtype: 'float32', shape: [vector.length], data: vector }]));
+  const tensors = new Map<string, PthTensor>(
+    set.entries().map(([key, vector]) => [key, { dtype: 'float32', shape: [vector.length], data: vector }]),
+  );
   return serializePth(tensors, name);
 }
 

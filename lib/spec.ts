@@ -142,10 +142,12 @@ export function validateSpec(spec: NetworkSpec): void {
     if (!/^[A-Za-z_][\w]*(\.\w+)*$/.test(b.name)) throw new RangeError(`network spec: block name '${b.name}' is not a dotted identifier`);
     if (seen.has(b.name)) throw new RangeError(`network spec: block name '${b.name}' is used twice`);
     seen.add(b.name);
-    if (b.inChannels !== channels) throw new RangeError(`network spec: block ${b.name} takes ${b.inChannels} channels but receives ${channels}`);
+    if (b.inChannels !== channels)
+      throw new RangeError(`network spec: block ${b.name} takes ${b.inChannels} channels but receives ${channels}`);
     if (!positive(b.outChannels)) throw new RangeError(`network spec: block ${b.name} outChannels must be a positive integer`);
     if (b.stride !== 1 && b.stride !== 2) throw new RangeError(`network spec: block ${b.name} stride must be 1 or 2, got ${b.stride}`);
-    if (b.scaleInit !== undefined && !Number.isFinite(b.scaleInit)) throw new RangeError(`network spec: block ${b.name} scaleInit must be finite`);
+    if (b.scaleInit !== undefined && !Number.isFinite(b.scaleInit))
+      throw new RangeError(`network spec: block ${b.name} scaleInit must be finite`);
     channels = b.outChannels;
   }
 }

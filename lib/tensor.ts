@@ -1,4 +1,4 @@
-import { DType, native, Tensor as NativeTensor, TensorStatics } from './native';
+import { type DType, native, type Tensor as NativeTensor, type TensorStatics } from './native';
 
 export type { DType, TensorData, ArrayOf, DTypeOf } from './native';
 export type Tensor<D extends DType = DType> = NativeTensor<D>;

@@ -34,7 +34,7 @@ if (r.status === 0) process.exit(0);
 let fixes = '';
 try {
   fixes = '\n' + require(path.join(root, 'dist', 'binary.js')).HOW_TO_FIX;
-} catch (e) {
+} catch {
   // a checkout without dist/: the README has the same list
 }
 process.stderr.write(`repopt: the source build failed too (see above).${fixes}\n`);

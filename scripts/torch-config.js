@@ -62,17 +62,24 @@ function fromPython(required) {
   try {
     out = execFileSync(
       python,
-      ['-c', 'import json,os,torch,torch.utils;print(json.dumps([os.path.dirname(torch.__file__),torch.utils.cmake_prefix_path,bool(torch._C._GLIBCXX_USE_CXX11_ABI)]))'],
+      [
+        '-c',
+        'import json,os,torch,torch.utils;print(json.dumps([os.path.dirname(torch.__file__),torch.utils.cmake_prefix_path,bool(torch._C._GLIBCXX_USE_CXX11_ABI)]))',
+      ],
       { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
     );
   } catch (e) {
-    if (required) throw new DiscoveryError(`repopt: REPOPT_TORCH=python but \`${python} -c "import torch"\` failed:\n${(e.stderr || e.message).toString().trim()}`);
+    if (required)
+      throw new DiscoveryError(
+        `repopt: REPOPT_TORCH=python but \`${python} -c "import torch"\` failed:\n${(e.stderr || e.message).toString().trim()}`,
+      );
     return null;
   }
   const [root, cmakePrefix, abi] = JSON.parse(out.trim().split('\n').pop());
   if (!fs.existsSync(path.join(cmakePrefix, 'Torch', 'TorchConfig.cmake'))) {
     // Debian's python3-torch has no cmake files; its C++ side is the system libtorch.
-    if (required) throw new DiscoveryError(`repopt: ${python}'s torch (${root}) ships no TorchConfig.cmake; use the system libtorch instead`);
+    if (required)
+      throw new DiscoveryError(`repopt: ${python}'s torch (${root}) ships no TorchConfig.cmake; use the system libtorch instead`);
     return null;
   }
   return fromTree('python', root, cmakePrefix, abi);
@@ -162,15 +169,24 @@ function ncclDir(t) {
 }
 
 function distributedDefines(t) {
-  return ['USE_DISTRIBUTED', ...(headerDir(t, path.join('gloo', 'algorithm.h')) ? ['USE_C10D_GLOO'] : []), ...(ncclDir(t) ? ['USE_C10D_NCCL'] : [])];
+  return [
+    'USE_DISTRIBUTED',
+    ...(headerDir(t, path.join('gloo', 'algorithm.h')) ? ['USE_C10D_GLOO'] : []),
+    ...(ncclDir(t) ? ['USE_C10D_NCCL'] : []),
+  ];
 }
 
 // Include directories beyond libtorch's: headers libtorch's own headers include but some
 // distributions leave out (native/compat: see there), and nccl.h where it lies apart.
 function compatIncludes(t) {
-  const missing = t.includeDirs.every((d) => !fs.existsSync(path.join(d, 'torch', 'csrc', 'distributed', 'autograd', 'context', 'context.h')));
+  const missing = t.includeDirs.every(
+    (d) => !fs.existsSync(path.join(d, 'torch', 'csrc', 'distributed', 'autograd', 'context', 'context.h')),
+  );
   const nccl = ncclDir(t);
-  return [...(missing ? [path.join(__dirname, '..', 'native', 'compat')] : []), ...(nccl && !HEADER_DIRS.includes(nccl) && !t.includeDirs.includes(nccl) ? [nccl] : [])];
+  return [
+    ...(missing ? [path.join(__dirname, '..', 'native', 'compat')] : []),
+    ...(nccl && !HEADER_DIRS.includes(nccl) && !t.includeDirs.includes(nccl) ? [nccl] : []),
+  ];
 }
 
 // The addon's source folders under native/; each is also an include root ("core/network.h").
@@ -179,21 +195,30 @@ const SOURCE_DIRS = ['core', 'js'];
 function gypField(t, field) {
   const nativeDir = path.join(__dirname, '..', 'native');
   switch (field) {
-    case 'includes': return [...t.includeDirs, nativeDir, ...compatIncludes(t)];
-    case 'libdirs': return [t.libDir];
-    case 'libs': return t.libs.map((l) => `-l${l}`);
+    case 'includes':
+      return [...t.includeDirs, nativeDir, ...compatIncludes(t)];
+    case 'libdirs':
+      return [t.libDir];
+    case 'libs':
+      return t.libs.map((l) => `-l${l}`);
     case 'ldflags': {
       const flags = ['-Wl,--no-as-needed', `-L${t.libDir}`];
       if (!SYSTEM_LIB_DIRS.has(t.libDir)) flags.push(`-Wl,-rpath,${t.libDir}`, '-Wl,--enable-new-dtags');
       return flags;
     }
-    case 'defines': return [`_GLIBCXX_USE_CXX11_ABI=${t.cxx11abi ? 1 : 0}`, ...distributedDefines(t), ...(t.cuda ? ['REPOPT_CUDA=1'] : [])];
+    case 'defines':
+      return [`_GLIBCXX_USE_CXX11_ABI=${t.cxx11abi ? 1 : 0}`, ...distributedDefines(t), ...(t.cuda ? ['REPOPT_CUDA=1'] : [])];
     // native/core (libtorch, no Node-API) and native/js (the Node-API layer); native/compat holds headers only.
     case 'sources':
       return SOURCE_DIRS.flatMap((d) =>
-        fs.readdirSync(path.join(nativeDir, d)).filter((f) => f.endsWith('.cc')).sort().map((f) => `native/${d}/${f}`),
+        fs
+          .readdirSync(path.join(nativeDir, d))
+          .filter((f) => f.endsWith('.cc'))
+          .sort()
+          .map((f) => `native/${d}/${f}`),
       );
-    default: throw new DiscoveryError(`repopt: unknown torch-config field '${field}'`);
+    default:
+      throw new DiscoveryError(`repopt: unknown torch-config field '${field}'`);
   }
 }
 

@@ -61,7 +61,11 @@ describe('train(): events', () => {
     expect(finished).toBe(r);
     // 512 / 16 = 32 steps per epoch; logEvery 8.
     const end = (k: number) => 32 * (k + 1);
-    const epoch = (k: number) => [...[8, 16, 24, 32].map((s) => `step ${s + 32 * k}`), `epoch ${k + 1} at ${end(k)}`, `checkpoint ${end(k)} ${checkpointName(end(k))}`];
+    const epoch = (k: number) => [
+      ...[8, 16, 24, 32].map((s) => `step ${s + 32 * k}`),
+      `epoch ${k + 1} at ${end(k)}`,
+      `checkpoint ${end(k)} ${checkpointName(end(k))}`,
+    ];
     expect(seen).toEqual(['start 0->96 (32/epoch)', ...epoch(0), ...epoch(1), ...epoch(2)]);
     expect(r.status).toBe('completed');
     expect(r.steps).toBe(96);
@@ -157,7 +161,8 @@ describe('train(): AbortSignal', () => {
 describe('checkpoints keep the normalisation', () => {
   test('the training set statistics are in the checkpoint, and evaluate() matches the run’s own test metrics', async () => {
     const out = path.join(tmp, 'norm');
-    const r = await train(options('norm', { epochs: 1, data: { kind: 'fashion-mnist', trainSubset: 600, testSubset: 200 }, batchSize: 32 })).result;
+    const r = await train(options('norm', { epochs: 1, data: { kind: 'fashion-mnist', trainSubset: 600, testSubset: 200 }, batchSize: 32 }))
+      .result;
     const ckpt = readLatestCheckpoint<unknown, TrainCheckpointExtra>(path.join(out, 'checkpoints'))!;
     expect(ckpt.meta.extra?.normalization).toBeDefined();
     expect(ckpt.meta.extra?.normalization?.mean[0]).toBeGreaterThan(0.1);

@@ -50,7 +50,8 @@ describe('train and evaluate steps off the JS thread', () => {
   const N = 64;
   const images = Uint8Array.from({ length: N * 256 }, (_, i) => (i * 2654435761) % 251);
   const labels = Int32Array.from({ length: N }, (_, n) => (n * 7) % 4);
-  const dataset = (labelsOf = labels) => new (native().Dataset)(images, [N, 1, 16, 16], labelsOf, { mean: [0.5], std: [0.25], augmentSeed: 3 });
+  const dataset = (labelsOf = labels) =>
+    new (native().Dataset)(images, [N, 1, 16, 16], labelsOf, { mean: [0.5], std: [0.25], augmentSeed: 3 });
   const twin = () => {
     const net = new NativeBackendNetwork(spec, 'float32', 1);
     const opt = net.createOptimizer({ type: 'sgd', lr: 0.05, momentum: 0.9, nesterov: true, weightDecay: 1e-4 });
@@ -89,7 +90,8 @@ describe('train and evaluate steps off the JS thread', () => {
 
   test('while a step runs, every call on its network, optimizer and dataset is refused; afterwards they work', async () => {
     const { net, opt, ds, perm } = twin();
-    const busy = (object: string, method: string) => `${object}.${method}: an asynchronous step is running on this ${object.toLowerCase()}; await it first`;
+    const busy = (object: string, method: string) =>
+      `${object}.${method}: an asynchronous step is running on this ${object.toLowerCase()}; await it first`;
     const refused = (fn: () => unknown, message: string) => expect(thrown(fn).message).toBe(message);
     const checkAll = (withOptimizer: boolean) => {
       const raw = native();
@@ -114,7 +116,9 @@ describe('train and evaluate steps off the JS thread', () => {
       // Another network may not read the dataset meanwhile either.
       const other = new NativeBackendNetwork(spec, 'float32', 2);
       const otherOpt = other.createOptimizer({ type: 'sgd', lr: 0.1 });
-      expect(thrown(() => other.trainBatchSync(otherOpt, ds, perm, 0, 8)).message).toMatch(/an asynchronous step is running on this dataset/);
+      expect(thrown(() => other.trainBatchSync(otherOpt, ds, perm, 0, 8)).message).toMatch(
+        /an asynchronous step is running on this dataset/,
+      );
       other.dispose();
     };
     const step = net.trainBatch(opt, ds, perm, 0, 8, options, 2);

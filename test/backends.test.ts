@@ -17,7 +17,14 @@ const cases: [BlockMode, string, OptimizerSpec][] = [
   ['target', 'sgd', SGD],
   ['target', 'repopt-sgd', repOptSpec(SGD, convs)],
   ['target', 'adamw', ADAMW],
-  ['target', 'repopt-adamw', repOptSpec(ADAMW, convs.map((c) => ({ ...c })))],
+  [
+    'target',
+    'repopt-adamw',
+    repOptSpec(
+      ADAMW,
+      convs.map((c) => ({ ...c })),
+    ),
+  ],
   ['csla', 'sgd', SGD],
   ['csla', 'adamw', ADAMW],
   ['hs', 'sgd', SGD],

@@ -23,7 +23,7 @@ function overlayWorks(): boolean {
 }
 
 describe('binary selection', () => {
-  test("finds the libtorch the addon runs on, and the prebuild made for it", () => {
+  test('finds the libtorch the addon runs on, and the prebuild made for it', () => {
     const i = info();
     const here = installedLibtorch();
     const [major, minor] = i.torchVersion.split('.');
@@ -38,7 +38,9 @@ describe('binary selection', () => {
     expect(prebuild.prebuild!.torchVersion).toBe(i.torchVersion);
     expect(prebuild.prebuild!.needed).toEqual(expect.arrayContaining([`libtorch_cpu.so.${major}.${minor}`, `libc10.so.${major}.${minor}`]));
     expect(prebuild.prebuild!.needed.some((so) => so.startsWith('libtorch_cuda.so'))).toBe(i.cudaBuild);
-    expect(variant).toMatch(i.cudaBuild ? new RegExp(`^libtorch${major}_${minor}-cuda\\d+_\\d+$`) : new RegExp(`^libtorch${major}_${minor}-cpu$`));
+    expect(variant).toMatch(
+      i.cudaBuild ? new RegExp(`^libtorch${major}_${minor}-cuda\\d+_\\d+$`) : new RegExp(`^libtorch${major}_${minor}-cpu$`),
+    );
   });
 
   // A CUDA libtorch whose cuDNN is missing: hidden in a private mount namespace (an overlay over the
@@ -46,7 +48,9 @@ describe('binary selection', () => {
   const cudnn = installedLibtorch().find((t) => t.cuda && fs.existsSync(path.join(t.dir, 'libcudnn.so.9')));
   const canHide = cudnn !== undefined && process.getuid?.() === 0 && overlayWorks();
   (canHide ? test : test.skip)(
-    canHide ? 'a CUDA libtorch without cuDNN: the load fails with the missing library named' : 'a CUDA libtorch without cuDNN — skipped: needs a CUDA libtorch with cuDNN installed, root, and overlay mounts in a private mount namespace (scripts/debian13.sh)',
+    canHide
+      ? 'a CUDA libtorch without cuDNN: the load fails with the missing library named'
+      : 'a CUDA libtorch without cuDNN — skipped: needs a CUDA libtorch with cuDNN installed, root, and overlay mounts in a private mount namespace (scripts/debian13.sh)',
     () => {
       const dir = cudnn!.dir;
       const work = fs.mkdtempSync(path.join(os.tmpdir(), 'repopt-nocudnn-'));

@@ -5,7 +5,9 @@ import { info } from '../lib/runtime';
 import { useTestThreads } from './helpers';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
-const { runChecks } = require('../bench/cuda/checks.js') as { runChecks(device: string): Promise<{ check: string; pass: boolean; value: unknown; limit: unknown }[]> };
+const { runChecks } = require('../bench/cuda/checks.js') as {
+  runChecks(device: string): Promise<{ check: string; pass: boolean; value: unknown; limit: unknown }[]>;
+};
 
 beforeAll(useTestThreads);
 
@@ -21,7 +23,8 @@ describe('CUDA checks', () => {
 
   test('the same checks with the CPU as the device', async () => {
     const results = await runChecks('cpu');
-    for (const r of results) expect({ check: r.check, pass: r.pass, value: r.value }).toEqual({ check: r.check, pass: true, value: r.value });
+    for (const r of results)
+      expect({ check: r.check, pass: r.pass, value: r.value }).toEqual({ check: r.check, pass: true, value: r.value });
     expect(results.length).toBe(7);
   });
 });

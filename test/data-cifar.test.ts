@@ -89,7 +89,11 @@ describe('CIFAR files that are well formed', () => {
 
   const cifar100Dir = (): string =>
     folderWith({
-      'train.bin': records(0, [[19, 99], [0, 0], [7, 42]]),
+      'train.bin': records(0, [
+        [19, 99],
+        [0, 0],
+        [7, 42],
+      ]),
       'fine_label_names.txt': Array.from({ length: 100 }, (_, k) => `fine${k}`).join('\n'),
     });
 
@@ -119,7 +123,13 @@ describe('CIFAR files that are well formed', () => {
 describe('CIFAR files that are malformed', () => {
   test('a length that is not a multiple of the record size', () => {
     const files = cifar10TrainFiles();
-    files['data_batch_3.bin'] = Buffer.concat([records(0, Array.from({ length: 10 }, () => [1])), Buffer.alloc(5)]);
+    files['data_batch_3.bin'] = Buffer.concat([
+      records(
+        0,
+        Array.from({ length: 10 }, () => [1]),
+      ),
+      Buffer.alloc(5),
+    ]);
     const dir = folderWith(files);
     const err = loadError(dir, 'cifar10', 'train');
     expect(err.message).toBe('data_batch_3.bin: truncated record at byte 30730 (record size 3073; the file has 30735 bytes)');
@@ -144,7 +154,16 @@ describe('CIFAR files that are malformed', () => {
   });
 
   test('a CIFAR-100 fine label out of range', () => {
-    const err = loadError(folderWith({ 'test.bin': records(0, [[1, 2], [3, 100]]) }), 'cifar100', 'test');
+    const err = loadError(
+      folderWith({
+        'test.bin': records(0, [
+          [1, 2],
+          [3, 100],
+        ]),
+      }),
+      'cifar100',
+      'test',
+    );
     expect(err.message).toBe('test.bin: label 100 at byte 3075 is out of range [0, 100)');
   });
 

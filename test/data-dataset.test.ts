@@ -6,7 +6,9 @@ function toyDataset(): ImageDataset {
   const labels: number[] = [];
   for (let k = 0; k < 100; k++) labels.push(0, ...(k % 2 === 0 ? [1] : []), ...(k % 10 === 0 ? [2] : []));
   const images = new Uint8Array(labels.length * 2);
-  labels.forEach((_, i) => images.set([i & 0xff, i >> 8], 2 * i));
+  labels.forEach((_, i) => {
+    images.set([i & 0xff, i >> 8], 2 * i);
+  });
   return {
     name: 'toy',
     images,
@@ -21,7 +23,8 @@ function toyDataset(): ImageDataset {
 }
 
 /** The original indices of a subset's images, read back from their bytes. */
-const sourceIndices = (ds: ImageDataset): number[] => Array.from({ length: ds.count }, (_, k) => ds.images[2 * k] | (ds.images[2 * k + 1] << 8));
+const sourceIndices = (ds: ImageDataset): number[] =>
+  Array.from({ length: ds.count }, (_, k) => ds.images[2 * k] | (ds.images[2 * k + 1] << 8));
 
 test('classCounts and describeDataset', () => {
   const ds = toyDataset();

@@ -25,11 +25,15 @@ const pixel = (i: number, p: number): number => i * 16 + p + 1;
 function idxFile(magic: number, dims: readonly number[], data: Uint8Array): Buffer {
   const header = Buffer.alloc(4 + 4 * dims.length);
   header.writeUInt32BE(magic, 0);
-  dims.forEach((size, k) => header.writeUInt32BE(size, 4 + 4 * k));
+  dims.forEach((size, k) => {
+    header.writeUInt32BE(size, 4 + 4 * k);
+  });
   return Buffer.concat([header, data]);
 }
 
-const goodPixels = Uint8Array.from({ length: COUNT * HEIGHT * WIDTH }, (_, k) => pixel(Math.floor(k / (HEIGHT * WIDTH)), k % (HEIGHT * WIDTH)));
+const goodPixels = Uint8Array.from({ length: COUNT * HEIGHT * WIDTH }, (_, k) =>
+  pixel(Math.floor(k / (HEIGHT * WIDTH)), k % (HEIGHT * WIDTH)),
+);
 const goodImages = idxFile(IMAGES_MAGIC, [COUNT, HEIGHT, WIDTH], goodPixels);
 const goodLabels = idxFile(LABELS_MAGIC, [COUNT], Uint8Array.from(LABELS));
 

@@ -32,7 +32,10 @@ beforeAll(async () => {
   await write(path.join(good, 'blue', '.DS_Store'), 'not an image, but hidden');
   await write(path.join(good, 'gradient', 'wide.png'), horizontalGradient(64, 32).png());
   // A one-channel PNG in a nested folder: still class 'gradient', and grey comes out as R = G = B.
-  await write(path.join(good, 'gradient', 'nested', 'grey.png'), sharp(Buffer.alloc(30 * 30, 200), { raw: { width: 30, height: 30, channels: 1 } }).png());
+  await write(
+    path.join(good, 'gradient', 'nested', 'grey.png'),
+    sharp(Buffer.alloc(30 * 30, 200), { raw: { width: 30, height: 30, channels: 1 } }).png(),
+  );
   // Half-transparent red: alpha is dropped, not blended with a background.
   await write(
     path.join(good, 'red', 'translucent.png'),
@@ -60,7 +63,10 @@ function expectSolid(ds: ImageDataset, i: number, colour: readonly number[], tol
 /** Every row of every channel of image i within 4 of `expectedRow`. */
 function expectColumns(ds: ImageDataset, i: number, expectedRow: readonly number[]): void {
   for (let c = 0; c < ds.channels; c++) {
-    for (const row of plane(ds, i, c)) row.forEach((v, x) => expect(Math.abs(v - expectedRow[x])).toBeLessThanOrEqual(4));
+    for (const row of plane(ds, i, c))
+      row.forEach((v, x) => {
+        expect(Math.abs(v - expectedRow[x])).toBeLessThanOrEqual(4);
+      });
   }
 }
 
@@ -85,7 +91,11 @@ describe('image folders that are well formed', () => {
     expect(ds.images.length).toBe(4 * 3 * 16 * 16);
     expectSolid(ds, 0, [0, 0, 255], 8);
     // 64x32 scaled by 1/2 to cover 16x16, then columns 8..23 of the 32 kept: column j is original x = 16.5 + 2j.
-    expectColumns(ds, 1, Array.from({ length: 16 }, (_, j) => 4 * (16.5 + 2 * j)));
+    expectColumns(
+      ds,
+      1,
+      Array.from({ length: 16 }, (_, j) => 4 * (16.5 + 2 * j)),
+    );
     expectSolid(ds, 2, [200, 200, 200], 1);
     expectSolid(ds, 3, [255, 0, 0], 1);
   });
@@ -93,13 +103,21 @@ describe('image folders that are well formed', () => {
   test('a wide target scales without cropping when the aspect ratios match', async () => {
     const ds = await loadImageFolder(good, { height: 8, width: 16 });
     expect(plane(ds, 0, 0)).toHaveLength(8);
-    expectColumns(ds, 1, Array.from({ length: 16 }, (_, j) => 4 * (1.5 + 4 * j)));
+    expectColumns(
+      ds,
+      1,
+      Array.from({ length: 16 }, (_, j) => 4 * (1.5 + 4 * j)),
+    );
   });
 
   test('a tall target crops the centre columns', async () => {
     const ds = await loadImageFolder(good, { height: 16, width: 8 });
     // 64x32 scaled by 1/2 to 32x16 covers 8x16; columns 12..19 kept: column j is original x = 24.5 + 2j.
-    expectColumns(ds, 1, Array.from({ length: 8 }, (_, j) => 4 * (24.5 + 2 * j)));
+    expectColumns(
+      ds,
+      1,
+      Array.from({ length: 8 }, (_, j) => 4 * (24.5 + 2 * j)),
+    );
   });
 
   test('greyscale is Rec. 601 luma, as PIL computes it', async () => {

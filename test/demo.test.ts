@@ -15,7 +15,11 @@ function repopt(...args: string[]) {
 
 describe('repopt demo --quick', () => {
   type Metrics = { accuracy: number };
-  let results: { rows: { name: string; testAccuracy: number }[]; folded: Metrics; int8: Record<string, { float: Metrics; simulated: Metrics; int8: Metrics }> };
+  let results: {
+    rows: { name: string; testAccuracy: number }[];
+    folded: Metrics;
+    int8: Record<string, { float: Metrics; simulated: Metrics; int8: Metrics }>;
+  };
   beforeAll(() => {
     const r = repopt('demo', '--quick', '--out', out, '--threads', '2');
     if (r.status !== 0) throw new Error(`demo failed (${r.status}):\n${r.stderr}`);
@@ -37,7 +41,13 @@ describe('repopt demo --quick', () => {
       const meta = await sharp(path.join(out, png)).metadata();
       expect([meta.format, meta.width, meta.height]).toEqual(['png', 900, 500]);
     }
-    for (const f of ['hyper-search/scales.json', 'hyper-search/scales.pth', 'RepOpt-VGG/checkpoints/latest', 'RepVGG/metrics.jsonl', 'VGG/checkpoints/latest']) {
+    for (const f of [
+      'hyper-search/scales.json',
+      'hyper-search/scales.pth',
+      'RepOpt-VGG/checkpoints/latest',
+      'RepVGG/metrics.jsonl',
+      'VGG/checkpoints/latest',
+    ]) {
       expect(fs.existsSync(path.join(out, f))).toBe(true);
     }
   });
@@ -117,7 +127,14 @@ print(json.dumps({'keys': list(sd.keys()), 'same': same, 'batches': int(sd['stag
     if (r.status !== 0) throw new Error(`python3 with torch failed (apt-get install python3-torch): ${r.stderr}`);
     const got = JSON.parse(r.stdout);
     expect(got.same).toBe(true);
-    expect(got.keys.slice(0, 6)).toEqual(['stage0.conv.weight', 'stage0.bn.weight', 'stage0.bn.bias', 'stage0.bn.running_mean', 'stage0.bn.running_var', 'stage0.bn.num_batches_tracked']);
+    expect(got.keys.slice(0, 6)).toEqual([
+      'stage0.conv.weight',
+      'stage0.bn.weight',
+      'stage0.bn.bias',
+      'stage0.bn.running_mean',
+      'stage0.bn.running_var',
+      'stage0.bn.num_batches_tracked',
+    ]);
     expect(got.keys[got.keys.length - 1]).toBe('linear.bias');
     expect(got.batches).toBeGreaterThan(0);
   });
@@ -140,7 +157,19 @@ describe('repopt quantize on the demo’s runs', () => {
     expect(report).toMatch(/## INT8 quantization/);
     expect(report).toMatch(/\| QAT \(1 epoch\) +\| \d+\.\d% +\| \d+\.\d% +\| \d+\.\d% +\|/);
     // The QAT run is a RepOpt-VGG run: GradMults from the demo's scales, ranges kept in its checkpoint.
-    const qatMeta = JSON.parse(fs.readFileSync(path.join(run, 'int8', 'qat', 'checkpoints', fs.readFileSync(path.join(run, 'int8', 'qat', 'checkpoints', 'latest'), 'utf8').trim(), 'meta.json'), 'utf8'));
+    const qatMeta = JSON.parse(
+      fs.readFileSync(
+        path.join(
+          run,
+          'int8',
+          'qat',
+          'checkpoints',
+          fs.readFileSync(path.join(run, 'int8', 'qat', 'checkpoints', 'latest'), 'utf8').trim(),
+          'meta.json',
+        ),
+        'utf8',
+      ),
+    );
     expect(qatMeta.config.mode).toBe('target');
     expect(qatMeta.config.scales).toMatch(/hyper-search/);
     expect(qatMeta.extra.quant.points.map((p: { name: string }) => p.name)).toContain('stage4.0');
@@ -157,7 +186,11 @@ n = struct.unpack('<Q', raw[:8])[0]
 header = json.loads(raw[8:8 + n])
 same = all(torch.equal(sd[k], torch.frombuffer(bytearray(raw[8 + n + h['data_offsets'][0]:8 + n + h['data_offsets'][1]]), dtype=torch.float32).reshape(h['shape'])) for k, h in header.items() if k != '__metadata__')
 print(json.dumps({'keys': list(sd.keys()), 'same': same and len(header) - ('__metadata__' in header) == len(sd)}))`;
-    const py = spawnSync('/usr/bin/python3', ['-c', script, path.join(run, 'int8', 'deploy.pth'), path.join(run, 'int8', 'deploy.safetensors')], { encoding: 'utf8' });
+    const py = spawnSync(
+      '/usr/bin/python3',
+      ['-c', script, path.join(run, 'int8', 'deploy.pth'), path.join(run, 'int8', 'deploy.safetensors')],
+      { encoding: 'utf8' },
+    );
     if (py.status !== 0) throw new Error(`python3 with torch failed: ${py.stderr}`);
     const got = JSON.parse(py.stdout);
     expect(got.same).toBe(true);

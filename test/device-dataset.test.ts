@@ -20,7 +20,9 @@ describe('device dataset', () => {
     const [x, y] = ds.batch(native().Tensor.fromArray(BigInt64Array.of(4n, 1n)));
     expect(x.shape).toEqual([2, 1, 3, 4]);
     // (v / 255 - 0) / (1 / 255) = v, up to float rounding
-    Array.from(x.toArray() as Float32Array).forEach((v, i) => expect(v).toBeCloseTo([...pixels(4), ...pixels(1)][i], 3));
+    Array.from(x.toArray() as Float32Array).forEach((v, i) => {
+      expect(v).toBeCloseTo([...pixels(4), ...pixels(1)][i], 3);
+    });
     expect(Array.from(y.toArray())).toEqual([1n, 1n]);
   });
 
@@ -57,7 +59,9 @@ describe('device dataset', () => {
       const orig = rows(pixels(k % N));
       const padded = [-1, 0, 1, 2, 3].map((y) => [-1, 0, 1, 2, 3, 4].map((x) => (y >= 0 && y < 3 && x >= 0 && x < 4 ? orig[y][x] : 0)));
       let match = '';
-      for (let oy = 0; oy <= 2; oy++) for (let ox = 0; ox <= 2; ox++) if (JSON.stringify(got) === JSON.stringify(padded.slice(oy, oy + 3).map((r) => r.slice(ox, ox + 4)))) match = `${oy},${ox}`;
+      for (let oy = 0; oy <= 2; oy++)
+        for (let ox = 0; ox <= 2; ox++)
+          if (JSON.stringify(got) === JSON.stringify(padded.slice(oy, oy + 3).map((r) => r.slice(ox, ox + 4)))) match = `${oy},${ox}`;
       expect(match).not.toBe('');
       offsets.add(match);
     }
@@ -75,9 +79,15 @@ describe('device dataset', () => {
 
   test('bad input is refused', () => {
     const D = native().Dataset;
-    expect(thrown(() => new D(images, [N, 1, 3, 5], labels, { mean: [0], std: [1] })).message).toMatch(/describes 90 bytes but 'images' holds 72/);
-    expect(thrown(() => new D(images, [N, 1, 3, 4], labels.subarray(1), { mean: [0], std: [1] })).message).toMatch(/holds 5 labels for 6 images/);
-    expect(thrown(() => new D(images, [N, 1, 3, 4], labels, { mean: [0, 0], std: [1] })).message).toMatch(/options\.mean must hold 1 numbers/);
+    expect(thrown(() => new D(images, [N, 1, 3, 5], labels, { mean: [0], std: [1] })).message).toMatch(
+      /describes 90 bytes but 'images' holds 72/,
+    );
+    expect(thrown(() => new D(images, [N, 1, 3, 4], labels.subarray(1), { mean: [0], std: [1] })).message).toMatch(
+      /holds 5 labels for 6 images/,
+    );
+    expect(thrown(() => new D(images, [N, 1, 3, 4], labels, { mean: [0, 0], std: [1] })).message).toMatch(
+      /options\.mean must hold 1 numbers/,
+    );
     expect(thrown(() => new D(images, [N, 1, 3, 4], labels, { mean: [0], std: [0] })).message).toMatch(/std must be positive/);
     expect(thrown(() => make().batch(native().Tensor.fromArray(BigInt64Array.of(6n)))).message).toMatch(/indices.*must lie in \[0, 6\)/);
   });
@@ -89,7 +99,9 @@ describe('random-resized crop', () => {
     const index = native().Tensor.fromArray(BigInt64Array.from({ length: 16 }, (_, k) => BigInt(k % N)));
     const [plain] = ds.batch(index);
     const [identity] = ds.batch(index, { resizedCrop: true, cropScale: [1, 1], cropRatio: [4 / 3, 4 / 3] });
-    Array.from(identity.toArray() as Float32Array).forEach((v, i) => expect(v).toBeCloseTo((plain.toArray() as Float32Array)[i], 3));
+    Array.from(identity.toArray() as Float32Array).forEach((v, i) => {
+      expect(v).toBeCloseTo((plain.toArray() as Float32Array)[i], 3);
+    });
     const [random] = ds.batch(index, { resizedCrop: true, flip: true });
     const values = Array.from(random.toArray() as Float32Array);
     expect(random.shape).toEqual([16, 1, 3, 4]);
@@ -97,6 +109,8 @@ describe('random-resized crop', () => {
     expect(Math.max(...values)).toBeLessThanOrEqual(171 + 1e-3);
     expect(JSON.stringify(values)).not.toEqual(JSON.stringify(Array.from(plain.toArray() as Float32Array)));
     expect(thrown(() => ds.batch(index, { resizedCrop: true, pad: 2 })).message).toMatch(/pad and resizedCrop exclude each other/);
-    expect(thrown(() => ds.batch(index, { resizedCrop: true, cropScale: [0, 1] })).message).toMatch(/cropScale must satisfy 0 < min <= max <= 1/);
+    expect(thrown(() => ds.batch(index, { resizedCrop: true, cropScale: [0, 1] })).message).toMatch(
+      /cropScale must satisfy 0 < min <= max <= 1/,
+    );
   });
 });

@@ -1,7 +1,7 @@
 // Data-parallel training on c10d (Gloo over 127.0.0.1, 2 real worker processes, 1 torch thread each):
 // equivalence with one process on the whole batch, identical replicas, SyncBatchNorm, resume, and the
 // failure modes (a killed worker, an unreachable store).
-import { ChildProcess, spawn, spawnSync } from 'child_process';
+import { type ChildProcess, spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -65,7 +65,7 @@ function scalesFile(): string {
 }
 
 describe('distributed sampler and environment', () => {
-  test('the ranks\' step-k batches together are the one-process step-k batch', () => {
+  test("the ranks' step-k batches together are the one-process step-k batch", () => {
     const perm = native().Tensor.fromArray(BigInt64Array.from({ length: 70 }, (_, i) => BigInt((i * 37) % 70)));
     const global = perm.toArray();
     const shards = [0, 1].map((r) => shardPermutation(perm, r, 2, 16).toArray());
@@ -94,7 +94,9 @@ describe('distributed sampler and environment', () => {
     const PG = native().ProcessGroup;
     expect(() => new PG({ rank: 2, worldSize: 2, masterAddr: '127.0.0.1', masterPort: 1 })).toThrow('options.rank');
     expect(() => new PG({ rank: 0, worldSize: 1, masterAddr: '127.0.0.1', masterPort: 70000 })).toThrow('options.masterPort');
-    expect(() => new PG({ rank: 0, worldSize: 1, masterAddr: '127.0.0.1', masterPort: 1, backend: 'mpi' as 'gloo' })).toThrow("must be 'gloo' or 'nccl'");
+    expect(() => new PG({ rank: 0, worldSize: 1, masterAddr: '127.0.0.1', masterPort: 1, backend: 'mpi' as 'gloo' })).toThrow(
+      "must be 'gloo' or 'nccl'",
+    );
   });
 
   test('a one-process group: collectives, attach rules, BatchNorm modes', async () => {
@@ -125,7 +127,22 @@ describe('distributed sampler and environment', () => {
 
 describe('data parallel == one process on the whole batch', () => {
   test('RepOpt-VGG (GradMults on the averaged gradient), frozen BN: 2 processes x 32 == 1 process x 64 after 8 steps', () => {
-    const args = ['train', ...DATA, '--mode', 'target', '--scales', scalesFile(), '--batch-size', '64', '--epochs', '1', '--lr', '0.4', '--batch-norm', 'frozen'];
+    const args = [
+      'train',
+      ...DATA,
+      '--mode',
+      'target',
+      '--scales',
+      scalesFile(),
+      '--batch-size',
+      '64',
+      '--epochs',
+      '1',
+      '--lr',
+      '0.4',
+      '--batch-norm',
+      'frozen',
+    ];
     run([...args, '--threads', '1', '--out', path.join(tmp, 'one')]);
     const r = run([...args, '--nproc', '2', '--out', path.join(tmp, 'two')]);
     expect(r.stderr).toContain('rank 1 of 2 started');
@@ -135,10 +152,18 @@ describe('data parallel == one process on the whole batch', () => {
     expect([key, diff]).toEqual([key, expect.any(Number)]);
     expect(diff).toBeLessThan(1e-5);
     // The weights moved (the comparison is not of two untouched initialisations).
-    const init = new NativeBackendNetwork(networkSpec('RepOpt-VGG-XS', { mode: 'target', numClasses: 10, inChannels: 1 }), 'float32', 0).stateTensors();
+    const init = new NativeBackendNetwork(
+      networkSpec('RepOpt-VGG-XS', { mode: 'target', numClasses: 10, inChannels: 1 }),
+      'float32',
+      0,
+    ).stateTensors();
     expect(maxRelDiff(init, one.model).diff).toBeGreaterThan(1e-2);
     // Rank 0 alone wrote the metrics: one record per step, not two.
-    const lines = fs.readFileSync(path.join(tmp, 'two', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const lines = fs
+      .readFileSync(path.join(tmp, 'two', 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines.filter((l) => l.type === 'train')).toHaveLength(8);
   });
 
@@ -161,7 +186,10 @@ describe('data parallel == one process on the whole batch', () => {
       const got = JSON.parse(fs.readFileSync(path.join(tmp, `sync-${rank}.json`), 'utf8')) as Record<string, number[]>;
       let worst = 0;
       let moved = 0;
-      for (const [k, v] of Object.entries(ref)) v.forEach((x, i) => (worst = Math.max(worst, Math.abs(x - got[k][i]) / Math.max(1, Math.abs(x)))));
+      for (const [k, v] of Object.entries(ref))
+        v.forEach((x, i) => {
+          worst = Math.max(worst, Math.abs(x - got[k][i]) / Math.max(1, Math.abs(x)));
+        });
       for (const [k, v] of Object.entries(ref)) if (k.endsWith('running_mean')) moved = Math.max(moved, ...v.map(Math.abs));
       expect(worst).toBeLessThan(1e-10);
       expect(moved).toBeGreaterThan(1e-3); // running statistics were updated from global batch statistics
@@ -171,11 +199,29 @@ describe('data parallel == one process on the whole batch', () => {
 
 describe('per-process BatchNorm (the default)', () => {
   test('training converges and all ranks hold identical parameters after every step; resume continues the run', async () => {
-    const args = ['train', ...DATA, '--mode', 'vgg', '--batch-size', '64', '--epochs', '2', '--lr', '0.8', '--nproc', '2', '--check-replicas'];
+    const args = [
+      'train',
+      ...DATA,
+      '--mode',
+      'vgg',
+      '--batch-size',
+      '64',
+      '--epochs',
+      '2',
+      '--lr',
+      '0.8',
+      '--nproc',
+      '2',
+      '--check-replicas',
+    ];
     const whole = path.join(tmp, 'bn-whole');
     const r = run([...args, '--out', whole]);
     expect(r.stdout).toMatch(/test accuracy [\d.]+% after 16 steps/);
-    const lines = fs.readFileSync(path.join(whole, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const lines = fs
+      .readFileSync(path.join(whole, 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     const replicas = lines.filter((l) => l.type === 'replicas');
     expect(replicas.map((l) => l.step)).toEqual(Array.from({ length: 16 }, (_, i) => i + 1));
     expect(replicas.every((l) => l.identical === true && l.ranks === 2)).toBe(true);
@@ -190,7 +236,17 @@ describe('per-process BatchNorm (the default)', () => {
     run([...args, '--stop-after-steps', '5', '--out', split]);
     expect(model(split).meta.step).toBe(5);
     const withoutNproc = args.filter((a, i) => a !== '--nproc' && args[i - 1] !== '--nproc');
-    const launched = run(['launch', '--nproc', '2', '--master-port', String(await freePort()), ...withoutNproc, '--resume', '--out', split]);
+    const launched = run([
+      'launch',
+      '--nproc',
+      '2',
+      '--master-port',
+      String(await freePort()),
+      ...withoutNproc,
+      '--resume',
+      '--out',
+      split,
+    ]);
     expect(launched.stdout).toMatch(/after 16 steps/);
     const { diff, key } = maxRelDiff(model(whole).model, model(split).model);
     expect([key, diff]).toEqual([key, 0]);
@@ -217,7 +273,10 @@ const LONG = ['train', ...DATA, '--mode', 'vgg', '--batch-size', '16', '--epochs
 describe('failures', () => {
   test('a killed worker stops the launcher and the other worker with a message naming it, within seconds', async () => {
     const out = path.join(tmp, 'killed');
-    const launcher = spawn(process.execPath, [cli, ...LONG, '--nproc', '2', '--out', out], { env: workerEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
+    const launcher = spawn(process.execPath, [cli, ...LONG, '--nproc', '2', '--out', out], {
+      env: workerEnv(),
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     const exit = exitOf(launcher);
     let stderr = '';
     launcher.stderr!.on('data', (d) => (stderr += d));
@@ -237,7 +296,13 @@ describe('failures', () => {
     const last = model(out).meta.step;
     run([...LONG, '--nproc', '2', '--resume', '--stop-after-steps', String(last + 3), '--out', out]);
     expect(model(out).meta.step).toBe(last + 3);
-    const steps = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => l.type === 'train').map((l) => l.step);
+    const steps = fs
+      .readFileSync(path.join(out, 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
+      .filter((l) => l.type === 'train')
+      .map((l) => l.step);
     expect(steps.slice(-3)).toEqual([last + 1, last + 2, last + 3]);
   });
 
@@ -246,10 +311,16 @@ describe('failures', () => {
     const port = await freePort();
     const env = (rank: number) => workerEnv({ RANK: String(rank), WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) });
     const workers = [0, 1].map((rank) =>
-      spawn(process.execPath, [cli, ...LONG, '--threads', '1', '--dist-timeout', '20', '--out', out], { env: env(rank), stdio: ['ignore', 'ignore', 'pipe'] }),
+      spawn(process.execPath, [cli, ...LONG, '--threads', '1', '--dist-timeout', '20', '--out', out], {
+        env: env(rank),
+        stdio: ['ignore', 'ignore', 'pipe'],
+      }),
     );
     const exits = workers.map(exitOf);
-    await waitFor('training to start', () => fs.existsSync(path.join(out, 'metrics.jsonl')) && fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').includes('"train"'));
+    await waitFor(
+      'training to start',
+      () => fs.existsSync(path.join(out, 'metrics.jsonl')) && fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').includes('"train"'),
+    );
     const killedAt = Date.now();
     workers[1].kill('SIGKILL');
     const r = await exits[0];
@@ -263,11 +334,15 @@ describe('failures', () => {
   test('a rank that cannot reach the store says which address it tried', async () => {
     const port = await freePort(); // nobody listens there
     const t0 = Date.now();
-    const r = spawnSync(process.execPath, [cli, ...LONG, '--threads', '1', '--dist-connect-timeout', '2', '--out', path.join(tmp, 'nostore')], {
-      encoding: 'utf8',
-      env: workerEnv({ RANK: '1', WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) }),
-      timeout: 60_000,
-    });
+    const r = spawnSync(
+      process.execPath,
+      [cli, ...LONG, '--threads', '1', '--dist-connect-timeout', '2', '--out', path.join(tmp, 'nostore')],
+      {
+        encoding: 'utf8',
+        env: workerEnv({ RANK: '1', WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port) }),
+        timeout: 60_000,
+      },
+    );
     expect(r.status).toBe(1);
     expect(r.stderr).toContain(`rank 1 could not reach the rendezvous store at 127.0.0.1:${port} within 2 s`);
     expect(Date.now() - t0).toBeLessThan(30_000);

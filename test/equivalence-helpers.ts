@@ -1,9 +1,9 @@
 // Shared fixtures for the equivalence tests: a small CSLA network with constant scales of both
 // signs, its target twin built by the init rule, and seeded batches.
 import type { Backend, HostTensor, Network, OptimizerSpec } from '../lib/backend';
-import { applyInitRule, gradMultOf, mergedKernel, RepConv } from '../lib/repopt';
+import { applyInitRule, gradMultOf, mergedKernel, type RepConv } from '../lib/repopt';
 import { Random } from '../lib/reference/random';
-import { BlockMode, hasIdentity, NetworkSpec, Precision } from '../lib/spec';
+import { type BlockMode, hasIdentity, type NetworkSpec, type Precision } from '../lib/spec';
 
 export const BLOCKS = [
   { name: 'stage0', inChannels: 3, outChannels: 4, stride: 2 },
@@ -23,7 +23,13 @@ export function specOf(mode: BlockMode): NetworkSpec {
 export function batches(count: number, precision: Precision, seed = 11): { x: HostTensor; y: Int32Array }[] {
   const random = new Random(seed);
   return Array.from({ length: count }, () => ({
-    x: { shape: [6, 3, 8, 8], data: inPrecision(Float64Array.from({ length: 6 * 3 * 64 }, () => random.uniform(-2, 2)), precision) },
+    x: {
+      shape: [6, 3, 8, 8],
+      data: inPrecision(
+        Float64Array.from({ length: 6 * 3 * 64 }, () => random.uniform(-2, 2)),
+        precision,
+      ),
+    },
     y: Int32Array.from({ length: 6 }, () => Math.floor(random.nextDouble() * 5)),
   }));
 }
@@ -69,7 +75,9 @@ export function cslaAndTarget(backend: Backend, precision: Precision) {
   const target = backend.createNetwork(specOf('target'), { precision, seed: 4 });
   const targetState = new Map<string, HostTensor>();
   for (const name of target.stateDict().keys()) targetState.set(name, cslaState.get(name)!);
-  const kernels1x1 = new Map(BLOCKS.map((b) => [`${b.name}.conv.weight`, Float64Array.from(cslaState.get(`${b.name}.conv_1x1.weight`)!.data)]));
+  const kernels1x1 = new Map(
+    BLOCKS.map((b) => [`${b.name}.conv.weight`, Float64Array.from(cslaState.get(`${b.name}.conv_1x1.weight`)!.data)]),
+  );
   const convs = repConvs(scales);
   target.loadStateDict(applyInitRule(targetState, convs, { kernels1x1, identityInit: 'trained' }));
   return { csla, target, convs, scales };

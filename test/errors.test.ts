@@ -18,7 +18,11 @@ describe('argument errors name the argument', () => {
   test('wrong types', () => {
     expectError(() => loose.fromArray([1, 2, 3]), 'TypeError', /^Tensor\.fromArray: argument 'data' must be a Float32Array/);
     expectError(() => loose.fromArray(new Int16Array(2)), 'TypeError', /argument 'data'/);
-    expectError(() => loose.fromArray(new Float32Array(2), 'abc'), 'TypeError', /argument 'shape' must be an array of non-negative integers, got a string/);
+    expectError(
+      () => loose.fromArray(new Float32Array(2), 'abc'),
+      'TypeError',
+      /argument 'shape' must be an array of non-negative integers, got a string/,
+    );
     expectError(() => loose.fromArray(new Float32Array(2), [1, '2']), 'TypeError', /got a string at index 1/);
     expectError(() => loose.zeros([2], 7), 'TypeError', "Tensor.zeros: argument 'dtype' must be a string, got the number 7");
     expectError(() => loose.zeros([2], 'float16'), 'RangeError', /argument 'dtype' must be one of float32/);
@@ -38,7 +42,11 @@ describe('argument errors name the argument', () => {
 
   test('negative, NaN, fractional, infinite and huge shapes', () => {
     const d = new Float32Array(4);
-    expectError(() => Tensor.fromArray(d, [2, -2]), 'RangeError', "Tensor.fromArray: argument 'shape' must hold non-negative integers, got -2 at index 1");
+    expectError(
+      () => Tensor.fromArray(d, [2, -2]),
+      'RangeError',
+      "Tensor.fromArray: argument 'shape' must hold non-negative integers, got -2 at index 1",
+    );
     expectError(() => Tensor.fromArray(d, [NaN, 4]), 'RangeError', /got NaN at index 0/);
     expectError(() => Tensor.fromArray(d, [1.5, 2]), 'RangeError', /got 1.5 at index 0/);
     expectError(() => Tensor.fromArray(d, [Infinity]), 'RangeError', /got Infinity/);
@@ -64,7 +72,12 @@ describe('argument errors name the argument', () => {
     expectError(() => Object.getPrototypeOf(t).toArray.call({}), 'TypeError', /Illegal invocation/);
     // Getters are not receiver-checked by V8: ours check the class themselves.
     const shapeGetter = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(t), 'shape')!.get!;
-    const net = new (native().Network)({ mode: 'target', inChannels: 1, numClasses: 2, blocks: [{ name: 'stage0', inChannels: 1, outChannels: 2, stride: 1 }] });
+    const net = new (native().Network)({
+      mode: 'target',
+      inChannels: 1,
+      numClasses: 2,
+      blocks: [{ name: 'stage0', inChannels: 1, outChannels: 2, stride: 1 }],
+    });
     expectError(() => shapeGetter.call(net), 'TypeError', 'Tensor.shape: called on an object of another class');
     const netDevice = Object.getOwnPropertyDescriptor(Object.getPrototypeOf(net), 'device')!.get!;
     expectError(() => netDevice.call(t), 'TypeError', 'Network.device: called on an object of another class');
@@ -78,8 +91,22 @@ describe('argument errors name the argument', () => {
     expectError(() => a.to('tpu'), 'RangeError', /argument 'device' is not a device name/);
     // A CUDA request without CUDA says which case it is and names the libtorch it found.
     const i = info();
-    if (!i.cuda && !i.cudaBuild) expectError(() => a.to('cuda:0'), 'Error', new RegExp(`^Tensor\\.to: CUDA is not available: this binary is built for a CPU-only libtorch ${i.torchVersion}; CUDA needs a CUDA libtorch`));
-    if (!i.cuda && i.cudaBuild) expectError(() => a.to('cuda:0'), 'Error', new RegExp(`^Tensor\\.to: CUDA is not available: this binary and libtorch ${i.torchVersion} are built with CUDA, but no CUDA device is visible`));
+    if (!i.cuda && !i.cudaBuild)
+      expectError(
+        () => a.to('cuda:0'),
+        'Error',
+        new RegExp(
+          `^Tensor\\.to: CUDA is not available: this binary is built for a CPU-only libtorch ${i.torchVersion}; CUDA needs a CUDA libtorch`,
+        ),
+      );
+    if (!i.cuda && i.cudaBuild)
+      expectError(
+        () => a.to('cuda:0'),
+        'Error',
+        new RegExp(
+          `^Tensor\\.to: CUDA is not available: this binary and libtorch ${i.torchVersion} are built with CUDA, but no CUDA device is visible`,
+        ),
+      );
     expectError(() => a.to('meta'), 'RangeError', /must be 'cpu' or a CUDA device/);
     expectError(() => Tensor.zeros([2 ** 46]), 'Error', /memory|allocate/i);
   });

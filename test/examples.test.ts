@@ -12,7 +12,11 @@ const env = { ...process.env, OMP_NUM_THREADS: process.env.OMP_NUM_THREADS ?? '2
 afterAll(() => fs.rmSync(cwd, { recursive: true, force: true }));
 
 beforeAll(() => {
-  const tsc = spawnSync(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(root, 'examples', 'tsconfig.json')], { encoding: 'utf8' });
+  const tsc = spawnSync(
+    process.execPath,
+    [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(root, 'examples', 'tsconfig.json')],
+    { encoding: 'utf8' },
+  );
   expect(tsc.stdout + tsc.stderr).toBe('');
   expect(tsc.status).toBe(0);
 }, 120_000);
@@ -39,7 +43,9 @@ describe('examples', () => {
     expect(r.status).toBe(0);
     expect(r.stdout).toMatch(/^scales: runs\/hs\/scales\.json \(HS model test accuracy \d+\.\d\d %\)$/m);
     expect(r.stdout).toMatch(/^epoch 2: test accuracy \d+\.\d\d %$/m);
-    const acc = Number(/RepOpt-VGG-S: (\d+\.\d\d) % after 30 steps; checkpoint runs\/target\/checkpoints\/ckpt-000000030$/m.exec(r.stdout)![1]);
+    const acc = Number(
+      /RepOpt-VGG-S: (\d+\.\d\d) % after 30 steps; checkpoint runs\/target\/checkpoints\/ckpt-000000030$/m.exec(r.stdout)![1],
+    );
     expect(acc).toBeGreaterThan(30); // 10 classes: chance is 10 %
     expect(fs.existsSync(path.join(cwd, 'runs', 'hs', 'scales.pth'))).toBe(true);
   }, 600_000);
@@ -73,6 +79,7 @@ describe('examples', () => {
     expect(r.stdout).toMatch(/^fine-tuned: \d+\.\d\d %$/m);
     expect(r.stdout).toMatch(/^deploy network: runs\/deploy\.safetensors \(\d+ blocks\); weights: runs\/finetuned\.pth \(\d+ tensors\)$/m);
     expect(r.stdout).toMatch(/^post-training: float \d+\.\d\d %, int8 \d+\.\d\d %$/m);
-    for (const f of ['runs/deploy.safetensors', 'runs/finetuned.pth', 'runs/finetuned/int8/model.int8.json']) expect(fs.existsSync(path.join(cwd, f))).toBe(true);
+    for (const f of ['runs/deploy.safetensors', 'runs/finetuned.pth', 'runs/finetuned/int8/model.int8.json'])
+      expect(fs.existsSync(path.join(cwd, f))).toBe(true);
   }, 600_000);
 });

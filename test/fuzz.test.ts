@@ -4,7 +4,7 @@
 // crash fails the suite. REPOPT_FUZZ_CALLS sets the budget (CI: the default), REPOPT_FUZZ_SEED the seed.
 import { native } from '../lib/native';
 import { nativeOptimizerConfig, resolveOptimizerSpec } from '../lib/optimizer-spec';
-import { parameterInfo, NetworkSpec } from '../lib/spec';
+import { parameterInfo, type NetworkSpec } from '../lib/spec';
 import { Random } from '../lib/reference/random';
 import { useTestThreads } from './helpers';
 
@@ -39,27 +39,81 @@ test(`${CALLS} random calls across the native API never crash and throw only Err
   const numbers = [0, 1, -1, 2, 3, 0.5, NaN, Infinity, -Infinity, 2 ** 31, 2 ** 53, -(2 ** 53), 1e300, Number.MIN_VALUE, 64, 1023];
   const value = (depth = 0): unknown => {
     switch (Math.floor(random.nextDouble() * 14)) {
-      case 0: return pick(numbers);
-      case 1: return pick(['', 'cpu', 'cuda', 'cuda:7', 'float32', 'int64', 'target', 'sgd', 'adamw', 'fused', 'bf16', '\u0000', 'x'.repeat(300)]);
-      case 2: return pick([true, false, null, undefined]);
-      case 3: return BigInt(Math.floor(random.nextDouble() * 100) - 50) * (random.nextDouble() < 0.1 ? 2n ** 70n : 1n);
-      case 4: return Array.from({ length: Math.floor(random.nextDouble() * 5) }, () => (depth < 2 ? value(depth + 1) : pick(numbers)));
-      case 5: return pick([new Float32Array(3), new Float64Array(0), new Int32Array(4), new BigInt64Array(2), new Uint8Array(16), new Int16Array(2), new Uint8Array(new SharedArrayBuffer(8))]);
-      case 6: return pick(pool);
-      case 7: return depth < 2 ? { ...spec, ...(random.nextDouble() < 0.5 ? { blocks: value(depth + 1) } : { mode: value(depth + 1) }) } : {};
-      case 8: return depth < 2 ? { type: pick(['sgd', 'adamw', 'x']), lr: value(depth + 1), groups: value(depth + 1), gradMults: value(depth + 1) } : {};
-      case 9: return depth < 2 ? { pad: value(depth + 1), flip: value(depth + 1), resizedCrop: value(depth + 1), labelSmoothing: value(depth + 1), autocast: value(depth + 1) } : {};
-      case 10: return Object.create(pick(pool));
-      case 11: return () => 1;
-      case 12: return Symbol('s');
-      default: return pick(numbers.filter((n) => Number.isInteger(n) && n >= 0 && n < 100));
+      case 0:
+        return pick(numbers);
+      case 1:
+        return pick([
+          '',
+          'cpu',
+          'cuda',
+          'cuda:7',
+          'float32',
+          'int64',
+          'target',
+          'sgd',
+          'adamw',
+          'fused',
+          'bf16',
+          '\u0000',
+          'x'.repeat(300),
+        ]);
+      case 2:
+        return pick([true, false, null, undefined]);
+      case 3:
+        return BigInt(Math.floor(random.nextDouble() * 100) - 50) * (random.nextDouble() < 0.1 ? 2n ** 70n : 1n);
+      case 4:
+        return Array.from({ length: Math.floor(random.nextDouble() * 5) }, () => (depth < 2 ? value(depth + 1) : pick(numbers)));
+      case 5:
+        return pick([
+          new Float32Array(3),
+          new Float64Array(0),
+          new Int32Array(4),
+          new BigInt64Array(2),
+          new Uint8Array(16),
+          new Int16Array(2),
+          new Uint8Array(new SharedArrayBuffer(8)),
+        ]);
+      case 6:
+        return pick(pool);
+      case 7:
+        return depth < 2 ? { ...spec, ...(random.nextDouble() < 0.5 ? { blocks: value(depth + 1) } : { mode: value(depth + 1) }) } : {};
+      case 8:
+        return depth < 2
+          ? { type: pick(['sgd', 'adamw', 'x']), lr: value(depth + 1), groups: value(depth + 1), gradMults: value(depth + 1) }
+          : {};
+      case 9:
+        return depth < 2
+          ? {
+              pad: value(depth + 1),
+              flip: value(depth + 1),
+              resizedCrop: value(depth + 1),
+              labelSmoothing: value(depth + 1),
+              autocast: value(depth + 1),
+            }
+          : {};
+      case 10:
+        return Object.create(pick(pool));
+      case 11:
+        return () => 1;
+      case 12:
+        return Symbol('s');
+      default:
+        return pick(numbers.filter((n) => Number.isInteger(n) && n >= 0 && n < 100));
     }
   };
   const args = () => Array.from({ length: Math.floor(random.nextDouble() * 8) }, () => value());
 
   const statics: [string, (...a: unknown[]) => unknown][] = [
-    ['info', b.info], ['memory', b.memory], ['setNumThreads', b.setNumThreads], ['manualSeed', b.manualSeed],
-    ['cudaMemory', b.cudaMemory], ['observeRange', b.observeRange], ['channelScales', b.channelScales], ['Tensor.fromArray', b.Tensor.fromArray], ['Tensor.zeros', b.Tensor.zeros], ['Tensor.randn', b.Tensor.randn],
+    ['info', b.info],
+    ['memory', b.memory],
+    ['setNumThreads', b.setNumThreads],
+    ['manualSeed', b.manualSeed],
+    ['cudaMemory', b.cudaMemory],
+    ['observeRange', b.observeRange],
+    ['channelScales', b.channelScales],
+    ['Tensor.fromArray', b.Tensor.fromArray],
+    ['Tensor.zeros', b.Tensor.zeros],
+    ['Tensor.randn', b.Tensor.randn],
   ] as [string, (...a: unknown[]) => unknown][];
   const loose = b as unknown as Record<string, new (...a: unknown[]) => unknown>;
   const constructors = { Network: loose.Network, Dataset: loose.Dataset, Tensor: loose.Tensor, Optimizer: loose.Optimizer };
@@ -74,7 +128,8 @@ test(`${CALLS} random calls across the native API never crash and throw only Err
         (result as Promise<unknown>).then(
           () => undefined,
           (e: Error) => {
-            if (!(typeof e?.message === 'string' && /Error$/.test(e.name))) throw new Error(`${what} rejected with something that is not an Error: ${String(e)}`);
+            if (!(typeof e?.message === 'string' && /Error$/.test(e.name)))
+              throw new Error(`${what} rejected with something that is not an Error: ${String(e)}`);
           },
         ),
       );
@@ -117,5 +172,11 @@ test(`${CALLS} random calls across the native API never crash and throw only Err
   // Most random calls are wrong and must have been refused.
   expect(threw).toBeGreaterThan(CALLS / 2);
   // The addon still works afterwards.
-  expect(Array.from(b.Tensor.fromArray(new Float64Array([2]), [1, 1]).matmul(b.Tensor.fromArray(new Float64Array([3]), [1, 1])).toArray())).toEqual([6]);
+  expect(
+    Array.from(
+      b.Tensor.fromArray(new Float64Array([2]), [1, 1])
+        .matmul(b.Tensor.fromArray(new Float64Array([3]), [1, 1]))
+        .toArray(),
+    ),
+  ).toEqual([6]);
 }, 300000);

@@ -57,23 +57,38 @@ describe('official B1 scales', () => {
     expect(thrown(() => repConvsOf(a0, scales)).message).toMatch(/stage1\.2|unexpected|missing/);
     const truncated = ScaleSet.from(scales.entries().filter(([key]) => key !== 'stage2.3.scale_1x1.weight'));
     expect(thrown(() => repConvsOf(b1, truncated)).message).toMatch(/stage2\.3\.scale_1x1\.weight/);
-    const withNaN = ScaleSet.from(scales.entries().map(([key, v]) => [key, key === 'stage0.scale_conv.weight' ? v.map((x, i) => (i === 7 ? NaN : x)) : v]));
+    const withNaN = ScaleSet.from(
+      scales.entries().map(([key, v]) => [key, key === 'stage0.scale_conv.weight' ? v.map((x, i) => (i === 7 ? NaN : x)) : v]),
+    );
     expect(thrown(() => repConvsOf(b1, withNaN)).message).toMatch(/stage0\.scale_conv\.weight/);
   });
 
   test('GradMult construction refuses non-finite scales and wrong lengths', () => {
     const conv = convs[3];
-    expect(thrown(() => gradMultOf({ ...conv, scales: { ...conv.scales, s: Float32Array.of(1, Infinity) } }, 'sgd')).message).toMatch(/has 2 values, the conv has 128 output channels/);
+    expect(thrown(() => gradMultOf({ ...conv, scales: { ...conv.scales, s: Float32Array.of(1, Infinity) } }, 'sgd')).message).toMatch(
+      /has 2 values, the conv has 128 output channels/,
+    );
     const s = Float32Array.from(conv.scales.s);
     s[9] = Infinity;
-    expect(thrown(() => gradMultOf({ ...conv, scales: { ...conv.scales, s } }, 'sgd')).message).toBe(`${conv.param}: scale s[9] is Infinity`);
+    expect(thrown(() => gradMultOf({ ...conv, scales: { ...conv.scales, s } }, 'sgd')).message).toBe(
+      `${conv.param}: scale s[9] is Infinity`,
+    );
   });
 });
 
 describe('grouped / depthwise GradMult', () => {
   test('identity at [o, o % (C/groups), centre]', () => {
     // 8 channels in 4 groups: each output channel sees 2 inputs of its group.
-    const gm = gradMultOf({ param: 'dw', shape: [8, 2, 3, 3], groups: 4, identity: true, scales: { s: new Float32Array(8).fill(2), t: new Float32Array(8).fill(3) } }, 'sgd');
+    const gm = gradMultOf(
+      {
+        param: 'dw',
+        shape: [8, 2, 3, 3],
+        groups: 4,
+        identity: true,
+        scales: { s: new Float32Array(8).fill(2), t: new Float32Array(8).fill(3) },
+      },
+      'sgd',
+    );
     const m = fullGradMult(gm, 'float64');
     for (let o = 0; o < 8; o++) {
       for (let i = 0; i < 2; i++) {

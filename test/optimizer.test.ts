@@ -1,7 +1,7 @@
 // RepOptSGD / RepOptAdamW on the native backend: fused == reference and compact == full bit for bit,
 // state round trips, the official AdamW's departure from CSLA, and bad optimizer specs.
 import type { OptimizerSpec } from '../lib/backend';
-import { NativeBackendNetwork, nativeBackend } from '../lib/native-backend';
+import { type NativeBackendNetwork, nativeBackend } from '../lib/native-backend';
 import { gradMultOf } from '../lib/repopt';
 import type { Precision } from '../lib/spec';
 import { batches, cslaAndTarget, cslaScales, repConvs, repOptSpec, specOf } from './equivalence-helpers';
@@ -31,8 +31,21 @@ const convs = repConvs(cslaScales());
 const grouped = (base: OptimizerSpec): OptimizerSpec => ({
   ...base,
   groups: [
-    { params: specOf('target').blocks.map((b) => `${b.name}.conv.weight`).concat('linear.weight'), weightDecay: 4e-3 },
-    { params: specOf('target').blocks.flatMap((b) => [`${b.name}.bn.weight`, `${b.name}.bn.bias`]).concat('linear.bias'), weightDecay: 0, lr: 0.02, dampening: 0.1, nesterov: false },
+    {
+      params: specOf('target')
+        .blocks.map((b) => `${b.name}.conv.weight`)
+        .concat('linear.weight'),
+      weightDecay: 4e-3,
+    },
+    {
+      params: specOf('target')
+        .blocks.flatMap((b) => [`${b.name}.bn.weight`, `${b.name}.bn.bias`])
+        .concat('linear.bias'),
+      weightDecay: 0,
+      lr: 0.02,
+      dampening: 0.1,
+      nesterov: false,
+    },
   ],
 });
 
@@ -57,10 +70,12 @@ describe.each(['float32', 'float64'] as Precision[])('RepOptSGD bit-exactness (%
 
   // The multi-tensor path (the default on CUDA) runs on CPU tensors too: the same single roundings
   // as the reference, so equal bit for bit, with compact and with full GradMults.
-  test.each(specs.flatMap(([name, spec]): [string, OptimizerSpec][] => [
-    [`${name}, compact`, spec],
-    [`${name}, full`, { ...spec, gradMultStorage: 'full' }],
-  ]))('foreach step == reference step (%s)', (_, spec) => {
+  test.each(
+    specs.flatMap(([name, spec]): [string, OptimizerSpec][] => [
+      [`${name}, compact`, spec],
+      [`${name}, full`, { ...spec, gradMultStorage: 'full' }],
+    ]),
+  )('foreach step == reference step (%s)', (_, spec) => {
     const [a, b] = twinTargets(precision);
     const foreach = a.createOptimizer(spec);
     foreach.setImplementation('foreach');
@@ -82,13 +97,16 @@ describe.each(['float32', 'float64'] as Precision[])('RepOptSGD bit-exactness (%
     const [a, b] = twinTargets(precision);
     const compact = a.createOptimizer(spec);
     const full = b.createOptimizer({ ...spec, gradMultStorage: 'full' });
-    for (const { x, y } of data) a.trainStep(compact, x, y), b.trainStep(full, x, y);
+    for (const { x, y } of data) {
+      a.trainStep(compact, x, y);
+      b.trainStep(full, x, y);
+    }
     expectBitIdentical(a, b);
     // Compact keeps per-channel vectors only; full keeps a tensor per conv weight.
     const convElements = convs.reduce((n, c) => n + c.shape.reduce((p, d) => p * d, 1), 0);
     const bytes = precision === 'float32' ? 4 : 8;
     expect(full.gradMultBytes).toBeGreaterThanOrEqual(convElements * bytes);
-    expect(compact.gradMultBytes).toBeLessThan(convElements * bytes / 4);
+    expect(compact.gradMultBytes).toBeLessThan((convElements * bytes) / 4);
   });
 });
 
@@ -125,7 +143,11 @@ describe('optimizer state round trip', () => {
 
     b.loadStateDict(a.stateDict());
     // A fresh optimizer, built with GradMults of other scales and another lr: load replaces them all.
-    const optB = b.createOptimizer({ ...spec, lr: 123, ...(spec.gradMults ? { gradMults: repOptSpec(spec, repConvs(cslaScales(77))).gradMults } : {}) });
+    const optB = b.createOptimizer({
+      ...spec,
+      lr: 123,
+      ...(spec.gradMults ? { gradMults: repOptSpec(spec, repConvs(cslaScales(77))).gradMults } : {}),
+    });
     optB.loadStateBytes(saved);
     expect(optB.steps).toBe(4);
     for (const { x, y } of data.slice(4)) expect(b.trainStep(optB, x, y)).toBe(a.trainStep(optA, x, y));
@@ -165,9 +187,11 @@ describe('RepOptAdamW (official semantics) departs from a CSLA block trained wit
     const cslaAfter = csla.stateDict();
     const block = 'stage1.0'; // no identity branch, so every centre is s, t only
     const { s, t } = scales.get(block)!;
-    const w = (state: Map<string, { data: ArrayLike<number> }>, o: number, i: number) => state.get(`${block}.conv.weight`)!.data[(o * 4 + i) * 9 + 4];
+    const w = (state: Map<string, { data: ArrayLike<number> }>, o: number, i: number) =>
+      state.get(`${block}.conv.weight`)!.data[(o * 4 + i) * 9 + 4];
     const cslaCentre = (o: number, i: number) =>
-      s[o] * cslaAfter.get(`${block}.conv.weight`)!.data[(o * 4 + i) * 9 + 4] + t[o] * cslaAfter.get(`${block}.conv_1x1.weight`)!.data[o * 4 + i];
+      s[o] * cslaAfter.get(`${block}.conv.weight`)!.data[(o * 4 + i) * 9 + 4] +
+      t[o] * cslaAfter.get(`${block}.conv_1x1.weight`)!.data[o * 4 + i];
     let mixed = 0;
     for (let o = 0; o < 6; o++) {
       for (let i = 0; i < 4; i++) {
@@ -183,11 +207,18 @@ describe('RepOptAdamW (official semantics) departs from a CSLA block trained wit
   });
 });
 
-
 describe('bad optimizer specs are clear errors', () => {
   const net = nativeBackend.createNetwork(specOf('csla'), { seed: 1 }) as NativeBackendNetwork;
   // Checked once, in TypeScript (lib/optimizer-spec.ts), before anything reaches the addon.
-  const gm = (param: string, out: number, inp: number, extra: object = {}) => ({ param, shape: [out, inp, 3, 3], base: new Float64Array(out), centre: new Float64Array(out), identity: false, groups: 1, ...extra });
+  const gm = (param: string, out: number, inp: number, extra: object = {}) => ({
+    param,
+    shape: [out, inp, 3, 3],
+    base: new Float64Array(out),
+    centre: new Float64Array(out),
+    identity: false,
+    groups: 1,
+    ...extra,
+  });
   const cases: [string, object, RegExp][] = [
     ['unknown type', { type: 'lamb', lr: 0.1 }, /type must be 'sgd' or 'adamw', got 'lamb'/],
     ['missing lr', { type: 'sgd' }, /lr is required/],
@@ -196,15 +227,51 @@ describe('bad optimizer specs are clear errors', () => {
     ['nesterov without momentum', { type: 'sgd', lr: 0.1, nesterov: true }, /nesterov momentum requires a momentum > 0 and zero dampening/],
     ['SGD option on AdamW', { type: 'adamw', lr: 0.1, momentum: 0.9 }, /'momentum' is an SGD option; AdamW does not take it/],
     ['empty groups', { type: 'sgd', lr: 0.1, groups: [] }, /groups must be a non-empty array/],
-    ['unknown parameter', { type: 'sgd', lr: 0.1, groups: [{ params: ['stage9.conv.weight'] }] }, /group 0: unknown parameter\(s\) 'stage9\.conv\.weight'/],
-    ['parameter in two groups', { type: 'sgd', lr: 0.1, groups: [{ params: ['linear.bias'] }, { params: ['linear.bias'] }] }, /'linear\.bias' appears in more than one group/],
-    ['GradMult for a parameter not in the optimizer', { type: 'sgd', lr: 0.1, groups: [{ params: ['linear.bias'] }], gradMults: [gm('stage0.conv.weight', 4, 3)] }, /'stage0\.conv\.weight', which is not a parameter this optimizer updates/],
-    ['GradMult of the wrong length', { type: 'sgd', lr: 0.1, gradMults: [gm('stage0.conv.weight', 4, 3, { base: new Float64Array(3) })] }, /base must be a Float64Array of 4 values/],
-    ['GradMult with NaN', { type: 'sgd', lr: 0.1, gradMults: [gm('stage0.conv.weight', 4, 3, { base: Float64Array.of(1, NaN, 1, 1) })] }, /base holds a non-finite value/],
-    ['identity on a channel-changing conv', { type: 'sgd', lr: 0.1, gradMults: [gm('stage1.0.conv.weight', 6, 4, { identity: true })] }, /identity needs as many output as input channels/],
-    ['GradMult of the wrong shape', { type: 'sgd', lr: 0.1, gradMults: [gm('stage0.conv.weight', 4, 2)] }, /has shape \[4, 2, 3, 3\] but the parameter has shape \[4, 3, 3, 3\]/],
-    ['base not a Float64Array', { type: 'sgd', lr: 0.1, gradMults: [gm('stage0.conv.weight', 4, 3, { base: [1, 1, 1, 1] })] }, /base must be a Float64Array of 4 values/],
-    ['unknown implementation', { type: 'sgd', lr: 0.1, implementation: 'simd' }, /implementation must be 'fused', 'foreach' or 'reference', got 'simd'/],
+    [
+      'unknown parameter',
+      { type: 'sgd', lr: 0.1, groups: [{ params: ['stage9.conv.weight'] }] },
+      /group 0: unknown parameter\(s\) 'stage9\.conv\.weight'/,
+    ],
+    [
+      'parameter in two groups',
+      { type: 'sgd', lr: 0.1, groups: [{ params: ['linear.bias'] }, { params: ['linear.bias'] }] },
+      /'linear\.bias' appears in more than one group/,
+    ],
+    [
+      'GradMult for a parameter not in the optimizer',
+      { type: 'sgd', lr: 0.1, groups: [{ params: ['linear.bias'] }], gradMults: [gm('stage0.conv.weight', 4, 3)] },
+      /'stage0\.conv\.weight', which is not a parameter this optimizer updates/,
+    ],
+    [
+      'GradMult of the wrong length',
+      { type: 'sgd', lr: 0.1, gradMults: [gm('stage0.conv.weight', 4, 3, { base: new Float64Array(3) })] },
+      /base must be a Float64Array of 4 values/,
+    ],
+    [
+      'GradMult with NaN',
+      { type: 'sgd', lr: 0.1, gradMults: [gm('stage0.conv.weight', 4, 3, { base: Float64Array.of(1, NaN, 1, 1) })] },
+      /base holds a non-finite value/,
+    ],
+    [
+      'identity on a channel-changing conv',
+      { type: 'sgd', lr: 0.1, gradMults: [gm('stage1.0.conv.weight', 6, 4, { identity: true })] },
+      /identity needs as many output as input channels/,
+    ],
+    [
+      'GradMult of the wrong shape',
+      { type: 'sgd', lr: 0.1, gradMults: [gm('stage0.conv.weight', 4, 2)] },
+      /has shape \[4, 2, 3, 3\] but the parameter has shape \[4, 3, 3, 3\]/,
+    ],
+    [
+      'base not a Float64Array',
+      { type: 'sgd', lr: 0.1, gradMults: [gm('stage0.conv.weight', 4, 3, { base: [1, 1, 1, 1] })] },
+      /base must be a Float64Array of 4 values/,
+    ],
+    [
+      'unknown implementation',
+      { type: 'sgd', lr: 0.1, implementation: 'simd' },
+      /implementation must be 'fused', 'foreach' or 'reference', got 'simd'/,
+    ],
   ];
   test.each(cases)('%s', (_, spec, message) => {
     const before = net.stateDict();
@@ -235,12 +302,18 @@ describe('devices', () => {
     const compact = a.createOptimizer(spec);
     const full = b.createOptimizer({ ...spec, gradMultStorage: 'full' });
     const cpu = c.createOptimizer(spec);
-    for (const { x, y } of batches(6, 'float64')) a.trainStep(compact, x, y), b.trainStep(full, x, y), c.trainStep(cpu, x, y);
+    for (const { x, y } of batches(6, 'float64')) {
+      a.trainStep(compact, x, y);
+      b.trainStep(full, x, y);
+      c.trainStep(cpu, x, y);
+    }
     expectBitIdentical(a, b);
     const sa = a.stateDict();
     for (const [name, t] of c.stateDict()) {
       const other = sa.get(name)!.data;
-      t.data.forEach((v, i) => expect(Math.abs(v - other[i])).toBeLessThan(1e-9 * (1 + Math.abs(v))));
+      t.data.forEach((v, i) => {
+        expect(Math.abs(v - other[i])).toBeLessThan(1e-9 * (1 + Math.abs(v)));
+      });
     }
   });
 });
@@ -255,7 +328,9 @@ describe('asynchronous train steps', () => {
       const pending = b.trainStepAsync(optB, x, y);
       expect(thrown(() => b.trainStep(optB, x, y)).message).toMatch(/Network\.trainStep: an asynchronous step is running on this network/);
       expect(thrown(() => b.stateDict()).message).toMatch(/await it first/);
-      expect(thrown(() => optB.setLr(0.1)).message).toBe('Optimizer.setLr: an asynchronous step is running on this optimizer; await it first');
+      expect(thrown(() => optB.setLr(0.1)).message).toBe(
+        'Optimizer.setLr: an asynchronous step is running on this optimizer; await it first',
+      );
       expect(await pending).toBe(a.trainStep(optA, x, y));
     }
     expectBitIdentical(a, b);

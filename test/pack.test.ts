@@ -54,7 +54,12 @@ describe('npm pack + install', () => {
     fs.writeFileSync(path.join(app, 'package.json'), JSON.stringify(manifest));
     // --offline: the dependencies come from npm's cache (filled by `npm ci`), never the network, so
     // this runs the same inside scripts/debian13.sh's root.
-    const log = execFileSync('npm', ['install', '--offline', '--foreground-scripts', tarball], { cwd: app, encoding: 'utf8', env, timeout: 300_000 });
+    const log = execFileSync('npm', ['install', '--offline', '--foreground-scripts', tarball], {
+      cwd: app,
+      encoding: 'utf8',
+      env,
+      timeout: 300_000,
+    });
     expect(log).toContain(`repopt: using prebuild ${variant} (prebuilds/linux-x64/repopt.${variant}.napi.node)`);
     expect(log).not.toMatch(/building from source|Building CXX|-- Configuring/);
 
@@ -90,7 +95,13 @@ describe('npm pack + install', () => {
     fs.copyFileSync(path.join(dir, `repopt.${variant}.napi.node`), path.join(dir, 'repopt.libtorch0_1-cpu.napi.node'));
     fs.writeFileSync(
       path.join(dir, 'repopt.libtorch0_1-cpu.json'),
-      JSON.stringify({ variant: 'libtorch0_1-cpu', torchVersion: '0.1.0', cuda: null, needed: ['libtorch_cpu.so.0.1', 'libc10.so.0.1'], builtWith: 'test' }),
+      JSON.stringify({
+        variant: 'libtorch0_1-cpu',
+        torchVersion: '0.1.0',
+        cuda: null,
+        needed: ['libtorch_cpu.so.0.1', 'libc10.so.0.1'],
+        builtWith: 'test',
+      }),
     );
     const foreign = prebuilds(installed).filter((p) => p.missing.length > 0);
     expect(foreign.map((m) => m.variant)).toContain('libtorch0_1-cpu');
@@ -108,7 +119,14 @@ describe('npm pack + install', () => {
       expect(r.stderr).toContain(`Found here: libtorch ${here[0].version}`);
       expect(r.stderr).toContain('Ways to fix it:');
       // Even loaded by hand (bypassing the check), the binary fails to open: an error, not a crash.
-      const direct = spawnSync(process.execPath, ['-e', `try { require(${JSON.stringify(path.join(dir, `repopt.${m.variant}.napi.node`))}); console.log('loaded') } catch (e) { console.log('refused: ' + e.message.split('\\n')[0]) }`], { encoding: 'utf8', env });
+      const direct = spawnSync(
+        process.execPath,
+        [
+          '-e',
+          `try { require(${JSON.stringify(path.join(dir, `repopt.${m.variant}.napi.node`))}); console.log('loaded') } catch (e) { console.log('refused: ' + e.message.split('\\n')[0]) }`,
+        ],
+        { encoding: 'utf8', env },
+      );
       if (m.variant !== 'libtorch0_1-cpu') {
         expect(direct.status).toBe(0);
         expect(direct.stdout).toMatch(/^refused: .*cannot open shared object file/);

@@ -20,7 +20,10 @@ function runTorch(script: string, args: string[]): string {
     spawnSync(TORCH_PYTHON, ['-c', code, ...argv], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, OMP_NUM_THREADS: '1' } });
   if (!torchChecked) {
     const probe = run('import torch', []);
-    if (probe.status !== 0) throw new Error(`${TORCH_PYTHON} cannot import torch (${probe.error?.message ?? probe.stderr.trim().split('\n').pop()}); install it: apt-get install python3-torch`);
+    if (probe.status !== 0)
+      throw new Error(
+        `${TORCH_PYTHON} cannot import torch (${probe.error?.message ?? probe.stderr.trim().split('\n').pop()}); install it: apt-get install python3-torch`,
+      );
     torchChecked = true;
   }
   const result = run(script, args);
@@ -160,7 +163,9 @@ dump = lambda d: [[k, str(v.dtype).replace('torch.', ''), list(v.shape), v.detac
 print(json.dumps([dump(sd), dump(bn.state_dict()), dump(plain)]))
 `;
     const expected = JSON.parse(runTorch(script, files)) as Dumped[];
-    files.forEach((file, i) => expect(dumpOf(readPth(file))).toEqual(expected[i]));
+    files.forEach((file, i) => {
+      expect(dumpOf(readPth(file))).toEqual(expected[i]);
+    });
     const mixed = readPth(files[0]);
     expect(Array.from(mixed.get('offset')?.data as Float32Array)).toEqual([0.5, 1, 1.5, 2]);
     expect(Array.from(mixed.get('strided')?.data as Float32Array)).toEqual([0, 1, 2, 3]);
@@ -182,7 +187,7 @@ describe('writing', () => {
     expect(Buffer.from(serializePth(sampleTensors())).equals(Buffer.from(serializePth(sampleTensors())))).toBe(true);
   });
 
-  test('stored entries, each one\'s data 64-byte aligned, with version and byteorder', () => {
+  test("stored entries, each one's data 64-byte aligned, with version and byteorder", () => {
     const bytes = Buffer.from(serializePth(sampleTensors()));
     const names: string[] = [];
     let offset = 0;
@@ -197,7 +202,12 @@ describe('writing', () => {
       names.push(name);
       offset = dataStart + size;
     }
-    expect(names).toEqual(['archive/data.pkl', 'archive/byteorder', ...[...Array(8).keys()].map((i) => `archive/data/${i}`), 'archive/version']);
+    expect(names).toEqual([
+      'archive/data.pkl',
+      'archive/byteorder',
+      ...[...Array(8).keys()].map((i) => `archive/data/${i}`),
+      'archive/version',
+    ]);
     const entries = unzipSync(bytes);
     expect(Buffer.from(entries['archive/version']).toString()).toBe('3\n');
     expect(Buffer.from(entries['archive/byteorder']).toString()).toBe('little');
@@ -250,8 +260,14 @@ describe('errors name the file and what is wrong', () => {
 
   test('missing data.pkl, missing or short storage entries, compressed entries', () => {
     expectPthError(zipOf({ 'archive/version': Buffer.from('3\n') }), /missing data\.pkl/);
-    expectPthError(editEntries(good(), (e) => delete e['archive/data/0']), /zip entry 'archive\/data\/0' is missing/);
-    expectPthError(editEntries(good(), (e) => (e['archive/data/0'] = new Uint8Array(5))), /storage entry 'archive\/data\/0' has 5 bytes, too short for 2 float32 elements \(8 bytes\)/);
+    expectPthError(
+      editEntries(good(), (e) => delete e['archive/data/0']),
+      /zip entry 'archive\/data\/0' is missing/,
+    );
+    expectPthError(
+      editEntries(good(), (e) => (e['archive/data/0'] = new Uint8Array(5))),
+      /storage entry 'archive\/data\/0' has 5 bytes, too short for 2 float32 elements \(8 bytes\)/,
+    );
     const entries = unzipSync(good());
     const compressed = zipSync({ ...entries, 'archive/data/0': [entries['archive/data/0'], { level: 9 }] }, { level: 0 });
     expectPthError(compressed, /zip entry 'archive\/data\/0' is compressed \(method 8\)/);
@@ -263,7 +279,10 @@ describe('errors name the file and what is wrong', () => {
     expectPthError(pthOfPickle([...PROTO2, 0xff, STOP]), /unknown pickle opcode 0xff at byte 2/);
     expectPthError(pthOfPickle([...PROTO2, ...glob('os', 'system'), STOP]), /unsupported pickle global os\.system/);
     const half = editEntries(good(), (e) => {
-      e['archive/data.pkl'] = Buffer.from(Buffer.from(e['archive/data.pkl']).toString('latin1').replace('FloatStorage', 'HalfStorage'), 'latin1');
+      e['archive/data.pkl'] = Buffer.from(
+        Buffer.from(e['archive/data.pkl']).toString('latin1').replace('FloatStorage', 'HalfStorage'),
+        'latin1',
+      );
     });
     expectPthError(half, /unsupported dtype: torch\.HalfStorage \(supported: torch\.FloatStorage, torch\.DoubleStorage/);
     expectPthError(pthOfPickle([...PROTO2, 0x7d, ...str('a'), 0x4b, 3, 0x73, STOP]), /entry 'a' is number 3, not a tensor/);
@@ -275,13 +294,44 @@ describe('errors name the file and what is wrong', () => {
   test('a tensor reaching past its storage; big sizes in LONG1', () => {
     // {'w': _rebuild_tensor_v2(storage(FloatStorage, '0', numel), 0, size, (1,), False, {})}
     const tensorPickle = (numel: number[], size: number) => [
-      ...PROTO2, 0x7d, ...str('w'), ...glob('torch._utils', '_rebuild_tensor_v2'),
-      0x28, 0x28, ...str('storage'), ...glob('torch', 'FloatStorage'), ...str('0'), ...str('cpu'), ...numel, 0x74, 0x51,
-      0x4b, 0, 0x4b, size, 0x85, 0x4b, 1, 0x85, 0x89, 0x7d, 0x74, 0x52, 0x73, STOP,
+      ...PROTO2,
+      0x7d,
+      ...str('w'),
+      ...glob('torch._utils', '_rebuild_tensor_v2'),
+      0x28,
+      0x28,
+      ...str('storage'),
+      ...glob('torch', 'FloatStorage'),
+      ...str('0'),
+      ...str('cpu'),
+      ...numel,
+      0x74,
+      0x51,
+      0x4b,
+      0,
+      0x4b,
+      size,
+      0x85,
+      0x4b,
+      1,
+      0x85,
+      0x89,
+      0x7d,
+      0x74,
+      0x52,
+      0x73,
+      STOP,
     ];
     const storage = { '0': new Uint8Array(16) };
-    expect(parsePth(pthOfPickle(tensorPickle([0x4b, 4], 4), storage), 't').get('w')).toEqual({ dtype: 'float32', shape: [4], data: new Float32Array(4) });
-    expectPthError(pthOfPickle(tensorPickle([0x4b, 4], 5), storage), /tensor 'w' \(size \[5\], stride \[1\], offset 0\) reaches element 4 of a storage of 4/);
+    expect(parsePth(pthOfPickle(tensorPickle([0x4b, 4], 4), storage), 't').get('w')).toEqual({
+      dtype: 'float32',
+      shape: [4],
+      data: new Float32Array(4),
+    });
+    expectPthError(
+      pthOfPickle(tensorPickle([0x4b, 4], 5), storage),
+      /tensor 'w' \(size \[5\], stride \[1\], offset 0\) reaches element 4 of a storage of 4/,
+    );
     const numel2to32 = [0x8a, 5, 0, 0, 0, 0, 1];
     expectPthError(pthOfPickle(tensorPickle(numel2to32, 4), storage), /has 16 bytes, too short for 4294967296 float32 elements/);
   });

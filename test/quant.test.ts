@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { networkSpec } from '../lib/configs';
-import { native, NativeDataset } from '../lib/native';
+import { native, type NativeDataset } from '../lib/native';
 import { NativeBackendNetwork } from '../lib/native-backend';
 import { readInt8Model, spreadTable, weightSpread, writeInt8Model } from '../lib/quant';
 import { Random } from '../lib/reference';
@@ -73,7 +73,10 @@ w = PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8, qscheme=torch.per_cha
 w(torch.tensor(d['weight'], dtype=torch.float32).reshape(8, 3, 3, 3))
 ws, wz = w.calculate_qparams()
 print(json.dumps({'scale': float(s), 'zeroPoint': int(z), 'scales': ws.tolist(), 'zeros': wz.tolist()}))`;
-    const r = spawnSync('/usr/bin/python3', ['-c', script], { input: JSON.stringify({ batches: batches.map((b) => Array.from(b)), weight: Array.from(weight) }), encoding: 'utf8' });
+    const r = spawnSync('/usr/bin/python3', ['-c', script], {
+      input: JSON.stringify({ batches: batches.map((b) => Array.from(b)), weight: Array.from(weight) }),
+      encoding: 'utf8',
+    });
     if (r.status !== 0) throw new Error(`python3 with torch failed (apt-get install python3-torch): ${r.stderr}`);
     const torch = JSON.parse(r.stdout);
     expect(ours.scale).toBe(torch.scale);
@@ -95,7 +98,12 @@ describe('quantized networks', () => {
     // The input point saw normalised pixels (x/255 - 0.5) / 0.25 of 3 batches.
     expect(params.points[0].min).toBeGreaterThanOrEqual(-2);
     expect(params.points[0].max).toBeLessThanOrEqual(2);
-    const x = train.batch(native().Tensor.fromArray(BigInt64Array.from({ length: 32 }, (_, i) => BigInt(i)), [32]))[0];
+    const x = train.batch(
+      native().Tensor.fromArray(
+        BigInt64Array.from({ length: 32 }, (_, i) => BigInt(i)),
+        [32],
+      ),
+    )[0];
     deploy.setFakeQuant(true);
     const simulated = deploy.forward({ shape: x.shape, data: x.toArray() as Float32Array }, 'eval').data as Float32Array;
     deploy.setFakeQuant(false);
@@ -118,7 +126,10 @@ describe('quantized networks', () => {
     const layers = deploy.quantizedWeights();
     writeInt8Model(dir, deploy.spec, params, layers, { mean: [0.5], std: [0.25] });
     const back = readInt8Model(dir);
-    expect(back.layers.map((l) => l.meta.key)).toEqual([...smallSpec('deploy').blocks.map((b) => `${b.name}.rbr_reparam.weight`), 'linear.weight']);
+    expect(back.layers.map((l) => l.meta.key)).toEqual([
+      ...smallSpec('deploy').blocks.map((b) => `${b.name}.rbr_reparam.weight`),
+      'linear.weight',
+    ]);
     const floats = deploy.stateDict();
     back.layers.forEach((l, i) => {
       expect(Array.from(l.weight)).toEqual(Array.from(layers[i].weight));
@@ -163,7 +174,9 @@ print(json.dumps(q.dequantize().flatten().tolist()))`;
     const theirs: number[] = JSON.parse(r.stdout);
     const step = params.points[params.points.length - 1].scale;
     let worst = 0;
-    theirs.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - ours[i]))));
+    theirs.forEach((v, i) => {
+      worst = Math.max(worst, Math.abs(v - ours[i]));
+    });
     expect(worst).toBeLessThanOrEqual(step * 1.0001);
   });
 
@@ -195,7 +208,13 @@ print(json.dumps(q.dequantize().flatten().tolist()))`;
   });
 
   test('weight spread: per-layer min, max, std, max|w|/std, as a table', () => {
-    const spread = weightSpread(deploy.spec, new Map([['stage0.rbr_reparam.weight', { shape: [4], data: new Float64Array([-3, 1, -1, 3]) }], ...[...deploy.stateDict()].filter(([k]) => k !== 'stage0.rbr_reparam.weight')]));
+    const spread = weightSpread(
+      deploy.spec,
+      new Map([
+        ['stage0.rbr_reparam.weight', { shape: [4], data: new Float64Array([-3, 1, -1, 3]) }],
+        ...[...deploy.stateDict()].filter(([k]) => k !== 'stage0.rbr_reparam.weight'),
+      ]),
+    );
     expect(spread[0]).toEqual({ layer: 'stage0', min: -3, max: 3, std: Math.sqrt(5), absMaxOverStd: 3 / Math.sqrt(5) }); // mean 0, variance 20/4
     expect(spread[spread.length - 1].layer).toBe('linear');
     expect(spreadTable([{ name: 'a', spread }])).toMatch(/\| stage0 +\| -3 \.\. 3 +\| 2\.236 +\| 1\.3 +\|/);
@@ -221,7 +240,9 @@ describe('bad input gets clear errors', () => {
     const w = state.get('stage1.0.rbr_reparam.weight')!;
     (w.data as Float32Array)[0] = NaN;
     net.loadStateDict(state);
-    expect(thrown(() => net.calibrate(train, perm, 16, 2)).message).toMatch(/non-finite activations \(NaN or Inf\) at quantization point 'stage1\.0' in calibration batch 1/);
+    expect(thrown(() => net.calibrate(train, perm, 16, 2)).message).toMatch(
+      /non-finite activations \(NaN or Inf\) at quantization point 'stage1\.0' in calibration batch 1/,
+    );
     expect(net.quantParams()!.points[1].max).toBe(good.points[1].max);
   });
 
@@ -231,15 +252,23 @@ describe('bad input gets clear errors', () => {
     const other = networkSpec('RepOpt-VGG-XS', { mode: 'deploy', numClasses: 10, inChannels: 1 });
     const otherNet = new NativeBackendNetwork(other, 'float32', 1);
     const ranges = otherNet.calibrate(train, perm, 16, 1);
-    expect(thrown(() => net.setQuantRanges(ranges)).message).toMatch(/has \d+ entries; this network has \d+ quantization points|expected '.*' \(another architecture\?\)/);
+    expect(thrown(() => net.setQuantRanges(ranges)).message).toMatch(
+      /has \d+ entries; this network has \d+ quantization points|expected '.*' \(another architecture\?\)/,
+    );
     const target = new NativeBackendNetwork(smallSpec('target'), 'float32', 1);
     target.calibrate(train, perm, 16, 1);
     expect(thrown(() => target.evaluateInt8(train, 16)).message).toMatch(/real int8 inference runs deploy networks .* fold this one first/);
     const repvgg = new NativeBackendNetwork(networkSpec('RepOpt-VGG-S', { mode: 'repvgg', numClasses: 10, inChannels: 1 }), 'float32', 1);
-    expect(thrown(() => repvgg.calibrate(train, perm, 16, 1)).message).toMatch(/only plain networks .* quantize; fold this repvgg network into deploy blocks first/);
+    expect(thrown(() => repvgg.calibrate(train, perm, 16, 1)).message).toMatch(
+      /only plain networks .* quantize; fold this repvgg network into deploy blocks first/,
+    );
     const fp64 = new NativeBackendNetwork(smallSpec('deploy'), 'float64', 1);
     expect(thrown(() => fp64.calibrate(train, perm, 16, 1)).message).toMatch(/must be float32 to quantize/);
-    expect(thrown(() => net.calibrate(train, perm, 16, 1, { observer: 'histogram' as 'minmax' })).message).toMatch(/observer must be 'minmax' or 'percentile', got 'histogram'/);
-    expect(thrown(() => net.calibrate(train, perm, 16, 1, { observer: 'percentile', percentile: 30 })).message).toMatch(/percentile must be in \(50, 100\]/);
+    expect(thrown(() => net.calibrate(train, perm, 16, 1, { observer: 'histogram' as 'minmax' })).message).toMatch(
+      /observer must be 'minmax' or 'percentile', got 'histogram'/,
+    );
+    expect(thrown(() => net.calibrate(train, perm, 16, 1, { observer: 'percentile', percentile: 30 })).message).toMatch(
+      /percentile must be in \(50, 100\]/,
+    );
   });
 });

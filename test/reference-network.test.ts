@@ -1,6 +1,6 @@
 // The reference Network: layout, init, state dicts, whole-network gradients and forward semantics.
 import type { GradMult, HostTensor } from '../lib/backend';
-import { BlockMode, NetworkSpec, bufferInfo, hasIdentity, parameterInfo } from '../lib/spec';
+import { type BlockMode, type NetworkSpec, bufferInfo, hasIdentity, parameterInfo } from '../lib/spec';
 import { Random, ReferenceNetwork, centralDifference, createReferenceNetwork, referenceBackend, relativeError } from '../lib/reference';
 
 const MODES: BlockMode[] = ['target', 'hs', 'csla', 'repvgg'];
@@ -39,7 +39,8 @@ function cloneState(state: Map<string, HostTensor>): Map<string, HostTensor> {
 function expectAllClose(actual: ArrayLike<number>, expected: ArrayLike<number>, tolerance: number): void {
   expect(actual.length).toBe(expected.length);
   for (let i = 0; i < expected.length; i++) {
-    if (!(Math.abs(actual[i] - expected[i]) <= tolerance)) throw new Error(`element ${i}: ${actual[i]} vs ${expected[i]} (tolerance ${tolerance})`);
+    if (!(Math.abs(actual[i] - expected[i]) <= tolerance))
+      throw new Error(`element ${i}: ${actual[i]} vs ${expected[i]} (tolerance ${tolerance})`);
   }
 }
 
@@ -58,7 +59,12 @@ describe('layout', () => {
   });
 
   test("state dict keys follow torch's order: each module's parameters, then its buffers", () => {
-    const spec: NetworkSpec = { mode: 'target', inChannels: 3, numClasses: 2, blocks: [{ name: 'stage0', inChannels: 3, outChannels: 4, stride: 2 }] };
+    const spec: NetworkSpec = {
+      mode: 'target',
+      inChannels: 3,
+      numClasses: 2,
+      blocks: [{ name: 'stage0', inChannels: 3, outChannels: 4, stride: 2 }],
+    };
     expect([...createReferenceNetwork(spec).stateDict().keys()]).toEqual([
       'stage0.conv.weight',
       'stage0.bn.weight',
@@ -97,7 +103,9 @@ describe('layout', () => {
     expect(net).toBeInstanceOf(ReferenceNetwork);
     expect(net.precision).toBe('float32');
     expect(values(net.stateDict(), 'linear.weight')).toBeInstanceOf(Float32Array);
-    expect(values(referenceBackend.createNetwork(tinySpec('target'), { precision: 'float64' }).stateDict(), 'linear.weight')).toBeInstanceOf(Float64Array);
+    expect(
+      values(referenceBackend.createNetwork(tinySpec('target'), { precision: 'float64' }).stateDict(), 'linear.weight'),
+    ).toBeInstanceOf(Float64Array);
     expect(() => referenceBackend.createNetwork({ ...tinySpec('target'), numClasses: 0 })).toThrow(/numClasses/);
   });
 });
@@ -126,7 +134,10 @@ describe('default initialisation', () => {
       expect(Math.max(...v.map(Math.abs))).toBeLessThanOrEqual(bound * (1 + 1e-12));
     }
     // On a larger weight, the spread is that of U(-b, b): mean 0, variance b^2 / 3.
-    const wide = createReferenceNetwork({ mode: 'target', inChannels: 16, numClasses: 2, blocks: [{ name: 'stage0', inChannels: 16, outChannels: 16, stride: 1 }] }, { precision: 'float64' });
+    const wide = createReferenceNetwork(
+      { mode: 'target', inChannels: 16, numClasses: 2, blocks: [{ name: 'stage0', inChannels: 16, outChannels: 16, stride: 1 }] },
+      { precision: 'float64' },
+    );
     const w = Array.from(values(wide.stateDict(), 'stage0.conv.weight'));
     const bound = 1 / Math.sqrt(16 * 9);
     const mean = w.reduce((a, b) => a + b, 0) / w.length;
@@ -205,7 +216,9 @@ describe('state dicts', () => {
     }
     expect(message).toMatch(/Missing key\(s\) in state_dict: "stage1.0.bn.running_var", "linear.bias"/);
     expect(message).toMatch(/Unexpected key\(s\) in state_dict: "stage9.conv.weight"/);
-    expect(message).toMatch(/size mismatch for stage0.bn.weight: copying a param with shape \[5\] from checkpoint, the shape in current model is \[4\]/);
+    expect(message).toMatch(
+      /size mismatch for stage0.bn.weight: copying a param with shape \[5\] from checkpoint, the shape in current model is \[4\]/,
+    );
     expect(message).toMatch(/stage1.0.scale_identity.weight: 3 values for shape \[4\]/);
     expect(message).toMatch(/stage0.bn.num_batches_tracked: expected a non-negative integer count/);
     expect(net.stateDict()).toEqual(before);
@@ -289,7 +302,8 @@ function foldLinearAddBlocks(spec: NetworkSpec, state: Map<string, HostTensor>):
  * summed bias carried by a BN that adds it (weight 1, running mean 0, running var 1 - eps). */
 function foldRepVggBlocks(spec: NetworkSpec, state: Map<string, HostTensor>): Map<string, HostTensor> {
   const target = createReferenceNetwork({ ...spec, mode: 'target' }, { precision: 'float64' }).stateDict();
-  for (const name of ['linear.weight', 'linear.bias']) target.set(name, { shape: [...(state.get(name)?.shape ?? [])], data: Float64Array.from(values(state, name)) });
+  for (const name of ['linear.weight', 'linear.bias'])
+    target.set(name, { shape: [...(state.get(name)?.shape ?? [])], data: Float64Array.from(values(state, name)) });
   for (const b of spec.blocks) {
     const [O, I] = [b.outChannels, b.inChannels];
     const branch = (bn: string) => {
@@ -353,7 +367,8 @@ describe('forward semantics, checked against the equivalent plain network', () =
     for (const info of net.parameters()) {
       if (info.role === 'bn_weight' || info.role === 'bn_bias') {
         const v = values(state, info.name);
-        for (let i = 0; i < v.length; i++) v[i] = random.uniform(0.5, 1.5) * (info.role === 'bn_bias' ? Math.sign(random.uniform(-1, 1)) : 1);
+        for (let i = 0; i < v.length; i++)
+          v[i] = random.uniform(0.5, 1.5) * (info.role === 'bn_bias' ? Math.sign(random.uniform(-1, 1)) : 1);
       }
     }
     net.loadStateDict(state);
@@ -405,7 +420,12 @@ describe('training', () => {
     expect(gradients.has('stage1.0.scale_identity.weight')).toBe(true);
     const before = net.stateDict();
     // Even a group that names them explicitly does not update them.
-    const optimizer = net.createOptimizer({ type: 'sgd', lr: 0.1, weightDecay: 0.1, groups: [{ params: net.parameters().map((p) => p.name) }] });
+    const optimizer = net.createOptimizer({
+      type: 'sgd',
+      lr: 0.1,
+      weightDecay: 0.1,
+      groups: [{ params: net.parameters().map((p) => p.name) }],
+    });
     for (let step = 0; step < 3; step++) net.trainStep(optimizer, input, LABELS);
     const after = net.stateDict();
     for (const info of net.parameters()) {
@@ -424,7 +444,9 @@ describe('training', () => {
     expect(() => net.trainStep(optimizer, input, new Int32Array([0, 1, 2, 5]))).toThrow(/label 5 of sample 3/);
     expect(() => net.trainStep(optimizer, input, new Int32Array([0, 1]))).toThrow(/2 labels for a batch of 4/);
     expect(() => net.trainStep(optimizer, input, LABELS, { labelSmoothing: -0.1 })).toThrow(/labelSmoothing/);
-    expect(() => net.trainStep(optimizer, { shape: [4, 2, 8, 8], data: new Float32Array(4 * 2 * 64) }, LABELS)).toThrow(/2 channels, the network takes 3/);
+    expect(() => net.trainStep(optimizer, { shape: [4, 2, 8, 8], data: new Float32Array(4 * 2 * 64) }, LABELS)).toThrow(
+      /2 channels, the network takes 3/,
+    );
     expect(() => net.trainStep(optimizer, { shape: [4, 3, 8, 8], data: new Float32Array(10) }, LABELS)).toThrow(/10 values for shape/);
     expect(net.stateDict()).toEqual(before);
     expect(optimizer.steps).toBe(0);
@@ -471,6 +493,8 @@ describe('gradient re-parameterisation (METHOD §2): CSLA + SGD == target + RepO
     const folded = foldLinearAddBlocks(spec, csla.stateDict());
     for (const [name, t] of target.stateDict()) expectAllClose(t.data, values(folded, name), 1e-12);
     // Not vacuous: the weights moved.
-    expect(Math.abs(values(target.stateDict(), 'stage1.0.conv.weight')[4] - values(foldLinearAddBlocks(spec, state), 'stage1.0.conv.weight')[4])).toBeGreaterThan(1e-4);
+    expect(
+      Math.abs(values(target.stateDict(), 'stage1.0.conv.weight')[4] - values(foldLinearAddBlocks(spec, state), 'stage1.0.conv.weight')[4]),
+    ).toBeGreaterThan(1e-4);
   });
 });

@@ -1,6 +1,6 @@
 // The reference backend's autograd and ops: hand-computed values and finite-difference gradients.
 import {
-  BatchNormStats,
+  type BatchNormStats,
   Random,
   Variable,
   accumulateGrad,
@@ -92,7 +92,16 @@ describe('batch norm 2d', () => {
     const y = batchNorm2d(x, weight, bias, stats, { training: true });
     const s0 = Math.sqrt(3.5 + 1e-5);
     const s1 = Math.sqrt(1 + 1e-5);
-    const expected = [(2 * (1 - 3)) / s0 + 0.5, (2 * (2 - 3)) / s0 + 0.5, -1 / s1, -1 / s1, (2 * (3 - 3)) / s0 + 0.5, (2 * (6 - 3)) / s0 + 0.5, 1 / s1, 1 / s1];
+    const expected = [
+      (2 * (1 - 3)) / s0 + 0.5,
+      (2 * (2 - 3)) / s0 + 0.5,
+      -1 / s1,
+      -1 / s1,
+      (2 * (3 - 3)) / s0 + 0.5,
+      (2 * (6 - 3)) / s0 + 0.5,
+      1 / s1,
+      1 / s1,
+    ];
     expectAllClose(y.data, expected, 1e-15);
     expectAllClose(stats.runningMean, [0.3, 0], 1e-15);
     expectAllClose(stats.runningVar, [0.9 + 0.1 * (14 / 3), 0.9 + 0.1 * (4 / 3)], 1e-15);
@@ -105,7 +114,11 @@ describe('batch norm 2d', () => {
   });
 
   test('eval uses the running statistics and leaves them alone', () => {
-    const stats: BatchNormStats = { runningMean: Float64Array.from([1, -2]), runningVar: Float64Array.from([4, 0.25]), numBatchesTracked: 5 };
+    const stats: BatchNormStats = {
+      runningMean: Float64Array.from([1, -2]),
+      runningVar: Float64Array.from([4, 0.25]),
+      numBatchesTracked: 5,
+    };
     const y = batchNorm2d(x, weight, bias, stats, { training: false });
     const s0 = Math.sqrt(4 + 1e-5);
     const s1 = Math.sqrt(0.25 + 1e-5);
@@ -154,8 +167,16 @@ describe('cross-entropy with label smoothing', () => {
 
 describe('finite-difference gradient checks (float64, relative error < 1e-6)', () => {
   const cases: [string, (v: Variable[]) => Variable, { data: Float64Array; shape: number[] }[]][] = [
-    ['conv2d 3x3 stride 1 pad 1', ([x, w]) => conv2d(x, w, { stride: 1, padding: 1 }), [randomInput([2, 3, 5, 5], 1), randomInput([4, 3, 3, 3], 2)]],
-    ['conv2d 3x3 stride 2 pad 1', ([x, w]) => conv2d(x, w, { stride: 2, padding: 1 }), [randomInput([2, 3, 6, 6], 3), randomInput([2, 3, 3, 3], 4)]],
+    [
+      'conv2d 3x3 stride 1 pad 1',
+      ([x, w]) => conv2d(x, w, { stride: 1, padding: 1 }),
+      [randomInput([2, 3, 5, 5], 1), randomInput([4, 3, 3, 3], 2)],
+    ],
+    [
+      'conv2d 3x3 stride 2 pad 1',
+      ([x, w]) => conv2d(x, w, { stride: 2, padding: 1 }),
+      [randomInput([2, 3, 6, 6], 3), randomInput([2, 3, 3, 3], 4)],
+    ],
     ['conv2d 1x1 stride 2', ([x, w]) => conv2d(x, w, { stride: 2 }), [randomInput([2, 3, 5, 5], 5), randomInput([4, 3, 1, 1], 6)]],
     ['conv2d groups 2', ([x, w]) => conv2d(x, w, { padding: 1, groups: 2 }), [randomInput([1, 4, 4, 4], 7), randomInput([6, 2, 3, 3], 8)]],
     [
@@ -165,7 +186,14 @@ describe('finite-difference gradient checks (float64, relative error < 1e-6)', (
     ],
     [
       'batch norm (eval)',
-      ([x, w, b]) => batchNorm2d(x, w, b, { runningMean: Float64Array.from([0.1, -0.2, 0.3]), runningVar: Float64Array.from([0.5, 2, 1]), numBatchesTracked: 0 }, { training: false }),
+      ([x, w, b]) =>
+        batchNorm2d(
+          x,
+          w,
+          b,
+          { runningMean: Float64Array.from([0.1, -0.2, 0.3]), runningVar: Float64Array.from([0.5, 2, 1]), numBatchesTracked: 0 },
+          { training: false },
+        ),
       [randomInput([2, 3, 2, 2], 12), randomInput([3], 13, 0.5, 2), randomInput([3], 14)],
     ],
     ['relu', ([x]) => relu(x), [randomInput([2, 3, 3, 3], 15)]],
@@ -193,7 +221,16 @@ describe('finite-difference gradient checks (float64, relative error < 1e-6)', (
   test('the checker catches a wrong backward', () => {
     // y = 3x whose backward claims dy/dx = 2
     const wrong = ([x]: Variable[]) =>
-      Variable.result(x.data.map((v) => 3 * v), x.shape, [x], (g) => accumulateGrad(x, g.map((v) => 2 * v)));
+      Variable.result(
+        x.data.map((v) => 3 * v),
+        x.shape,
+        [x],
+        (g) =>
+          accumulateGrad(
+            x,
+            g.map((v) => 2 * v),
+          ),
+      );
     expect(gradCheck(wrong, [randomInput([4], 29)]).relativeErrors[0]).toBeGreaterThan(0.3);
   });
 

@@ -17,7 +17,10 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 function synthetic(count: number, seed: number): ImageDataset {
   const random = new Random(seed);
   const labels = Int32Array.from({ length: count }, (_, n) => n % 4);
-  const images = Uint8Array.from({ length: count * 64 }, (_, i) => (labels[Math.floor(i / 64)] * 60 + Math.floor(random.nextDouble() * 40)) % 256);
+  const images = Uint8Array.from(
+    { length: count * 64 },
+    (_, i) => (labels[Math.floor(i / 64)] * 60 + Math.floor(random.nextDouble() * 40)) % 256,
+  );
   return { name: 'synthetic', images, labels, count, channels: 1, height: 8, width: 8, numClasses: 4 };
 }
 const data = { train: synthetic(256, 1), test: synthetic(64, 2) };
@@ -53,7 +56,11 @@ describe('numerical faults', () => {
     const r = await train(config('skip', { resume: true, lr: 1e12, skipNonFinite: true }), { data }).result;
     expect(r.steps).toBe(64);
     expect(r.skippedSteps).toBeGreaterThan(0);
-    const lines = fs.readFileSync(path.join(tmp, 'skip', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const lines = fs
+      .readFileSync(path.join(tmp, 'skip', 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines.some((l) => l.type === 'train' && l.skipped > 0)).toBe(true);
   });
 });
@@ -70,7 +77,9 @@ describe('damaged checkpoints', () => {
     fs.writeFileSync(model, bytes);
     expect(readLatestCheckpoint<TrainConfig>(root)!.meta.step).toBe(32);
     fs.truncateSync(path.join(root, 'ckpt-000000032', 'optimizer.bin'), 10);
-    expect(() => readLatestCheckpoint(root)).toThrow(/no complete checkpoint under .*\n.*model\.pth: checksum mismatch.*\n.*optimizer\.bin: checksum mismatch/);
+    expect(() => readLatestCheckpoint(root)).toThrow(
+      /no complete checkpoint under .*\n.*model\.pth: checksum mismatch.*\n.*optimizer\.bin: checksum mismatch/,
+    );
     expect(fs.statSync(root).mode & 0o777).toBe(0o700);
   });
 });
@@ -79,7 +88,27 @@ describe('kill -9 at random moments', () => {
   test('the newest complete checkpoint always loads and the run resumes to the end', async () => {
     const cli = path.join(__dirname, '..', 'dist', 'cli.js');
     const out = path.join(tmp, 'killed');
-    const args = ['train', '--mode', 'vgg', '--arch', 'RepOpt-VGG-XS', '--train-subset', '640', '--test-subset', '100', '--batch-size', '64', '--epochs', '100', '--log-every', '5', '--out', out, '--threads', '1'];
+    const args = [
+      'train',
+      '--mode',
+      'vgg',
+      '--arch',
+      'RepOpt-VGG-XS',
+      '--train-subset',
+      '640',
+      '--test-subset',
+      '100',
+      '--batch-size',
+      '64',
+      '--epochs',
+      '100',
+      '--log-every',
+      '5',
+      '--out',
+      out,
+      '--threads',
+      '1',
+    ];
     const random = new Random(99);
     for (let round = 0; round < 4; round++) {
       const child = spawn(process.execPath, [cli, ...args, ...(round > 0 ? ['--resume'] : [])], { stdio: 'ignore' });

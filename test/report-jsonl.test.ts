@@ -10,7 +10,11 @@ beforeAll(() => {
 afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
 const readLines = (file: string): unknown[] =>
-  fs.readFileSync(file, 'utf8').trimEnd().split('\n').map((line) => JSON.parse(line) as unknown);
+  fs
+    .readFileSync(file, 'utf8')
+    .trimEnd()
+    .split('\n')
+    .map((line) => JSON.parse(line) as unknown);
 
 test('each append is one line, on disk before the next call; reopening appends', () => {
   const file = path.join(dir, 'run', 'metrics.jsonl');

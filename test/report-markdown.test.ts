@@ -20,12 +20,5 @@ test('pads columns, right-aligns numeric columns, formats numbers to 4 significa
 
 test('explicit alignment, escaped pipes and newlines, short and long rows', () => {
   const table = markdownTable(['a', 'b'], [['x|y', 1, 'dropped'], ['two\nlines']], ['center', 'left']);
-  expect(table).toBe(
-    [
-      '|     a     | b   |',
-      '| :-------: | --- |',
-      '|   x\\|y    | 1   |',
-      '| two lines |     |',
-    ].join('\n'),
-  );
+  expect(table).toBe(['|     a     | b   |', '| :-------: | --- |', '|   x\\|y    | 1   |', '| two lines |     |'].join('\n'));
 });

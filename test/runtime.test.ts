@@ -23,7 +23,11 @@ describe('runtime', () => {
   test('setCudaMath sets and reports libtorch’s CUDA math switches', () => {
     const { native } = require('../lib/native');
     const before = native().setCudaMath({});
-    expect(native().setCudaMath({ tf32: false, deterministic: true, benchmark: false })).toEqual({ tf32: false, deterministic: true, benchmark: false });
+    expect(native().setCudaMath({ tf32: false, deterministic: true, benchmark: false })).toEqual({
+      tf32: false,
+      deterministic: true,
+      benchmark: false,
+    });
     expect(native().setCudaMath({ tf32: true, deterministic: false })).toEqual({ tf32: true, deterministic: false, benchmark: false });
     native().setCudaMath(before);
     expect(() => native().setCudaMath({ tf32: 'yes' })).toThrow(/setCudaMath: options\.tf32/);

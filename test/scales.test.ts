@@ -30,7 +30,10 @@ function runTorch(script: string, args: string[]): string {
   const run = (code: string) =>
     spawnSync(TORCH_PYTHON, ['-c', code, ...args], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, OMP_NUM_THREADS: '1' } });
   const probe = run('import torch');
-  if (probe.status !== 0) throw new Error(`${TORCH_PYTHON} cannot import torch (${probe.error?.message ?? probe.stderr.trim().split('\n').pop()}); install it: apt-get install python3-torch`);
+  if (probe.status !== 0)
+    throw new Error(
+      `${TORCH_PYTHON} cannot import torch (${probe.error?.message ?? probe.stderr.trim().split('\n').pop()}); install it: apt-get install python3-torch`,
+    );
   const result = run(script);
   if (result.status !== 0) throw new Error(`python failed (${result.status}): ${result.stderr}`);
   return result.stdout;
@@ -105,7 +108,9 @@ describe('official scale files', () => {
     expect(set.size).toBe(79);
     validateScales(B2_SPEC, set);
     const e = thrown(() => validateScales(B1_SPEC, set));
-    expect(e.message).toMatch(/^scales do not fit the network \(79 scale keys expected, 79 given\):\n  wrong lengths \(77\): stage1\.0\.scale_1x1\.weight has 160 values, expected 128, /);
+    expect(e.message).toMatch(
+      /^scales do not fit the network \(79 scale keys expected, 79 given\):\n {2}wrong lengths \(77\): stage1\.0\.scale_1x1\.weight has 160 values, expected 128, /,
+    );
     expect(e.message).toMatch(/\.\.\. and 67 more$/);
   });
 
@@ -136,13 +141,21 @@ describe('ScaleSet', () => {
 
   test('keys and helpers', () => {
     expect(scaleKey('stage1.0', 'scale_identity')).toBe('stage1.0.scale_identity.weight');
-    expect(() => ScaleSet.from([['a', [1]], ['a', [2]]])).toThrow("scale set: key 'a' given twice");
+    expect(() =>
+      ScaleSet.from([
+        ['a', [1]],
+        ['a', [2]],
+      ]),
+    ).toThrow("scale set: key 'a' given twice");
   });
 });
 
 describe('files', () => {
   test('JSON: documented shape and bit-identical round trip (-0, subnormals, float32 extremes)', () => {
-    const set = ScaleSet.from([...loadScales(B1_FILE).entries(), ['extremes', new Float32Array([-0, 1e-45, -3.4028234663852886e38, 1 / 3])]]);
+    const set = ScaleSet.from([
+      ...loadScales(B1_FILE).entries(),
+      ['extremes', new Float32Array([-0, 1e-45, -3.4028234663852886e38, 1 / 3])],
+    ]);
     const file = temp('scales.json');
     saveScales(file, set);
     const doc = JSON.parse(fs.readFileSync(file, 'utf8')) as ScaleFileJson;
@@ -183,7 +196,9 @@ print(json.dumps([type(d).__name__, [[k, str(v.dtype), list(v.shape), v.numpy().
     saveScales(temp('b.scales'), set, 'pth');
     expect(bitsOf(loadScales(temp('a.scales')))).toEqual(bitsOf(set));
     expect(bitsOf(loadScales(temp('b.scales')))).toEqual(bitsOf(set));
-    expect(() => saveScales(temp('c.scales'), set)).toThrow(/c\.scales: cannot tell the scale file format from the name; pass 'json' or 'pth'/);
+    expect(() => saveScales(temp('c.scales'), set)).toThrow(
+      /c\.scales: cannot tell the scale file format from the name; pass 'json' or 'pth'/,
+    );
     fs.writeFileSync(temp('d.scales'), 'garbage');
     expect(() => loadScales(temp('d.scales'))).toThrow(/d\.scales: neither a JSON scale file nor a torch\.save zip/);
   });
@@ -194,17 +209,31 @@ print(json.dumps([type(d).__name__, [[k, str(v.dtype), list(v.shape), v.numpy().
     expect(() => loadScales(temp('truncated.pth'))).toThrow(/truncated\.pth: truncated or damaged zip archive/);
     fs.writeFileSync(temp('text.pth'), '{"format": "repopt-scales"}');
     expect(() => loadScales(temp('text.pth'))).toThrow(/text\.pth: not a zip archive/);
-    writePth(temp('matrix.pth'), new Map([['k', { dtype: 'float32', shape: [2, 2], data: new Float32Array(4) }], ['n', { dtype: 'int64', shape: [1], data: new BigInt64Array(1) }]]));
-    expect(() => loadScales(temp('matrix.pth'))).toThrow(/matrix\.pth: scales must be 1-D float tensors; 2 are not: k \(float32 \[2, 2\]\), n \(int64 \[1\]\)/);
+    writePth(
+      temp('matrix.pth'),
+      new Map([
+        ['k', { dtype: 'float32', shape: [2, 2], data: new Float32Array(4) }],
+        ['n', { dtype: 'int64', shape: [1], data: new BigInt64Array(1) }],
+      ]),
+    );
+    expect(() => loadScales(temp('matrix.pth'))).toThrow(
+      /matrix\.pth: scales must be 1-D float tensors; 2 are not: k \(float32 \[2, 2\]\), n \(int64 \[1\]\)/,
+    );
 
     const json = (text: string) => thrown(() => scalesFromJson(text, 's.json')).message;
     expect(json('{"format": "repopt-scales", "version": 1, "scales": {"k": [NaN]}}')).toMatch(/^s\.json: not valid JSON/);
     expect(json('[1, 2]')).toBe('s.json: not a scale file (expected an object with "format": "repopt-scales")');
-    expect(json('{"format": "repopt-scales", "version": 2, "scales": {}}')).toBe('s.json: scale file version 2 is not supported (this reader knows version 1)');
+    expect(json('{"format": "repopt-scales", "version": 2, "scales": {}}')).toBe(
+      's.json: scale file version 2 is not supported (this reader knows version 1)',
+    );
     expect(json('{"format": "repopt-scales", "version": 1}')).toMatch(/"scales" must be an object mapping keys to arrays of numbers/);
     expect(json('{"format": "repopt-scales", "version": 1, "scales": {"k": 3}}')).toBe('s.json: scales["k"] is not an array of numbers');
-    expect(json('{"format": "repopt-scales", "version": 1, "scales": {"k": [1, null]}}')).toBe('s.json: scales["k"][1] is null, not a number');
-    expect(json('{"format": "repopt-scales", "version": 1, "scales": {"k": [1e39]}}')).toBe('s.json: scales["k"][0] = 1e+39 is outside the float32 range');
+    expect(json('{"format": "repopt-scales", "version": 1, "scales": {"k": [1, null]}}')).toBe(
+      's.json: scales["k"][1] is null, not a number',
+    );
+    expect(json('{"format": "repopt-scales", "version": 1, "scales": {"k": [1e39]}}')).toBe(
+      's.json: scales["k"][0] = 1e+39 is outside the float32 range',
+    );
 
     expect(() => scalesToJson(ScaleSet.from([['k', [1, Number.NaN]]]))).toThrow('scales to JSON: k[1] is NaN, which JSON cannot store');
   });
@@ -235,9 +264,13 @@ describe('validateScales', () => {
 
   test('long lists are cut with a count', () => {
     const set = ScaleSet.from(loadScales(B1_FILE).entries().slice(0, 40));
-    expect(thrown(() => validateScales(B1_SPEC, set)).message).toMatch(/^scales do not fit the network \(79 scale keys expected, 40 given\):\n  missing keys \(39\): stage3\.3\.scale_identity\.weight, (stage\S+, ){9}\.\.\. and 29 more$/);
+    expect(thrown(() => validateScales(B1_SPEC, set)).message).toMatch(
+      /^scales do not fit the network \(79 scale keys expected, 40 given\):\n {2}missing keys \(39\): stage3\.3\.scale_identity\.weight, (stage\S+, ){9}\.\.\. and 29 more$/,
+    );
     const inf = ScaleSet.from([['x', [-Infinity]]]);
-    expect(thrown(() => validateScales(TINY_SPEC, inf)).message).toMatch(/non-finite values \(1 in 1 keys\): x has 1 \(first at \[0\]: -Infinity\)/);
+    expect(thrown(() => validateScales(TINY_SPEC, inf)).message).toMatch(
+      /non-finite values \(1 in 1 keys\): x has 1 \(first at \[0\]: -Infinity\)/,
+    );
   });
 });
 
@@ -255,17 +288,27 @@ describe('scalesFromNetworkState', () => {
   test('takes exactly the scale parameters, as float32, in parameter order', () => {
     const state = networkState(TINY_SPEC, (name, i) => (name.includes('scale') ? 0.1 * (i + 1) : 7));
     const set = scalesFromNetworkState(TINY_SPEC, state);
-    expect(set.keys()).toEqual(['stage0.scale_conv.weight', 'stage0.scale_1x1.weight', 'stage1.0.scale_conv.weight', 'stage1.0.scale_1x1.weight', 'stage1.0.scale_identity.weight']);
+    expect(set.keys()).toEqual([
+      'stage0.scale_conv.weight',
+      'stage0.scale_1x1.weight',
+      'stage1.0.scale_conv.weight',
+      'stage1.0.scale_1x1.weight',
+      'stage1.0.scale_identity.weight',
+    ]);
     expect(set.get('stage1.0.scale_identity.weight')).toEqual(new Float32Array([0.1, 0.2, 0.3, 0.4]));
     expect(scalesFromNetworkState({ ...TINY_SPEC, mode: 'csla' }, state).size).toBe(5);
   });
 
   test('refuses networks without scales, missing parameters and diverged values', () => {
     const state = networkState(TINY_SPEC, () => 1);
-    expect(() => scalesFromNetworkState({ ...TINY_SPEC, mode: 'target' }, state)).toThrow("scalesFromNetworkState: a 'target' network has no branch scales (hs or csla needed)");
+    expect(() => scalesFromNetworkState({ ...TINY_SPEC, mode: 'target' }, state)).toThrow(
+      "scalesFromNetworkState: a 'target' network has no branch scales (hs or csla needed)",
+    );
     const partial = new Map(state);
     partial.delete('stage0.scale_1x1.weight');
-    expect(() => scalesFromNetworkState(TINY_SPEC, partial)).toThrow('scalesFromNetworkState: the state dict lacks 1 scale parameters: stage0.scale_1x1.weight');
+    expect(() => scalesFromNetworkState(TINY_SPEC, partial)).toThrow(
+      'scalesFromNetworkState: the state dict lacks 1 scale parameters: stage0.scale_1x1.weight',
+    );
     const diverged = new Map(state).set('stage0.scale_1x1.weight', { shape: [4], data: new Float64Array([1, Number.NaN, 1, 1]) });
     expect(() => scalesFromNetworkState(TINY_SPEC, diverged)).toThrow(/non-finite values \(1 in 1 keys\): stage0\.scale_1x1\.weight has 1/);
   });
@@ -273,7 +316,10 @@ describe('scalesFromNetworkState', () => {
 
 describe('scale JSON checksum', () => {
   test('a damaged value is detected; a hand-edited file without the checksum loads', () => {
-    const set = ScaleSet.from([['stage0.scale_conv.weight', [1.5, -0.25]], ['stage0.scale_1x1.weight', [0.75, 2]]]);
+    const set = ScaleSet.from([
+      ['stage0.scale_conv.weight', [1.5, -0.25]],
+      ['stage0.scale_1x1.weight', [0.75, 2]],
+    ]);
     const text = scalesToJson(set);
     expect(text).toMatch(/"sha256": "[0-9a-f]{64}"/);
     expect(Array.from(scalesFromJson(text, 'ok.json').get('stage0.scale_conv.weight'))).toEqual([1.5, -0.25]);

@@ -1,4 +1,4 @@
-import { Tensor, isTensor, DType, TensorData, manualSeed, memory } from '../lib';
+import { Tensor, isTensor, type DType, type TensorData, manualSeed, memory } from '../lib';
 import { thrown, useTestThreads } from './helpers';
 
 beforeAll(useTestThreads);

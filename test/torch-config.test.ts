@@ -20,7 +20,9 @@ describe('torch-config', () => {
     const t = JSON.parse(r.stdout);
     expect(['system', 'python', 'LIBTORCH']).toContain(t.source);
     for (const dir of t.includeDirs) expect(fs.existsSync(dir)).toBe(true);
-    expect(fs.existsSync(path.join(t.libDir, 'libtorch.so')) || fs.readdirSync(t.libDir).some((f: string) => f.startsWith('libtorch.so'))).toBe(true);
+    expect(
+      fs.existsSync(path.join(t.libDir, 'libtorch.so')) || fs.readdirSync(t.libDir).some((f: string) => f.startsWith('libtorch.so')),
+    ).toBe(true);
   });
 
   test('LIBTORCH=<tree> wins, with CUDA libs, its ABI flag and an rpath', () => {
@@ -32,10 +34,16 @@ describe('torch-config', () => {
       fs.writeFileSync(path.join(tree, 'include', 'nccl.h'), '');
       fs.mkdirSync(path.join(tree, 'lib'));
       for (const l of ['torch', 'torch_cpu', 'c10', 'torch_cuda', 'c10_cuda']) fs.writeFileSync(path.join(tree, 'lib', `lib${l}.so`), '');
-      fs.writeFileSync(path.join(tree, 'include', 'torch', 'version.h'), '#define TORCH_VERSION_MAJOR 2\n#define TORCH_VERSION_MINOR 6\n#define TORCH_VERSION_PATCH 0\n');
+      fs.writeFileSync(
+        path.join(tree, 'include', 'torch', 'version.h'),
+        '#define TORCH_VERSION_MAJOR 2\n#define TORCH_VERSION_MINOR 6\n#define TORCH_VERSION_PATCH 0\n',
+      );
       fs.writeFileSync(path.join(tree, 'include', 'cuda_runtime_api.h'), '#define CUDART_VERSION  12040\n');
       fs.mkdirSync(path.join(tree, 'share', 'cmake', 'Torch'), { recursive: true });
-      fs.writeFileSync(path.join(tree, 'share', 'cmake', 'Torch', 'TorchConfig.cmake'), 'set(TORCH_CXX_FLAGS "-D_GLIBCXX_USE_CXX11_ABI=0")\n');
+      fs.writeFileSync(
+        path.join(tree, 'share', 'cmake', 'Torch', 'TorchConfig.cmake'),
+        'set(TORCH_CXX_FLAGS "-D_GLIBCXX_USE_CXX11_ABI=0")\n',
+      );
       const t = JSON.parse(run('json', { LIBTORCH: tree }).stdout);
       expect(t).toMatchObject({ source: 'LIBTORCH', cuda: true, cxx11abi: false, libDir: path.join(tree, 'lib'), systemLibDir: false });
       expect(t.libs).toEqual(['torch', 'torch_cpu', 'c10', 'torch_cuda', 'c10_cuda']);
@@ -48,12 +56,20 @@ describe('torch-config', () => {
       // The c10d headers: Gloo and NCCL where their headers are (this tree ships gloo's and nccl.h); the
       // tree lacks the dist-autograd header, so native/compat joins the includes.
       // A CUDA libtorch turns on the addon's CUDA code in both build descriptions.
-      expect(run('defines', { LIBTORCH: tree }).stdout.trim().split('\n')).toEqual(['_GLIBCXX_USE_CXX11_ABI=0', 'USE_DISTRIBUTED', 'USE_C10D_GLOO', 'USE_C10D_NCCL', 'REPOPT_CUDA=1']);
+      expect(run('defines', { LIBTORCH: tree }).stdout.trim().split('\n')).toEqual([
+        '_GLIBCXX_USE_CXX11_ABI=0',
+        'USE_DISTRIBUTED',
+        'USE_C10D_GLOO',
+        'USE_C10D_NCCL',
+        'REPOPT_CUDA=1',
+      ]);
       expect(t.defines).toEqual(['USE_DISTRIBUTED', 'USE_C10D_GLOO', 'USE_C10D_NCCL']);
       expect(run('includes', { LIBTORCH: tree }).stdout.trim().split('\n').pop()).toBe(path.join(__dirname, '..', 'native', 'compat'));
       fs.rmSync(path.join(tree, 'include', 'nccl.h'));
       // Without the tree's nccl.h, NCCL comes only from a system nccl.h (Debian 13's libnccl-dev).
-      const systemNccl = ['/usr/include', '/usr/local/include', '/usr/local/cuda/include'].some((d) => fs.existsSync(path.join(d, 'nccl.h')));
+      const systemNccl = ['/usr/include', '/usr/local/include', '/usr/local/cuda/include'].some((d) =>
+        fs.existsSync(path.join(d, 'nccl.h')),
+      );
       expect(JSON.parse(run('json', { LIBTORCH: tree }).stdout).defines.includes('USE_C10D_NCCL')).toBe(systemNccl);
     } finally {
       fs.rmSync(tree, { recursive: true, force: true });
@@ -78,7 +94,10 @@ describe('torch-config', () => {
   test('the source list covers every native/{core,js}/*.cc', () => {
     const listed = run('sources', {}).stdout.trim().split('\n');
     const onDisk = ['core', 'js'].flatMap((d) =>
-      fs.readdirSync(path.join(__dirname, '..', 'native', d)).filter((f) => f.endsWith('.cc')).map((f) => `native/${d}/${f}`),
+      fs
+        .readdirSync(path.join(__dirname, '..', 'native', d))
+        .filter((f) => f.endsWith('.cc'))
+        .map((f) => `native/${d}/${f}`),
     );
     expect(listed.sort()).toEqual(onDisk.sort());
     // Only those two folders hold sources (compat: headers only).

@@ -10,7 +10,7 @@ import { networkSpec } from '../lib/configs';
 import { officialParamGroups } from '../lib/train/param-groups';
 import { lrAt } from '../lib/train/schedule';
 import { train, TRAIN_DEFAULTS } from '../lib';
-import { checkConfig, TrainConfig } from '../lib/train/config';
+import { checkConfig, type TrainConfig } from '../lib/train/config';
 import { thrown } from './helpers';
 
 /** 4 classes of 8x8 grey images: a bright quadrant per class, plus noise. */
@@ -64,9 +64,14 @@ describe('training loop', () => {
     expect(rest.steps).toBe(2048);
     const a = whole.network.stateTensors();
     const b = rest.network.stateTensors();
-    for (const [name, t] of a) expect([name, Buffer.compare(Buffer.from(t.data.buffer), Buffer.from(b.get(name)!.data.buffer))]).toEqual([name, 0]);
+    for (const [name, t] of a)
+      expect([name, Buffer.compare(Buffer.from(t.data.buffer), Buffer.from(b.get(name)!.data.buffer))]).toEqual([name, 0]);
     expect(rest.history.map((h) => h.testAccuracy)).toEqual(whole.history.map((h) => h.testAccuracy));
-    const lines = fs.readFileSync(path.join(tmp, 'whole', 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const lines = fs
+      .readFileSync(path.join(tmp, 'whole', 'metrics.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines.filter((l) => l.type === 'eval')).toHaveLength(16);
     expect(lines.filter((l) => l.type === 'train').every((l) => Number.isFinite(l.loss))).toBe(true);
   });
@@ -83,13 +88,18 @@ describe('quantization-aware training', () => {
     const rest = await train(config('qat-split', { ...qat, resume: true }), { data }).result;
     const a = whole.network.stateTensors();
     const b = rest.network.stateTensors();
-    for (const [name, t] of a) expect([name, Buffer.compare(Buffer.from(t.data.buffer), Buffer.from(b.get(name)!.data.buffer))]).toEqual([name, 0]);
+    for (const [name, t] of a)
+      expect([name, Buffer.compare(Buffer.from(t.data.buffer), Buffer.from(b.get(name)!.data.buffer))]).toEqual([name, 0]);
     expect(rest.network.quantParams()!.points).toEqual(ranges.points);
   });
 
   test('QAT is for plain networks and needs calibration batches', () => {
-    expect(thrown(() => checkConfig(config('q', { mode: 'repvgg', quant: { calibBatches: 2 } }))).message).toMatch(/fine-tunes plain networks \(target, vgg\), not repvgg/);
-    expect(thrown(() => checkConfig(config('q', { quant: { calibBatches: 0 } }))).message).toMatch(/QAT calibration needs at least 1 batch, got 0/);
+    expect(thrown(() => checkConfig(config('q', { mode: 'repvgg', quant: { calibBatches: 2 } }))).message).toMatch(
+      /fine-tunes plain networks \(target, vgg\), not repvgg/,
+    );
+    expect(thrown(() => checkConfig(config('q', { quant: { calibBatches: 0 } }))).message).toMatch(
+      /QAT calibration needs at least 1 batch, got 0/,
+    );
   });
 });
 
@@ -102,8 +112,11 @@ describe('official weight-decay grouping', () => {
     expect(decay.params).toContain('stage0.conv.weight');
     expect(decay.params).toContain('stage1.0.conv_1x1.weight');
     expect(decay.params).toContain('linear.weight');
-    for (const k of ['stage0.bn.weight', 'stage0.bn.bias', 'linear.bias', 'stage0.scale_conv.weight', 'stage0.scale_1x1.weight']) expect(none.params).toContain(k);
-    const identity = parameterInfo(spec).filter((p) => p.role === 'scale_identity').map((p) => p.name);
+    for (const k of ['stage0.bn.weight', 'stage0.bn.bias', 'linear.bias', 'stage0.scale_conv.weight', 'stage0.scale_1x1.weight'])
+      expect(none.params).toContain(k);
+    const identity = parameterInfo(spec)
+      .filter((p) => p.role === 'scale_identity')
+      .map((p) => p.name);
     for (const k of identity) expect(decay.params).toContain(k);
     expect(decay.params.length + none.params.length).toBe(parameterInfo(spec).length);
   });
@@ -115,7 +128,9 @@ describe('gradient clipping', () => {
     expect(thrown(() => checkConfig(base)).message).toMatch(/gradient clipping breaks the RepOptimizer equivalence/);
     expect(() => checkConfig({ ...base, forceClip: true })).not.toThrow();
     expect(() => checkConfig({ ...base, mode: 'hs', scales: undefined })).not.toThrow();
-    expect(thrown(() => checkConfig({ ...base, clipNorm: 0, scales: undefined })).message).toMatch(/mode target \(RepOpt-VGG\) needs --scales/);
+    expect(thrown(() => checkConfig({ ...base, clipNorm: 0, scales: undefined })).message).toMatch(
+      /mode target \(RepOpt-VGG\) needs --scales/,
+    );
   });
 });
 
@@ -143,7 +158,9 @@ describe('precision and layout options (CPU)', () => {
     for (const [name, t] of a) {
       const other = b.get(name)!.data;
       const scale = Math.max(...Array.from(t.data, Math.abs), 1e-3);
-      t.data.forEach((v, i) => (worst = Math.max(worst, Math.abs(v - other[i]) / scale)));
+      t.data.forEach((v, i) => {
+        worst = Math.max(worst, Math.abs(v - other[i]) / scale);
+      });
     }
     expect(worst).toBeLessThan(1e-3);
     const bf16 = await train(config('bf16', { ...short, autocast: 'bf16' }), { data: small }).result;

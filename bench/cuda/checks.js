@@ -7,7 +7,8 @@
 const fs = require('fs');
 const net = require('net');
 const path = require('path');
-const { nativeBackend, gradMultOf, info, manualSeed } = require('../../dist');
+const { nativeBackend, info, manualSeed } = require('../../dist');
+const { blockGradMults } = require('../common');
 const { native } = require('../../dist/native');
 
 const BLOCKS = [
@@ -19,23 +20,17 @@ const BLOCKS = [
 const spec = { mode: 'target', inChannels: 3, numClasses: 10, blocks: BLOCKS };
 
 function gradMults() {
-  return BLOCKS.map((b, k) =>
-    gradMultOf({
-      param: `${b.name}.conv.weight`,
-      shape: [b.outChannels, b.inChannels, 3, 3],
-      groups: 1,
-      identity: b.inChannels === b.outChannels && b.stride === 1,
-      scales: {
-        s: Float32Array.from({ length: b.outChannels }, (_, o) => 0.6 + 0.05 * ((o + k) % 9) - (o % 7 === 3 ? 1.2 : 0)),
-        t: Float32Array.from({ length: b.outChannels }, (_, o) => 0.4 + 0.03 * ((o * 3 + k) % 11)),
-      },
-    }, 'sgd'),
+  return blockGradMults({ blocks: BLOCKS }, (k, o, branch) =>
+    branch === 's' ? 0.6 + 0.05 * ((o + k) % 9) - (o % 7 === 3 ? 1.2 : 0) : 0.4 + 0.03 * ((o * 3 + k) % 11),
   );
 }
 
 function batches(count, size = 16, batch = 8) {
   let seed = 12345;
-  const next = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648) * 4 - 2;
+  const next = () => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return (seed / 2147483648) * 4 - 2;
+  };
   return Array.from({ length: count }, () => ({
     x: { shape: [batch, 3, size, size], data: Float32Array.from({ length: batch * 3 * size * size }, next) },
     y: Int32Array.from({ length: batch }, (_, i) => (i * 7 + count) % 10),
@@ -75,7 +70,10 @@ function optimizerChecks(device) {
   const out = [];
   const cases = [
     ['RepOptSGD compact', { type: 'sgd', lr: 0.05, momentum: 0.9, nesterov: true, weightDecay: 1e-3, gradMults: gradMults() }],
-    ['RepOptSGD full', { type: 'sgd', lr: 0.05, momentum: 0.9, nesterov: true, weightDecay: 1e-3, gradMults: gradMults(), gradMultStorage: 'full' }],
+    [
+      'RepOptSGD full',
+      { type: 'sgd', lr: 0.05, momentum: 0.9, nesterov: true, weightDecay: 1e-3, gradMults: gradMults(), gradMultStorage: 'full' },
+    ],
     ['RepOptAdamW compact', { type: 'adamw', lr: 1e-3, weightDecay: 0.05, gradMults: gradMults() }],
   ];
   for (const [name, optSpec] of cases) {
@@ -95,9 +93,17 @@ function optimizerChecks(device) {
     const ob = b.createOptimizer(optSpec);
     oa.setImplementation('foreach');
     ob.setImplementation('reference');
-    for (const { x, y } of batches(4)) a.trainStep(oa, x, y), b.trainStep(ob, x, y);
+    for (const { x, y } of batches(4)) {
+      a.trainStep(oa, x, y);
+      b.trainStep(ob, x, y);
+    }
     const same = bitIdentical(a.stateDict(), b.stateDict());
-    out.push({ check: `RepOptSGD foreach == reference on ${device} (${storage} GradMult, fp32)`, value: same ? 0 : maxRelDiff(a.stateDict(), b.stateDict()), limit: 0, pass: same });
+    out.push({
+      check: `RepOptSGD foreach == reference on ${device} (${storage} GradMult, fp32)`,
+      value: same ? 0 : maxRelDiff(a.stateDict(), b.stateDict()),
+      limit: 0,
+      pass: same,
+    });
   }
   return out;
 }
@@ -125,7 +131,9 @@ function mixedPrecisionCheck(device) {
   const opt = network.createOptimizer({ type: 'sgd', lr: 0.05, momentum: 0.9, gradMults: gradMults() });
   const count = 64;
   const size = 16;
-  const images = new Uint8Array(count * 3 * size * size).map((_, i) => ((i % (3 * size * size)) * ((i / (3 * size * size)) % 10 | 0) * 13) % 256);
+  const images = new Uint8Array(count * 3 * size * size).map(
+    (_, i) => ((i % (3 * size * size)) * (((i / (3 * size * size)) % 10) | 0) * 13) % 256,
+  );
   const labels = Int32Array.from({ length: count }, (_, i) => i % 10);
   const ds = new (native().Dataset)(images, [count, 3, size, size], labels, { device, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] });
   const losses = [];
@@ -137,7 +145,12 @@ function mixedPrecisionCheck(device) {
   }
   ds.dispose();
   const pass = losses.every(Number.isFinite) && losses[losses.length - 1] < losses[0];
-  return { check: `train steps on ${device}, bf16 autocast + channels-last: loss ${losses[0].toFixed(3)} -> ${losses[losses.length - 1].toFixed(3)}`, value: losses[losses.length - 1], limit: losses[0], pass };
+  return {
+    check: `train steps on ${device}, bf16 autocast + channels-last: loss ${losses[0].toFixed(3)} -> ${losses[losses.length - 1].toFixed(3)}`,
+    value: losses[losses.length - 1],
+    limit: losses[0],
+    pass,
+  };
 }
 
 function freePort() {
@@ -153,10 +166,20 @@ function freePort() {
 
 async function ncclCheck() {
   const b = native();
-  const pg = new b.ProcessGroup({ rank: 0, worldSize: 1, masterAddr: '127.0.0.1', masterPort: await freePort(), backend: 'nccl', timeoutMs: 30_000 });
+  const pg = new b.ProcessGroup({
+    rank: 0,
+    worldSize: 1,
+    masterAddr: '127.0.0.1',
+    masterPort: await freePort(),
+    backend: 'nccl',
+    timeoutMs: 30_000,
+  });
   let r;
   try {
-    r = pg.allreduce(b.Tensor.fromArray(new Float32Array([1, 2, 3])).to('cuda:0'), 'sum').to('cpu').toArray();
+    r = pg
+      .allreduce(b.Tensor.fromArray(new Float32Array([1, 2, 3])).to('cuda:0'), 'sum')
+      .to('cpu')
+      .toArray();
   } finally {
     pg.dispose();
   }
@@ -166,7 +189,12 @@ async function ncclCheck() {
 
 function memoryCheck() {
   const m = native().cudaMemory(0);
-  return { check: `cudaMemory(0): peak ${(m.peakAllocated / 2 ** 20).toFixed(1)} MiB allocated`, value: m.peakAllocated, limit: 0, pass: m.peakAllocated > 0 };
+  return {
+    check: `cudaMemory(0): peak ${(m.peakAllocated / 2 ** 20).toFixed(1)} MiB allocated`,
+    value: m.peakAllocated,
+    limit: 0,
+    pass: m.peakAllocated > 0,
+  };
 }
 
 async function runChecks(device = 'cuda') {
@@ -196,7 +224,11 @@ if (require.main === module) {
     fs.mkdirSync(out, { recursive: true });
     const i = info();
     fs.writeFileSync(path.join(out, 'checks.json'), JSON.stringify({ info: i, results }, null, 2) + '\n');
-    const md = ['| check | value | limit | result |', '|---|---|---|---|', ...results.map((r) => `| ${r.check} | ${r.value} | ${r.limit} | ${r.pass ? 'pass' : 'FAIL'} |`)].join('\n');
+    const md = [
+      '| check | value | limit | result |',
+      '|---|---|---|---|',
+      ...results.map((r) => `| ${r.check} | ${r.value} | ${r.limit} | ${r.pass ? 'pass' : 'FAIL'} |`),
+    ].join('\n');
     fs.writeFileSync(path.join(out, 'checks.md'), `libtorch ${i.torchVersion}, ${i.prebuild ?? i.binary}\n\n${md}\n`);
     process.stdout.write(md + '\n');
     process.exit(results.every((r) => r.pass) ? 0 : 1);

@@ -6,7 +6,8 @@
 const { spawnSync } = require('child_process');
 const fs = require('fs');
 const path = require('path');
-const { nativeBackend, networkSpec, gradMultOf, info } = require('../../dist');
+const { nativeBackend, networkSpec, info } = require('../../dist');
+const { blockGradMults } = require('../common');
 const { native } = require('../../dist/native');
 
 const out = process.argv[2] || '/tmp/repopt-cuda-bench';
@@ -28,14 +29,16 @@ function ours(spec, size, batch, precision) {
   const net = nativeBackend.createNetwork(spec, { seed: 0 });
   net.to('cuda');
   net.setChannelsLast(precision === 'bf16');
-  const gradMults = spec.blocks.map((b) =>
-    gradMultOf({ param: `${b.name}.conv.weight`, shape: [b.outChannels, b.inChannels, 3, 3], groups: 1, identity: b.inChannels === b.outChannels && b.stride === 1, scales: { s: new Float32Array(b.outChannels).fill(1.1), t: new Float32Array(b.outChannels).fill(0.7) } }, 'sgd'),
-  );
+  const gradMults = blockGradMults(spec, (_, __, branch) => (branch === 's' ? 1.1 : 0.7));
   const opt = net.createOptimizer({ type: 'sgd', lr: 0.1, momentum: 0.9, nesterov: true, weightDecay: 1e-4, gradMults });
   const count = batch * 2;
   const images = new Uint8Array(count * 3 * size * size).map((_, i) => (i * 7) % 256);
   const labels = Int32Array.from({ length: count }, (_, i) => i % spec.numClasses);
-  const ds = new (native().Dataset)(images, [count, 3, size, size], labels, { device: 'cuda', mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] });
+  const ds = new (native().Dataset)(images, [count, 3, size, size], labels, {
+    device: 'cuda',
+    mean: [0.5, 0.5, 0.5],
+    std: [0.25, 0.25, 0.25],
+  });
   const perm = ds.permutation(0, 0);
   const options = { labelSmoothing: 0.1, autocast: precision === 'bf16' ? 'bf16' : 'none' };
   const run = (n) => {
@@ -80,20 +83,38 @@ for (const w of workloads) {
     if (py.status !== 0) throw new Error(`PyTorch peer failed: ${py.stderr}`);
     const peer = JSON.parse(py.stdout.trim().split('\n').pop());
     const flops = 3 * 2 * macs(spec, w.size) * w.batch;
-    rows.push({ workload: `B1 ${w.size}x${w.size} batch ${w.batch} ${precision === 'bf16' ? 'bf16+CL' : 'fp32'}`, ours: mine, eager: peer.eager, compiled: peer.compiled, flops, device: peer.device, torch: peer.torch });
+    rows.push({
+      workload: `B1 ${w.size}x${w.size} batch ${w.batch} ${precision === 'bf16' ? 'bf16+CL' : 'fp32'}`,
+      ours: mine,
+      eager: peer.eager,
+      compiled: peer.compiled,
+      flops,
+      device: peer.device,
+      torch: peer.torch,
+    });
   }
 }
 
-const fmt = (r) => `${r.msPerStep.toFixed(1)} ms, ${(r.flops / r.msPerStep / 1e9).toFixed(1)} TFLOP/s, ${(r.peakBytes / 2 ** 30).toFixed(2)} GiB`;
-console.log(`RepOpt-VGG-B1 training step on ${rows[0].device}, PyTorch ${rows[0].torch}, addon libtorch ${info().torchVersion}, ${steps} steps after ${warmup} warm-up`);
+const fmt = (r) =>
+  `${r.msPerStep.toFixed(1)} ms, ${(r.flops / r.msPerStep / 1e9).toFixed(1)} TFLOP/s, ${(r.peakBytes / 2 ** 30).toFixed(2)} GiB`;
+console.log(
+  `RepOpt-VGG-B1 training step on ${rows[0].device}, PyTorch ${rows[0].torch}, addon libtorch ${info().torchVersion}, ${steps} steps after ${warmup} warm-up`,
+);
 const lines = [];
-const say = (l) => (console.log(l), lines.push(l));
-say('| workload | TypeScript (img/s) | C++ loop ms/step | PyTorch eager (img/s) | torch.compile (img/s) | TS / C++ throughput | TS / eager throughput | TS / compile throughput |');
+const say = (l) => {
+  console.log(l);
+  lines.push(l);
+};
+say(
+  '| workload | TypeScript (img/s) | C++ loop ms/step | PyTorch eager (img/s) | torch.compile (img/s) | TS / C++ throughput | TS / eager throughput | TS / compile throughput |',
+);
 say('|---|---|---|---|---|---|---|---|');
 for (const r of rows) {
   const batch = Number(r.workload.match(/batch (\d+)/)[1]);
   const ips = (x) => (batch * 1000) / x.msPerStep;
-  say(`| ${r.workload} | ${fmt({ ...r.ours, flops: r.flops })} (${ips(r.ours).toFixed(0)}) | ${r.ours.cppMsPerStep.toFixed(1)} | ${fmt({ ...r.eager, flops: r.flops })} (${ips(r.eager).toFixed(0)}) | ${fmt({ ...r.compiled, flops: r.flops })} (${ips(r.compiled).toFixed(0)}) | ${(r.ours.cppMsPerStep / r.ours.msPerStep).toFixed(3)} | ${(r.eager.msPerStep / r.ours.msPerStep).toFixed(3)} | ${(r.compiled.msPerStep / r.ours.msPerStep).toFixed(3)} |`);
+  say(
+    `| ${r.workload} | ${fmt({ ...r.ours, flops: r.flops })} (${ips(r.ours).toFixed(0)}) | ${r.ours.cppMsPerStep.toFixed(1)} | ${fmt({ ...r.eager, flops: r.flops })} (${ips(r.eager).toFixed(0)}) | ${fmt({ ...r.compiled, flops: r.flops })} (${ips(r.compiled).toFixed(0)}) | ${(r.ours.cppMsPerStep / r.ours.msPerStep).toFixed(3)} | ${(r.eager.msPerStep / r.ours.msPerStep).toFixed(3)} | ${(r.compiled.msPerStep / r.ours.msPerStep).toFixed(3)} |`,
+  );
 }
 fs.mkdirSync(out, { recursive: true });
 fs.writeFileSync(path.join(out, 'cuda-train-step.json'), JSON.stringify(rows, null, 2) + '\n');

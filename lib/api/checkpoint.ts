@@ -4,10 +4,10 @@ import { EVALUATE_DEFAULTS, TRAIN_DEFAULTS, withDefaults } from '../defaults';
 import { foldToDeploy } from '../fold';
 import type { EpochMetrics } from '../native';
 import { NativeBackendNetwork } from '../native-backend';
-import { PthTensor, writePth } from '../pth';
+import { type PthTensor, writePth } from '../pth';
 import { setNumThreads } from '../runtime';
 import { writeSafetensors } from '../safetensors';
-import { channelStats, loadSplit, Normalization, uploadDataset } from '../train/data';
+import { channelStats, loadSplit, type Normalization, uploadDataset } from '../train/data';
 import { checkpointAt, specOfCheckpoint } from '../train/load';
 import type { TrainCheckpoint } from '../train/trainer';
 
@@ -71,16 +71,28 @@ export interface ConvertResult {
 export function convert(options: { readonly checkpoint: string; readonly out: string }): ConvertResult {
   const ckpt = checkpointAt(options.checkpoint);
   const c = ckpt.meta.config;
-  if (c.mode === 'hs') throw new Error(`convert folds trained repvgg, target and vgg checkpoints; ${ckpt.dir} is mode hs (its scales are what matters: see scales.json)`);
+  if (c.mode === 'hs')
+    throw new Error(
+      `convert folds trained repvgg, target and vgg checkpoints; ${ckpt.dir} is mode hs (its scales are what matters: see scales.json)`,
+    );
   const spec = specOfCheckpoint(ckpt);
-  const host = new Map([...ckpt.model].map(([k, t]) => [k, { shape: t.shape, data: Float64Array.from(t.data as ArrayLike<number>, Number) }]));
+  const host = new Map(
+    [...ckpt.model].map(([k, t]) => [k, { shape: t.shape, data: Float64Array.from(t.data as ArrayLike<number>, Number) }]),
+  );
   const folded = foldToDeploy(spec, host);
-  writeWeights(options.out, new Map([...folded.state].map(([k, t]) => [k, { dtype: 'float32' as const, shape: [...t.shape], data: Float32Array.from(t.data) }])));
+  writeWeights(
+    options.out,
+    new Map([...folded.state].map(([k, t]) => [k, { dtype: 'float32' as const, shape: [...t.shape], data: Float32Array.from(t.data) }])),
+  );
   return { out: options.out, blocks: folded.spec.blocks.length };
 }
 
 /** Writes a checkpoint's weights (official key names) as *.pth or *.safetensors. */
-export function exportWeights(options: { readonly checkpoint: string; readonly out: string }): { out: string; tensors: number; checkpoint: string } {
+export function exportWeights(options: { readonly checkpoint: string; readonly out: string }): {
+  out: string;
+  tensors: number;
+  checkpoint: string;
+} {
   const ckpt = checkpointAt(options.checkpoint);
   writeWeights(options.out, ckpt.model);
   return { out: options.out, tensors: ckpt.model.size, checkpoint: ckpt.dir };

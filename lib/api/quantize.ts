@@ -6,7 +6,7 @@ import { QUANTIZE_DEFAULTS, TRAIN_DEFAULTS, withDefaults } from '../defaults';
 import { NativeBackendNetwork } from '../native-backend';
 import type { EpochMetrics } from '../native';
 import { writePth } from '../pth';
-import { deployNetwork, PtqResult, quantizeDeploy, rangesOf, spreadTable, weightSpread, writeInt8Model } from '../quant';
+import { deployNetwork, type PtqResult, quantizeDeploy, rangesOf, spreadTable, weightSpread, writeInt8Model } from '../quant';
 import { formatPercent, markdownTable } from '../report';
 import { writeSafetensors } from '../safetensors';
 import { setNumThreads } from '../runtime';
@@ -70,12 +70,22 @@ function row(name: string, r: PtqResult): QuantizeRow {
 /** Folds, calibrates and evaluates a checkpoint in float32, simulated int8 and real int8 (QNNPACK);
  * with qatEpochs, fine-tunes quantization-aware first. Writes the exports and a report section. */
 export async function quantize(options: QuantizeOptions, run: Pick<RunOptions, 'signal'> = {}): Promise<QuantizeOutcome> {
-  const o = withDefaults({ ...QUANTIZE_DEFAULTS, threads: TRAIN_DEFAULTS.threads } as Required<Omit<QuantizeOptions, 'qatLr' | 'out' | 'checkpoint'>> & { qatLrFactor: number }, options);
+  const o = withDefaults(
+    { ...QUANTIZE_DEFAULTS, threads: TRAIN_DEFAULTS.threads } as Required<Omit<QuantizeOptions, 'qatLr' | 'out' | 'checkpoint'>> & {
+      qatLrFactor: number;
+    },
+    options,
+  );
   setNumThreads(o.threads);
   const ckpt = checkpointAt(o.checkpoint);
   const c = ckpt.meta.config;
-  if (c.mode === 'hs') throw new Error(`${ckpt.dir}: quantize takes trained target, vgg or repvgg checkpoints; this one is a hyper-search (mode hs) model`);
-  if (o.qatEpochs > 0 && c.mode === 'repvgg') throw new Error('quantization-aware training fine-tunes plain networks (RepOpt-VGG, VGG); a repvgg run quantizes post-training only (drop --qat-epochs)');
+  if (c.mode === 'hs')
+    throw new Error(`${ckpt.dir}: quantize takes trained target, vgg or repvgg checkpoints; this one is a hyper-search (mode hs) model`);
+  if (o.qatEpochs > 0 && c.mode === 'repvgg')
+    throw new Error(
+      'quantization-aware training fine-tunes plain networks (RepOpt-VGG, VGG); a repvgg run quantizes post-training ' +
+        'only (drop --qat-epochs)',
+    );
   const spec = specOfCheckpoint(ckpt);
   const source = new NativeBackendNetwork(spec, 'float32');
   try {
@@ -125,25 +135,40 @@ export async function quantize(options: QuantizeOptions, run: Pick<RunOptions, '
     const int8Model = writeInt8Model(out, final.deploy.spec, final.params, final.deploy.quantizedWeights(), stats);
     fs.writeFileSync(
       path.join(out, 'quantization.json'),
-      JSON.stringify({ checkpoint: ckpt.dir, arch: c.arch, mode: c.mode, calibration, qatEpochs: o.qatEpochs, rows, ranges: rangesOf(final.params) }, null, 2) + '\n',
+      JSON.stringify(
+        { checkpoint: ckpt.dir, arch: c.arch, mode: c.mode, calibration, qatEpochs: o.qatEpochs, rows, ranges: rangesOf(final.params) },
+        null,
+        2,
+      ) + '\n',
     );
 
     const spread = weightSpread(final.deploy.spec, final.deploy.stateDict());
     const section = [
       REPORT_SECTION,
       '',
-      `Checkpoint \`${ckpt.dir}\` (${c.arch}, mode ${c.mode}), folded into one conv3x3 + bias per block. Weights: int8 per output channel, symmetric; activations: ${final.params.activations} per tensor, ${o.observer === 'minmax' ? 'min-max' : `${o.percentile}th-percentile`} ranges from ${o.calibBatches} training batch(es) of ${o.batchSize}. "Simulated": libtorch fake-quantize ops in float; "QNNPACK": real int8 kernels. Test set: ${testSet.count} images.`,
+      `Checkpoint \`${ckpt.dir}\` (${c.arch}, mode ${c.mode}), folded into one conv3x3 + bias per block. Weights: int8 ` +
+        `per output channel, symmetric; activations: ${final.params.activations} per tensor, ` +
+        `${o.observer === 'minmax' ? 'min-max' : `${o.percentile}th-percentile`} ranges from ${o.calibBatches} ` +
+        `training batch(es) of ${o.batchSize}. "Simulated": libtorch fake-quantize ops in float; "QNNPACK": real int8 ` +
+        `kernels. Test set: ${testSet.count} images.`,
       '',
       markdownTable(
         ['model', 'float32', 'INT8 simulated', 'INT8 (QNNPACK)', 'drop'],
-        rows.map((r) => [r.name, formatPercent(r.float.accuracy), formatPercent(r.simulated.accuracy), formatPercent(r.int8.accuracy), `${((r.float.accuracy - r.int8.accuracy) * 100).toFixed(1)} pt`]),
+        rows.map((r) => [
+          r.name,
+          formatPercent(r.float.accuracy),
+          formatPercent(r.simulated.accuracy),
+          formatPercent(r.int8.accuracy),
+          `${((r.float.accuracy - r.int8.accuracy) * 100).toFixed(1)} pt`,
+        ]),
       ),
       '',
       'Per-layer weight spread of the quantized model (max/std: how far out the int8 grid must reach):',
       '',
       spreadTable([{ name: c.mode, spread }]),
       '',
-      `Exports in \`${path.relative(runDir, out) || '.'}\`: \`deploy.pth\` / \`deploy.safetensors\` (float, official keys), \`model.int8.json\` + \`model.int8.bin\` (int8 weights, int32 biases, scales and zero points), \`quantization.json\`.`,
+      `Exports in \`${path.relative(runDir, out) || '.'}\`: \`deploy.pth\` / \`deploy.safetensors\` (float, official ` +
+        `keys), \`model.int8.json\` + \`model.int8.bin\` (int8 weights, int32 biases, scales and zero points), \`quantization.json\`.`,
     ].join('\n');
     const report = path.join(runDir, 'report.md');
     writeReportSection(report, section);

@@ -1,10 +1,10 @@
 // train() and hyperSearch(): a run starts at once and reports through events; `await run.result`.
 import { HYPER_SEARCH_DEFAULTS, withDefaults } from '../defaults';
-import { HyperSearchResult, runHyperSearch } from '../hypersearch';
-import { resolveTrainConfig, TrainOptions } from '../train/config';
+import { type HyperSearchResult, runHyperSearch } from '../hypersearch';
+import { resolveTrainConfig, type TrainOptions } from '../train/config';
 import type { TrainTestData } from '../train/data';
 import { TrainingRun } from '../train/run';
-import { runTraining, TrainResult } from '../train/trainer';
+import { runTraining, type TrainResult } from '../train/trainer';
 
 export interface RunOptions {
   /** Stops the run after the step in flight; a checkpoint is written and `resume: true` continues
@@ -29,4 +29,3 @@ export function hyperSearch(options: HyperSearchOptions, run: RunOptions = {}): 
   const config = resolveTrainConfig({ ...withDefaults(HYPER_SEARCH_DEFAULTS, options), mode: 'hs' });
   return new TrainingRun((emit) => runHyperSearch(config, { emit, ...run }));
 }
-

@@ -16,7 +16,14 @@ export function addDemoCommand(program: Command): void {
     .option('--device <name>', "'cpu' or 'cuda[:n]'", TRAIN_DEFAULTS.device)
     .option('--data-dir <dir>', 'Fashion-MNIST folder (IDX files)')
     .action(async (o: { quick?: boolean; out: string; seed: number; threads: number; device: string; dataDir?: string }) => {
-      const result = await demo({ quick: !!o.quick, out: o.out, seed: o.seed, threads: o.threads, device: o.device, ...(o.dataDir ? { dataDir: o.dataDir } : {}) });
+      const result = await demo({
+        quick: !!o.quick,
+        out: o.out,
+        seed: o.seed,
+        threads: o.threads,
+        device: o.device,
+        ...(o.dataDir ? { dataDir: o.dataDir } : {}),
+      });
       for (const r of result.rows) process.stdout.write(`${r.name.padEnd(12)} test accuracy ${formatPercent(r.testAccuracy)}\n`);
       process.stdout.write(`report: ${result.report}\n`);
     });

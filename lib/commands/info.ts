@@ -15,7 +15,14 @@ export function addInfoCommand(program: Command): void {
       }
       const rows: [string, string][] = [
         ['libtorch', i.torchVersion],
-        ['CUDA', i.cuda ? `yes, ${i.deviceCount} device(s)` : i.cudaBuild ? 'no: built with CUDA, but no device is visible' : 'no: CPU-only libtorch'],
+        [
+          'CUDA',
+          i.cuda
+            ? `yes, ${i.deviceCount} device(s)`
+            : i.cudaBuild
+              ? 'no: built with CUDA, but no device is visible'
+              : 'no: CPU-only libtorch',
+        ],
         ['cuDNN', i.cudnnVersion === null ? '-' : String(i.cudnnVersion)],
         ['threads', `${i.threads} intra-op, ${i.interopThreads} inter-op`],
         ['C++11 ABI', String(i.cxx11Abi)],

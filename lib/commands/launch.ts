@@ -1,6 +1,6 @@
 // Command-line parts of data parallelism: the options of `repopt train` (and hyper-search), the
 // `train --nproc N` shortcut, and `repopt launch` (several hosts, torchrun's variables).
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 import * as os from 'os';
 import { integer } from './values';
 import type { TrainConfig } from '../train/config';
@@ -28,9 +28,23 @@ export function addDistributedOptions(cmd: Command): Command {
   return cmd
     .option('--nproc <n>', 'data parallel: start n worker processes on this host (the batch size is the global batch)', integer(1), 1)
     .option('--master-port <port>', 'with --nproc: rendezvous port on 127.0.0.1 (default: a free port)', integer(1, 65535))
-    .addOption(new Option('--batch-norm <mode>', 'BN in training: batch (per-process statistics), frozen (running statistics), sync (SyncBatchNorm over all processes)').choices(['batch', 'frozen', 'sync']))
-    .addOption(new Option('--dist-backend <name>', 'process group backend: gloo (CPU) or nccl (CUDA builds)').choices(['gloo', 'nccl']).default('gloo'))
-    .option('--dist-timeout <s>', 'a collective that does not finish in this time fails (hung or lost worker)', seconds, DEFAULT_TIMEOUT_MS / 1000)
+    .addOption(
+      new Option(
+        '--batch-norm <mode>',
+        'BN in training: batch (per-process statistics), frozen (running statistics), sync (SyncBatchNorm over all processes)',
+      ).choices(['batch', 'frozen', 'sync']),
+    )
+    .addOption(
+      new Option('--dist-backend <name>', 'process group backend: gloo (CPU) or nccl (CUDA builds)')
+        .choices(['gloo', 'nccl'])
+        .default('gloo'),
+    )
+    .option(
+      '--dist-timeout <s>',
+      'a collective that does not finish in this time fails (hung or lost worker)',
+      seconds,
+      DEFAULT_TIMEOUT_MS / 1000,
+    )
     .option('--dist-connect-timeout <s>', 'how long to try to reach the rendezvous store (default: --dist-timeout)', seconds)
     .option('--bucket-cap-mb <x>', 'gradient bucket size of the all-reduces (MB)', Number)
     .option('--check-replicas', 'check after every step that all ranks hold identical parameters (slow; for tests)');
@@ -84,16 +98,29 @@ export function addLaunchCommand(program: Command, script: string): void {
   program.enablePositionalOptions();
   program
     .command('launch')
-    .description('start this host\'s data-parallel workers of a repopt command (like torchrun): RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT')
+    .description(
+      "start this host's data-parallel workers of a repopt command (like torchrun): RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT",
+    )
     .option('--nproc <n>', 'workers on this host', integer(1), 1)
     .option('--nnodes <n>', 'hosts taking part (env NNODES)', integer(1), envInt('NNODES') ?? 1)
-    .option('--node-rank <k>', 'this host\'s index, 0..nnodes-1 (env NODE_RANK)', integer(0), envInt('NODE_RANK') ?? 0)
-    .option('--master-addr <addr>', 'address of node 0, where rank 0 serves the rendezvous store (env MASTER_ADDR)', process.env.MASTER_ADDR || '127.0.0.1')
+    .option('--node-rank <k>', "this host's index, 0..nnodes-1 (env NODE_RANK)", integer(0), envInt('NODE_RANK') ?? 0)
+    .option(
+      '--master-addr <addr>',
+      'address of node 0, where rank 0 serves the rendezvous store (env MASTER_ADDR)',
+      process.env.MASTER_ADDR || '127.0.0.1',
+    )
     .option('--master-port <port>', 'its port (env MASTER_PORT)', integer(1, 65535), envInt('MASTER_PORT') ?? 29500)
-    .argument('<command...>', "the repopt command every worker runs, e.g. train --arch RepOpt-VGG-S ... (put it after the launcher's options)")
+    .argument(
+      '<command...>',
+      "the repopt command every worker runs, e.g. train --arch RepOpt-VGG-S ... (put it after the launcher's options)",
+    )
     .allowUnknownOption()
     .passThroughOptions()
-    .addHelpText('after', '\nExample, two hosts with 2 workers each (run on each host, NODE_RANK 0 and 1):\n  repopt launch --nproc 2 --nnodes 2 --node-rank $NODE_RANK --master-addr 10.0.0.1 --master-port 29500 train --batch-size 256 --out run')
+    .addHelpText(
+      'after',
+      '\nExample, two hosts with 2 workers each (run on each host, NODE_RANK 0 and 1):\n  repopt launch --nproc 2 ' +
+        '--nnodes 2 --node-rank $NODE_RANK --master-addr 10.0.0.1 --master-port 29500 train --batch-size 256 --out run',
+    )
     .action(async (command: string[], o: { nproc: number; nnodes: number; nodeRank: number; masterAddr: string; masterPort: number }) => {
       const threads = Math.max(1, Math.floor(os.cpus().length / o.nproc));
       const hasThreads = command.some((a) => a === '--threads' || a.startsWith('--threads='));

@@ -1,5 +1,5 @@
 // `repopt scales show`: statistics of a scale file, and which architecture it fits.
-import { Command, Option } from 'commander';
+import { type Command, Option } from 'commander';
 import { ARCHS, networkSpec } from '../configs';
 import { plotScales, scaleStatistics, scaleTable, scaleWarnings } from '../hypersearch';
 import { loadScales, validateScales } from '../scales';
@@ -24,7 +24,8 @@ export function addScalesCommand(program: Command): void {
             return false;
           }
         });
-      if (!arch) throw new Error(`${file}: its ${set.size} keys fit none of ${Object.keys(ARCHS).join(', ')}; pass --arch to see what is missing`);
+      if (!arch)
+        throw new Error(`${file}: its ${set.size} keys fit none of ${Object.keys(ARCHS).join(', ')}; pass --arch to see what is missing`);
       const spec = networkSpec(arch, { mode: 'hs' });
       validateScales(spec, set);
       const stats = scaleStatistics(spec, set);

@@ -1,6 +1,6 @@
 // `repopt hyper-search` and `repopt train`: flags to TrainOptions, a progress bar fed by the run's
 // events, and a summary line; the training itself is the public API's.
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
 import * as path from 'path';
 import { hyperSearch, train } from '../api';
 import { ARCHS } from '../configs';
@@ -10,12 +10,13 @@ import { formatPercent } from '../report';
 import type { TrainMode, TrainOptions } from '../train/config';
 import type { DataSpec } from '../train/data';
 import { showProgress } from '../train/progress';
-import { addDistributedOptions, distributedConfig, DistributedFlags, launchSelfIfAsked } from './launch';
+import { addDistributedOptions, distributedConfig, type DistributedFlags, launchSelfIfAsked } from './launch';
 import { integer, real } from './values';
 
 function strides(value: string): [number, number, number, number, number] {
   const parts = value.split(',').map(Number);
-  if (parts.length !== 5 || !parts.every((s) => s === 1 || s === 2)) throw new InvalidArgumentError('expected five strides of 1 or 2, e.g. 1,2,2,2,2');
+  if (parts.length !== 5 || !parts.every((s) => s === 1 || s === 2))
+    throw new InvalidArgumentError('expected five strides of 1 or 2, e.g. 1,2,2,2,2');
   return parts as [number, number, number, number, number];
 }
 
@@ -133,22 +134,28 @@ function trainOptions(f: TrainFlags, mode: TrainMode, scales?: string): TrainOpt
 
 export function addTrainCommands(program: Command): void {
   const hs = program.command('hyper-search').description('train the HS model (trainable branch scales) and save its scales');
-  addDistributedOptions(addTrainOptions(hs, { out: OUT_DIRS.hyperSearch, clipNorm: HYPER_SEARCH_DEFAULTS.clipNorm })).action(async (f: TrainFlags, cmd: Command) => {
-    if (await launchSelfIfAsked(f, cmd)) return;
-    const run = hyperSearch(trainOptions(f, 'hs'));
-    showProgress(run, `hs ${f.arch}`);
-    const r = await run.result;
-    if (r.train.rank !== 0) return;
-    process.stdout.write(scaleTable(r.stats) + '\n');
-    for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
-    await plotScales(path.join(f.out, 'scales.png'), r.stats);
-    process.stdout.write(`HS test accuracy ${formatPercent(r.train.test.accuracy)}\nscales: ${r.files.json}, ${r.files.pth}\n`);
-    r.train.network.dispose();
-  });
+  addDistributedOptions(addTrainOptions(hs, { out: OUT_DIRS.hyperSearch, clipNorm: HYPER_SEARCH_DEFAULTS.clipNorm })).action(
+    async (f: TrainFlags, cmd: Command) => {
+      if (await launchSelfIfAsked(f, cmd)) return;
+      const run = hyperSearch(trainOptions(f, 'hs'));
+      showProgress(run, `hs ${f.arch}`);
+      const r = await run.result;
+      if (r.train.rank !== 0) return;
+      process.stdout.write(scaleTable(r.stats) + '\n');
+      for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
+      await plotScales(path.join(f.out, 'scales.png'), r.stats);
+      process.stdout.write(`HS test accuracy ${formatPercent(r.train.test.accuracy)}\nscales: ${r.files.json}, ${r.files.pth}\n`);
+      r.train.network.dispose();
+    },
+  );
 
   const trainCmd = program.command('train').description('train one model');
   addDistributedOptions(addTrainOptions(trainCmd, { out: OUT_DIRS.train, clipNorm: TRAIN_DEFAULTS.clipNorm }))
-    .addOption(new Option('--mode <mode>', 'target: RepOpt-VGG (needs --scales); vgg; repvgg; hs').choices(['target', 'vgg', 'repvgg', 'hs']).default(TRAIN_DEFAULTS.mode))
+    .addOption(
+      new Option('--mode <mode>', 'target: RepOpt-VGG (needs --scales); vgg; repvgg; hs')
+        .choices(['target', 'vgg', 'repvgg', 'hs'])
+        .default(TRAIN_DEFAULTS.mode),
+    )
     .option('--scales <file>', 'scale file (JSON or .pth) for mode target')
     .action(async (f: TrainFlags & { mode: TrainMode; scales?: string }, cmd: Command) => {
       if (await launchSelfIfAsked(f, cmd)) return;
@@ -158,6 +165,8 @@ export function addTrainCommands(program: Command): void {
       r.network.dispose();
       if (r.rank !== 0) return;
       const skipped = r.skippedSteps ? `, ${r.skippedSteps} step(s) skipped for non-finite values` : '';
-      process.stdout.write(`test accuracy ${formatPercent(r.test.accuracy)} after ${r.steps} steps${skipped}; checkpoint ${r.checkpoint}\n`);
+      process.stdout.write(
+        `test accuracy ${formatPercent(r.test.accuracy)} after ${r.steps} steps${skipped}; checkpoint ${r.checkpoint}\n`,
+      );
     });
 }

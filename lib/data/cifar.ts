@@ -9,7 +9,16 @@ export type CifarVariant = 'cifar10' | 'cifar100';
 
 /** CIFAR-10's labels 0..9, as batches.meta.txt lists them. */
 export const CIFAR10_CLASSES: readonly string[] = [
-  'airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck',
+  'airplane',
+  'automobile',
+  'bird',
+  'cat',
+  'deer',
+  'dog',
+  'frog',
+  'horse',
+  'ship',
+  'truck',
 ];
 
 export interface CifarOptions {
@@ -88,7 +97,8 @@ export function loadCifar(dir: string, variant: CifarVariant, split: Split, opti
     first += n;
   });
 
-  const classNames = readClassNames(path.join(folder, column.namesFile), column.numClasses) ?? (variant === 'cifar10' ? CIFAR10_CLASSES : undefined);
+  const classNames =
+    readClassNames(path.join(folder, column.namesFile), column.numClasses) ?? (variant === 'cifar10' ? CIFAR10_CLASSES : undefined);
   return {
     name: options.name ?? `${variant}/${split}${choice === 'coarse' ? '-coarse' : ''}`,
     images,
@@ -107,7 +117,11 @@ function countRecords(file: DataFile, recordSize: number): number {
   if (length === 0) throw formatError(file, 0, `no records at byte 0 (empty file; record size ${recordSize})`);
   const whole = Math.floor(length / recordSize);
   if (whole * recordSize !== length) {
-    throw formatError(file, whole * recordSize, `truncated record at byte ${whole * recordSize} (record size ${recordSize}; the file has ${length} bytes)`);
+    throw formatError(
+      file,
+      whole * recordSize,
+      `truncated record at byte ${whole * recordSize} (record size ${recordSize}; the file has ${length} bytes)`,
+    );
   }
   return whole;
 }
@@ -115,7 +129,11 @@ function countRecords(file: DataFile, recordSize: number): number {
 /** The names in a one-name-a-line file, or undefined when there is no such file. */
 function readClassNames(file: string, numClasses: number): readonly string[] | undefined {
   if (!fs.existsSync(file)) return undefined;
-  const names = fs.readFileSync(file, 'utf8').split('\n').map((line) => line.trim()).filter((line) => line !== '');
+  const names = fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line !== '');
   if (names.length !== numClasses) {
     throw new DataFormatError(file, undefined, `${path.basename(file)}: ${names.length} class names for ${numClasses} classes`);
   }

@@ -43,11 +43,17 @@ export function describeDataset(ds: ImageDataset): string {
   const perClass = fewest === most ? `${fewest}` : `${fewest} to ${most}`;
   const bytes = ds.images.length;
   const size = bytes < 2 ** 20 ? `${(bytes / 2 ** 10).toFixed(1)} KiB` : `${(bytes / 2 ** 20).toFixed(1)} MiB`;
-  return `${ds.name}: ${ds.count} images ${ds.channels}x${ds.height}x${ds.width}, ${ds.numClasses} classes (${perClass} per class), ${size}`;
+  return (
+    `${ds.name}: ${ds.count} images ${ds.channels}x${ds.height}x${ds.width}, ${ds.numClasses} classes ` + `(${perClass} per class), ${size}`
+  );
 }
 
 /** The images at `indices`, in that order (repeats allowed), copied into new arrays. */
-export function subsetDataset(ds: ImageDataset, indices: ArrayLike<number>, name = `${ds.name}[${indices.length} of ${ds.count}]`): ImageDataset {
+export function subsetDataset(
+  ds: ImageDataset,
+  indices: ArrayLike<number>,
+  name = `${ds.name}[${indices.length} of ${ds.count}]`,
+): ImageDataset {
   const imageSize = ds.channels * ds.height * ds.width;
   const images = new Uint8Array(indices.length * imageSize);
   const labels = new Int32Array(indices.length);
@@ -91,7 +97,7 @@ export function splitDataset(ds: ImageDataset, fraction: number, seed: number): 
 function classQuotas(counts: Int32Array, fraction: number, total: number): Int32Array {
   const quotas = counts.map((n) => Math.floor(fraction * n));
   let missing = total - quotas.reduce((sum, q) => sum + q, 0);
-  const byRemainder = [...counts.keys()].sort((a, b) => (fraction * counts[b] - quotas[b]) - (fraction * counts[a] - quotas[a]));
+  const byRemainder = [...counts.keys()].sort((a, b) => fraction * counts[b] - quotas[b] - (fraction * counts[a] - quotas[a]));
   for (const c of byRemainder) {
     if (missing <= 0) break;
     if (quotas[c] < counts[c]) {

@@ -11,7 +11,16 @@ export const FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist';
 
 /** Fashion-MNIST's labels 0..9, as the data set's authors name them. */
 export const FASHION_MNIST_CLASSES: readonly string[] = [
-  'T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot',
+  'T-shirt/top',
+  'Trouser',
+  'Pullover',
+  'Dress',
+  'Coat',
+  'Sandal',
+  'Shirt',
+  'Sneaker',
+  'Bag',
+  'Ankle boot',
 ];
 
 export interface IdxOptions {
@@ -32,7 +41,8 @@ const UBYTE_TYPE = 0x08;
 export function loadIdxDataset(dir: string, split: Split, options: IdxOptions = {}): ImageDataset {
   const { classNames } = options;
   const numClasses = options.numClasses ?? classNames?.length ?? 10;
-  if (!Number.isInteger(numClasses) || numClasses < 1) throw new RangeError(`loadIdxDataset: numClasses ${numClasses} is not a positive integer`);
+  if (!Number.isInteger(numClasses) || numClasses < 1)
+    throw new RangeError(`loadIdxDataset: numClasses ${numClasses} is not a positive integer`);
   if (classNames !== undefined && classNames.length !== numClasses) {
     throw new RangeError(`loadIdxDataset: ${classNames.length} class names for ${numClasses} classes`);
   }

@@ -21,11 +21,16 @@ export interface ImageFolderOptions {
 }
 
 /** Reads `dir/<class>/**` (hidden entries skipped; class k is the k-th folder in code-unit order, and images
- * follow torchvision's ImageFolder order). Each image is scaled so that it covers height x width, then centre-cropped to it; EXIF orientation
+ * follow torchvision's ImageFolder order). Each image is scaled so that it covers height x width, then centre-cropped ' +
+   'to it; EXIF orientation
  * is ignored, as in PIL-based pipelines. Every file must decode: a bad one fails the load, naming it. */
 export async function loadImageFolder(dir: string, options: ImageFolderOptions): Promise<ImageDataset> {
   const { height, width, channels = 3, concurrency = os.availableParallelism() } = options;
-  for (const [what, value] of [['height', height], ['width', width], ['concurrency', concurrency]] as const) {
+  for (const [what, value] of [
+    ['height', height],
+    ['width', width],
+    ['concurrency', concurrency],
+  ] as const) {
     if (!Number.isInteger(value) || value < 1) throw new RangeError(`loadImageFolder: ${what} ${value} is not a positive integer`);
   }
   if (channels !== 1 && channels !== 3) throw new RangeError(`loadImageFolder: channels ${String(channels)} is not 1 or 3`);
@@ -35,7 +40,8 @@ export async function loadImageFolder(dir: string, options: ImageFolderOptions):
   const fileLabels: number[] = [];
   classNames.forEach((className, label) => {
     const classFiles = listFilesUnder(path.join(dir, className));
-    if (classFiles.length === 0) throw new DataFormatError(path.join(dir, className), undefined, `${className}/: no images in class folder`);
+    if (classFiles.length === 0)
+      throw new DataFormatError(path.join(dir, className), undefined, `${className}/: no images in class folder`);
     for (const file of classFiles) {
       files.push(file);
       fileLabels.push(label);
@@ -88,7 +94,8 @@ function listClasses(dir: string): string[] {
     throw new DataFormatError(dir, undefined, `${dir}: cannot list: ${(e as Error).message}`);
   }
   const classes = names.filter((name) => !isHidden(name) && fs.statSync(path.join(dir, name)).isDirectory()).sort(byCodeUnits);
-  if (classes.length === 0) throw new DataFormatError(dir, undefined, `${dir}: no class sub-folders (expected one folder of images per class)`);
+  if (classes.length === 0)
+    throw new DataFormatError(dir, undefined, `${dir}: no class sub-folders (expected one folder of images per class)`);
   return classes;
 }
 

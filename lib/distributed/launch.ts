@@ -1,7 +1,7 @@
 // The launcher: starts this node's workers with the environment torchrun gives its workers, passes
 // their output through (ranks other than 0 prefixed), and when one fails stops the others and says
 // which one failed and how.
-import { ChildProcess, spawn } from 'child_process';
+import { type ChildProcess, spawn } from 'child_process';
 import * as net from 'net';
 import * as readline from 'readline';
 
@@ -47,8 +47,10 @@ export function checkLaunchOptions(o: LaunchOptions): void {
   const positive = (v: number) => Number.isInteger(v) && v > 0;
   if (!positive(o.nproc)) throw new RangeError(`--nproc must be a positive integer, got ${o.nproc}`);
   if (!positive(o.nnodes)) throw new RangeError(`--nnodes must be a positive integer, got ${o.nnodes}`);
-  if (!Number.isInteger(o.nodeRank) || o.nodeRank < 0 || o.nodeRank >= o.nnodes) throw new RangeError(`--node-rank must be in [0, ${o.nnodes - 1}], got ${o.nodeRank}`);
-  if (!Number.isInteger(o.masterPort) || o.masterPort < 1 || o.masterPort > 65535) throw new RangeError(`--master-port must be in [1, 65535], got ${o.masterPort}`);
+  if (!Number.isInteger(o.nodeRank) || o.nodeRank < 0 || o.nodeRank >= o.nnodes)
+    throw new RangeError(`--node-rank must be in [0, ${o.nnodes - 1}], got ${o.nodeRank}`);
+  if (!Number.isInteger(o.masterPort) || o.masterPort < 1 || o.masterPort > 65535)
+    throw new RangeError(`--master-port must be in [1, 65535], got ${o.masterPort}`);
   if (!o.masterAddr) throw new RangeError('--master-addr must not be empty');
 }
 
@@ -105,7 +107,11 @@ export function launch(o: LaunchOptions): Promise<LaunchResult> {
         w.done = true;
         remaining--;
         if ((code !== 0 || signal) && !stopping) {
-          stopOthers(signal ? `worker rank ${rank} (pid ${child.pid}) was killed by ${signal}` : `worker rank ${rank} (pid ${child.pid}) exited with code ${code}`);
+          stopOthers(
+            signal
+              ? `worker rank ${rank} (pid ${child.pid}) was killed by ${signal}`
+              : `worker rank ${rank} (pid ${child.pid}) exited with code ${code}`,
+          );
         }
         if (remaining === 0) {
           process.off('SIGINT', onSignal);

@@ -1,6 +1,6 @@
 // The worker side of data-parallel training: where this process stands (torchrun's environment
 // variables), the process group, and the distributed sampler.
-import { native, NativeProcessGroup, Tensor } from '../native';
+import { native, type NativeProcessGroup, type Tensor } from '../native';
 
 /** This process's place in a data-parallel run, as torchrun (and `repopt launch`) describe it. */
 export interface Rendezvous {
@@ -26,7 +26,8 @@ function intFromEnv(env: NodeJS.ProcessEnv, name: string, min: number, max = Num
   const raw = env[name];
   if (raw === undefined || raw === '') return undefined;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n < min || n > max) throw new RangeError(`environment variable ${name}=${raw} must be an integer in [${min}, ${max}]`);
+  if (!Number.isInteger(n) || n < min || n > max)
+    throw new RangeError(`environment variable ${name}=${raw} must be an integer in [${min}, ${max}]`);
   return n;
 }
 
@@ -64,13 +65,15 @@ export function createProcessGroup(r: Rendezvous, settings: GroupSettings = {}, 
  * over by the last incomplete global batch follow at the end (never used as a batch).
  */
 export function shardPermutation(permutation: Tensor<'int64'>, rank: number, worldSize: number, globalBatch: number): Tensor<'int64'> {
-  if (globalBatch % worldSize !== 0) throw new RangeError(`batch size ${globalBatch} is not divisible by the number of processes (${worldSize})`);
+  if (globalBatch % worldSize !== 0)
+    throw new RangeError(`batch size ${globalBatch} is not divisible by the number of processes (${worldSize})`);
   const all = permutation.toArray();
   const local = globalBatch / worldSize;
   const batches = Math.floor(all.length / globalBatch);
   const out = new BigInt64Array(all.length);
   let n = 0;
-  for (let k = 0; k < batches; k++) out.set(all.subarray(k * globalBatch + rank * local, k * globalBatch + (rank + 1) * local), (n++) * local);
+  for (let k = 0; k < batches; k++)
+    out.set(all.subarray(k * globalBatch + rank * local, k * globalBatch + (rank + 1) * local), n++ * local);
   const used = new Set<bigint>(out.subarray(0, n * local));
   let at = n * local;
   for (const v of all) if (!used.has(v)) out[at++] = v;
@@ -105,7 +108,8 @@ export function checkAgreed(pg: NativeProcessGroup, device: string, value: numbe
   t.dispose();
   hi.dispose();
   lo.dispose();
-  if (max !== min) throw new Error(`rank ${pg.rank}: the ranks disagree on ${what} (this rank: ${value}; range over ranks: ${min}..${max})`);
+  if (max !== min)
+    throw new Error(`rank ${pg.rank}: the ranks disagree on ${what} (this rank: ${value}; range over ranks: ${min}..${max})`);
 }
 
 /** Every rank's bytes (same length on all ranks), in rank order. */
@@ -126,8 +130,7 @@ export function distributedError(e: unknown, r: Rendezvous): Error {
   const message = e instanceof Error ? e.message : String(e);
   if (message.startsWith(`rank ${r.rank}`)) return e instanceof Error ? e : new Error(message);
   const peer = /closed by peer|Connection reset|Broken pipe|Timed out|timed out|another worker exited|gloo/i.test(message);
-  return new Error(
-    `rank ${r.rank} of ${r.worldSize}: ${peer ? 'lost contact with the other workers (one exited or hung); stopping. ' : ''}${message.trim().replace(/\.?$/, '.')}` +
-      (peer ? ' Restart the run with --resume to continue from the last checkpoint.' : ''),
-  );
+  const lost = peer ? 'lost contact with the other workers (one exited or hung); stopping. ' : '';
+  const advice = peer ? ' Restart the run with --resume to continue from the last checkpoint.' : '';
+  return new Error(`rank ${r.rank} of ${r.worldSize}: ${lost}${message.trim().replace(/\.?$/, '.')}${advice}`);
 }

@@ -58,9 +58,16 @@ export interface Int8Model {
 const align = (n: number) => Math.ceil(n / 16) * 16;
 
 /** Writes model.int8.json and model.int8.bin into `dir`. */
-export function writeInt8Model(dir: string, spec: NetworkSpec, params: QuantParams, layers: readonly QuantizedLayer[], normalization: { mean: number[]; std: number[] }): string {
+export function writeInt8Model(
+  dir: string,
+  spec: NetworkSpec,
+  params: QuantParams,
+  layers: readonly QuantizedLayer[],
+  normalization: { mean: number[]; std: number[] },
+): string {
   if (spec.mode !== 'deploy') throw new RangeError(`the int8 export takes deploy networks, got '${spec.mode}'`);
-  if (layers.length !== spec.blocks.length + 1) throw new RangeError(`the int8 export needs ${spec.blocks.length + 1} layers, got ${layers.length}`);
+  if (layers.length !== spec.blocks.length + 1)
+    throw new RangeError(`the int8 export needs ${spec.blocks.length + 1} layers, got ${layers.length}`);
   const metas: Int8LayerMeta[] = [];
   let offset = 0;
   const sections: { offset: number; bytes: Uint8Array }[] = [];
@@ -113,17 +120,23 @@ export function readInt8Model(dir: string): Int8Model {
   } catch (e) {
     throw new Error(`${jsonFile}: not a readable int8 export (${(e as Error).message})`);
   }
-  if (meta.format !== 'repopt-int8' || meta.version !== 1) throw new Error(`${jsonFile}: format '${meta.format}' version ${meta.version} is not repopt-int8 version 1`);
+  if (meta.format !== 'repopt-int8' || meta.version !== 1)
+    throw new Error(`${jsonFile}: format '${meta.format}' version ${meta.version} is not repopt-int8 version 1`);
   const bin = new Uint8Array(fs.readFileSync(path.join(dir, meta.data.file)));
   if (bin.byteLength !== meta.data.bytes || createHash('sha256').update(bin).digest('hex') !== meta.data.sha256) {
     throw new Error(`${path.join(dir, meta.data.file)}: size or SHA-256 differs from ${INT8_JSON}; the export is damaged`);
   }
   const section = (s: Section, key: string) => {
-    if (!(s.offset >= 0 && s.length >= 0 && s.offset % 16 === 0 && s.offset + s.length <= bin.byteLength)) throw new Error(`${jsonFile}: section of ${key} lies outside the data`);
+    if (!(s.offset >= 0 && s.length >= 0 && s.offset % 16 === 0 && s.offset + s.length <= bin.byteLength))
+      throw new Error(`${jsonFile}: section of ${key} lies outside the data`);
     return bin.slice(s.offset, s.offset + s.length).buffer;
   };
   return {
     meta,
-    layers: meta.layers.map((l) => ({ meta: l, weight: new Int8Array(section(l.weight, l.key)), bias: new Int32Array(section(l.bias, l.key)) })),
+    layers: meta.layers.map((l) => ({
+      meta: l,
+      weight: new Int8Array(section(l.weight, l.key)),
+      bias: new Int32Array(section(l.bias, l.key)),
+    })),
   };
 }

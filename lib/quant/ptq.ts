@@ -27,7 +27,8 @@ export interface PtqResult {
 /** Calibrates `network`'s quantization ranges on the first `batches` batches of the data set's epoch-0
  * order for `seed`. */
 export function calibrate(network: NativeBackendNetwork, data: NativeDataset, options: CalibrationOptions): QuantParams {
-  if (!(Number.isInteger(options.batches) && options.batches >= 1)) throw new RangeError(`calibration needs at least 1 batch, got ${options.batches}`);
+  if (!(Number.isInteger(options.batches) && options.batches >= 1))
+    throw new RangeError(`calibration needs at least 1 batch, got ${options.batches}`);
   const { batches, batchSize, seed, ...observer } = options;
   const order = data.permutation(seed, 0);
   try {
@@ -39,7 +40,12 @@ export function calibrate(network: NativeBackendNetwork, data: NativeDataset, op
 
 /** The ranges of quantization parameters, as checkpoints and quantization.json keep them. */
 export function rangesOf(p: QuantParams): QuantOptions & { points: { name: string; min: number; max: number }[] } {
-  return { observer: p.observer, percentile: p.percentile, activations: p.activations, points: p.points.map(({ name, min, max }) => ({ name, min, max })) };
+  return {
+    observer: p.observer,
+    percentile: p.percentile,
+    activations: p.activations,
+    points: p.points.map(({ name, min, max }) => ({ name, min, max })),
+  };
 }
 
 /** The deploy network of a trained repvgg or target network. */

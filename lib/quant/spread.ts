@@ -49,6 +49,13 @@ export function spreadTable(models: readonly { name: string; spread: readonly La
   const digits = formatMetric;
   return markdownTable(
     ['layer', ...models.flatMap((m) => [`${m.name} range`, `${m.name} std`, `${m.name} max/std`])],
-    layers.map((layer, i) => [layer, ...models.flatMap((m) => [`${digits(m.spread[i].min)} .. ${digits(m.spread[i].max)}`, digits(m.spread[i].std), m.spread[i].absMaxOverStd.toFixed(1)])]),
+    layers.map((layer, i) => [
+      layer,
+      ...models.flatMap((m) => [
+        `${digits(m.spread[i].min)} .. ${digits(m.spread[i].max)}`,
+        digits(m.spread[i].std),
+        m.spread[i].absMaxOverStd.toFixed(1),
+      ]),
+    ]),
   );
 }

@@ -1,7 +1,7 @@
 // A minimal reverse-mode autograd: each op output remembers its inputs and a closure that turns the
 // output's gradient into gradient contributions for the inputs.
 import type { Precision } from '../spec';
-import { FloatArray, allocate, formatShape, precisionOf, sizeOf } from './numeric';
+import { type FloatArray, allocate, formatShape, precisionOf, sizeOf } from './numeric';
 
 /** Receives d(root)/d(output) and adds the inputs' contributions with `accumulateGrad`. */
 export type BackwardFn = (gradOutput: FloatArray) => void;
@@ -15,7 +15,13 @@ export class Variable {
   readonly inputs: readonly Variable[];
   readonly backwardFn: BackwardFn | null;
 
-  private constructor(data: FloatArray, shape: readonly number[], requiresGrad: boolean, inputs: readonly Variable[], backwardFn: BackwardFn | null) {
+  private constructor(
+    data: FloatArray,
+    shape: readonly number[],
+    requiresGrad: boolean,
+    inputs: readonly Variable[],
+    backwardFn: BackwardFn | null,
+  ) {
     if (sizeOf(shape) !== data.length) throw new RangeError(`variable: ${data.length} values do not fill shape ${formatShape(shape)}`);
     this.data = data;
     this.shape = [...shape];
@@ -47,7 +53,8 @@ export class Variable {
 /** Adds `contribution` (a fresh array, which may be kept) to `v.grad`; ignored if `v` needs no gradient. */
 export function accumulateGrad(v: Variable, contribution: FloatArray): void {
   if (!v.requiresGrad) return;
-  if (contribution.length !== v.size) throw new Error(`autograd: gradient of ${contribution.length} values for a variable of shape ${formatShape(v.shape)}`);
+  if (contribution.length !== v.size)
+    throw new Error(`autograd: gradient of ${contribution.length} values for a variable of shape ${formatShape(v.shape)}`);
   if (v.grad === null) {
     v.grad = contribution.constructor === v.data.constructor ? contribution : copyTo(v.precision, contribution);
     return;

@@ -47,7 +47,11 @@ export function centralDifference(objective: () => number, values: Float64Array,
 }
 
 /** Checks the gradients of sum(op(inputs) ⊙ R), R a fixed random tensor, w.r.t. every input element. */
-export function gradCheck(op: (inputs: Variable[]) => Variable, inputs: readonly GradCheckInput[], options: GradCheckOptions = {}): GradCheckResult {
+export function gradCheck(
+  op: (inputs: Variable[]) => Variable,
+  inputs: readonly GradCheckInput[],
+  options: GradCheckOptions = {},
+): GradCheckResult {
   const step = options.step ?? 1e-6;
   const data = inputs.map((input) => Float64Array.from(input.data));
   const leaves = data.map((d, i) => Variable.leaf(d, inputs[i].shape, true));

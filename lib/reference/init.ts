@@ -1,6 +1,6 @@
 // PyTorch's default initialisation of the networks' parameters, drawn from our own seeded PRNG.
 import type { NetworkSpec, ParamInfo, Precision } from '../spec';
-import { FloatArray, allocate, sizeOf } from './numeric';
+import { type FloatArray, allocate, sizeOf } from './numeric';
 import { Random } from './random';
 
 /** torch.nn.init.kaiming_uniform_(w, a=sqrt(5)) bound, computed as torch computes it (= 1/sqrt(fan_in)). */
@@ -19,7 +19,12 @@ function fanIn(shape: readonly number[]): number {
 /** Initial values of every parameter, in parameter order (which is also the order of the draws):
  * conv and linear weights kaiming-uniform(a=sqrt(5)), linear bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
  * BN weight 1 and bias 0, branch scales the block's scaleInit (default 1), identity scales 1. */
-export function initialParameters(spec: NetworkSpec, params: readonly ParamInfo[], precision: Precision, seed: number): Map<string, FloatArray> {
+export function initialParameters(
+  spec: NetworkSpec,
+  params: readonly ParamInfo[],
+  precision: Precision,
+  seed: number,
+): Map<string, FloatArray> {
   const random = new Random(seed);
   const blocks = new Map(spec.blocks.map((b) => [b.name, b]));
   const linearWeight = params.find((p) => p.role === 'linear_weight');

@@ -6,10 +6,10 @@ import { blockBatchNorms, bufferInfo, hasIdentity, parameterInfo, validateSpec }
 import type { BlockSpec, BufferInfo, NetworkSpec, ParamInfo, Precision } from '../spec';
 import { Variable, backward } from './autograd';
 import { initialParameters } from './init';
-import { FloatArray, allocate, formatShape, sizeOf, toPrecision } from './numeric';
-import { BatchNormStats, add, batchNorm2d, channelScale, conv2d, crossEntropy, globalAvgPool, linear, relu, channelBias } from './ops';
-import { OptimizedParameter, ReferenceOptimizer } from './optimizers';
-import { StateEntry, checkStateDict } from './state-dict';
+import { type FloatArray, allocate, formatShape, sizeOf, toPrecision } from './numeric';
+import { type BatchNormStats, add, batchNorm2d, channelScale, conv2d, crossEntropy, globalAvgPool, linear, relu, channelBias } from './ops';
+import { type OptimizedParameter, ReferenceOptimizer } from './optimizers';
+import { type StateEntry, checkStateDict } from './state-dict';
 
 export interface ReferenceNetworkOptions {
   readonly precision?: Precision;
@@ -51,7 +51,8 @@ export class ReferenceNetwork implements Network {
   constructor(spec: NetworkSpec, options: ReferenceNetworkOptions = {}) {
     validateSpec(spec);
     const precision = options.precision ?? 'float32';
-    if (precision !== 'float32' && precision !== 'float64') throw new RangeError(`reference network: precision must be 'float32' or 'float64', got '${String(precision)}'`);
+    if (precision !== 'float32' && precision !== 'float64')
+      throw new RangeError(`reference network: precision must be 'float32' or 'float64', got '${String(precision)}'`);
     const seed = options.seed ?? 0;
     if (!Number.isSafeInteger(seed)) throw new RangeError(`reference network: seed must be a safe integer, got ${seed}`);
     this.spec = copySpec(spec);
@@ -146,7 +147,11 @@ export class ReferenceNetwork implements Network {
     if (this.disposed) throw new Error('reference network has been disposed');
   }
 
-  private lossAndGradients(input: HostTensor, labels: Int32Array, options: TrainStepOptions): { loss: number; gradients: Map<string, FloatArray> } {
+  private lossAndGradients(
+    input: HostTensor,
+    labels: Int32Array,
+    options: TrainStepOptions,
+  ): { loss: number; gradients: Map<string, FloatArray> } {
     const x = this.inputVariable(input);
     // Everything is checked before the forward pass changes any running statistic.
     const smoothing = this.checkTargets(labels, x.shape[0], options.labelSmoothing);
@@ -184,7 +189,12 @@ export class ReferenceNetwork implements Network {
     return linear(pooled, param('linear.weight'), param('linear.bias'));
   }
 
-  private block(b: BlockSpec, x: Variable, param: (name: string) => Variable, batchNorm: (prefix: string, input: Variable) => Variable): Variable {
+  private block(
+    b: BlockSpec,
+    x: Variable,
+    param: (name: string) => Variable,
+    batchNorm: (prefix: string, input: Variable) => Variable,
+  ): Variable {
     const n = b.name;
     const conv3x3 = (weight: string) => conv2d(x, param(weight), { stride: b.stride, padding: 1 });
     const conv1x1 = (weight: string) => conv2d(x, param(weight), { stride: b.stride, padding: 0 });
@@ -194,7 +204,10 @@ export class ReferenceNetwork implements Network {
       case 'hs':
       case 'csla': {
         // LinearAddBlock: scale_conv(conv(x)) + scale_1x1(conv_1x1(x)) [+ scale_identity(x)], then BN, ReLU.
-        let sum = add(channelScale(conv3x3(`${n}.conv.weight`), param(`${n}.scale_conv.weight`)), channelScale(conv1x1(`${n}.conv_1x1.weight`), param(`${n}.scale_1x1.weight`)));
+        let sum = add(
+          channelScale(conv3x3(`${n}.conv.weight`), param(`${n}.scale_conv.weight`)),
+          channelScale(conv1x1(`${n}.conv_1x1.weight`), param(`${n}.scale_1x1.weight`)),
+        );
         if (hasIdentity(b)) sum = add(sum, channelScale(x, param(`${n}.scale_identity.weight`)));
         return relu(batchNorm(`${n}.bn`, sum));
       }
@@ -209,12 +222,19 @@ export class ReferenceNetwork implements Network {
   }
 
   private inputVariable(input: HostTensor): Variable {
-    if (typeof input !== 'object' || input === null || !Array.isArray(input.shape) || !(input.data instanceof Float32Array || input.data instanceof Float64Array)) {
+    if (
+      typeof input !== 'object' ||
+      input === null ||
+      !Array.isArray(input.shape) ||
+      !(input.data instanceof Float32Array || input.data instanceof Float64Array)
+    ) {
       throw new TypeError('input must be {shape: number[], data: Float32Array | Float64Array}');
     }
     const shape = input.shape;
-    if (shape.length !== 4 || !shape.every((d) => Number.isInteger(d) && d > 0)) throw new RangeError(`input must have shape [N, C, H, W] with positive sizes, got ${formatShape(shape)}`);
-    if (shape[1] !== this.spec.inChannels) throw new RangeError(`input has ${shape[1]} channels, the network takes ${this.spec.inChannels}`);
+    if (shape.length !== 4 || !shape.every((d) => Number.isInteger(d) && d > 0))
+      throw new RangeError(`input must have shape [N, C, H, W] with positive sizes, got ${formatShape(shape)}`);
+    if (shape[1] !== this.spec.inChannels)
+      throw new RangeError(`input has ${shape[1]} channels, the network takes ${this.spec.inChannels}`);
     if (input.data.length !== sizeOf(shape)) throw new RangeError(`input has ${input.data.length} values for shape ${formatShape(shape)}`);
     return Variable.leaf(toPrecision(input.data, this.precision), shape);
   }
@@ -227,7 +247,8 @@ export class ReferenceNetwork implements Network {
     const bad = labels.findIndex((label) => label < 0 || label >= classes);
     if (bad >= 0) throw new RangeError(`label ${labels[bad]} of sample ${bad} is not a class in [0, ${classes})`);
     const smoothing = labelSmoothing ?? 0;
-    if (typeof smoothing !== 'number' || !(smoothing >= 0 && smoothing <= 1)) throw new RangeError(`labelSmoothing must be in [0, 1], got ${String(smoothing)}`);
+    if (typeof smoothing !== 'number' || !(smoothing >= 0 && smoothing <= 1))
+      throw new RangeError(`labelSmoothing must be in [0, 1], got ${String(smoothing)}`);
     return smoothing;
   }
 
@@ -247,8 +268,18 @@ export class ReferenceNetwork implements Network {
       const stats = this.batchNorms.get(prefix);
       if (stats === undefined) throw new Error(`reference network: no running statistics for '${prefix}'`);
       slots.push(
-        { name: `${prefix}.running_mean`, shape: [stats.runningMean.length], read: () => stats.runningMean.slice(), write: (v) => stats.runningMean.set(v) },
-        { name: `${prefix}.running_var`, shape: [stats.runningVar.length], read: () => stats.runningVar.slice(), write: (v) => stats.runningVar.set(v) },
+        {
+          name: `${prefix}.running_mean`,
+          shape: [stats.runningMean.length],
+          read: () => stats.runningMean.slice(),
+          write: (v) => stats.runningMean.set(v),
+        },
+        {
+          name: `${prefix}.running_var`,
+          shape: [stats.runningVar.length],
+          read: () => stats.runningVar.slice(),
+          write: (v) => stats.runningVar.set(v),
+        },
         {
           name: `${prefix}.num_batches_tracked`,
           shape: [],

@@ -3,7 +3,7 @@
 import { BN_EPS, BN_MOMENTUM } from '../spec';
 import type { Precision } from '../spec';
 import { Variable, accumulateGrad } from './autograd';
-import { FloatArray, allocate, formatShape, sameShape } from './numeric';
+import { type FloatArray, allocate, formatShape, sameShape } from './numeric';
 
 function commonPrecision(op: string, inputs: readonly Variable[]): Precision {
   const precision = inputs[0].precision;
@@ -49,7 +49,9 @@ export function conv2d(x: Variable, w: Variable, options: Conv2dOptions = {}): V
     throw new RangeError(`conv2d: groups ${groups} must divide both ${C} input and ${O} output channels`);
   }
   if (groupChannels * groups !== C) {
-    throw new RangeError(`conv2d: weight ${formatShape(w.shape)} expects ${groupChannels * groups} input channels with groups ${groups}, input has ${C}`);
+    throw new RangeError(
+      `conv2d: weight ${formatShape(w.shape)} expects ${groupChannels * groups} input channels with groups ${groups}, input has ${C}`,
+    );
   }
   const HO = conv2dOutputSize(H, KH, stride, padding);
   const WO = conv2dOutputSize(W, KW, stride, padding);
@@ -225,7 +227,8 @@ export function channelScale(x: Variable, w: Variable): Variable {
   const precision = commonPrecision('channel_scale', [x, w]);
   expectRank('channel_scale', 'input', x, 4);
   const [N, C, H, W] = x.shape;
-  if (w.shape.length !== 1 || w.size !== C) throw new RangeError(`channel_scale: scale shape ${formatShape(w.shape)} does not match ${C} channels`);
+  if (w.shape.length !== 1 || w.size !== C)
+    throw new RangeError(`channel_scale: scale shape ${formatShape(w.shape)} does not match ${C} channels`);
   const plane = H * W;
   const out = allocate(precision, x.size);
   for (let n = 0; n < N; n++) {
@@ -256,7 +259,8 @@ export function channelBias(x: Variable, b: Variable): Variable {
   const precision = commonPrecision('channel_bias', [x, b]);
   expectRank('channel_bias', 'input', x, 4);
   const [N, C, H, W] = x.shape;
-  if (b.shape.length !== 1 || b.size !== C) throw new RangeError(`channel_bias: bias shape ${formatShape(b.shape)} does not match ${C} channels`);
+  if (b.shape.length !== 1 || b.size !== C)
+    throw new RangeError(`channel_bias: bias shape ${formatShape(b.shape)} does not match ${C} channels`);
   const plane = H * W;
   const out = allocate(precision, x.size);
   for (let n = 0; n < N; n++) {
@@ -331,12 +335,14 @@ export function linear(x: Variable, w: Variable, b: Variable): Variable {
   return Variable.result(stored(precision, out), [N, J], [x, w, b], (gradOut) => {
     if (x.requiresGrad) {
       const gx = new Float64Array(x.size);
-      for (let n = 0; n < N; n++) for (let j = 0; j < J; j++) for (let k = 0; k < K; k++) gx[n * K + k] += gradOut[n * J + j] * w.data[j * K + k];
+      for (let n = 0; n < N; n++)
+        for (let j = 0; j < J; j++) for (let k = 0; k < K; k++) gx[n * K + k] += gradOut[n * J + j] * w.data[j * K + k];
       accumulateGrad(x, stored(precision, gx));
     }
     if (w.requiresGrad) {
       const gw = new Float64Array(w.size);
-      for (let n = 0; n < N; n++) for (let j = 0; j < J; j++) for (let k = 0; k < K; k++) gw[j * K + k] += gradOut[n * J + j] * x.data[n * K + k];
+      for (let n = 0; n < N; n++)
+        for (let j = 0; j < J; j++) for (let k = 0; k < K; k++) gw[j * K + k] += gradOut[n * J + j] * x.data[n * K + k];
       accumulateGrad(w, stored(precision, gw));
     }
     if (b.requiresGrad) {
@@ -354,9 +360,11 @@ export function crossEntropy(logits: Variable, labels: Int32Array, labelSmoothin
   const [N, K] = logits.shape;
   if (N < 1) throw new RangeError('cross_entropy: empty batch');
   if (labels.length !== N) throw new RangeError(`cross_entropy: ${labels.length} labels for a batch of ${N}`);
-  if (!(labelSmoothing >= 0 && labelSmoothing <= 1)) throw new RangeError(`cross_entropy: label_smoothing must be in [0, 1], got ${labelSmoothing}`);
+  if (!(labelSmoothing >= 0 && labelSmoothing <= 1))
+    throw new RangeError(`cross_entropy: label_smoothing must be in [0, 1], got ${labelSmoothing}`);
   for (let n = 0; n < N; n++) {
-    if (!(labels[n] >= 0 && labels[n] < K)) throw new RangeError(`cross_entropy: label ${labels[n]} of sample ${n} is not a class in [0, ${K})`);
+    if (!(labels[n] >= 0 && labels[n] < K))
+      throw new RangeError(`cross_entropy: label ${labels[n]} of sample ${n} is not a class in [0, ${K})`);
   }
   const probabilities = new Float64Array(N * K);
   let nllSum = 0;

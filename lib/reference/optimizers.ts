@@ -5,8 +5,8 @@
 import type { Optimizer, OptimizerSpec } from '../backend';
 import type { ParamInfo, Precision } from '../spec';
 import { fullGradMult } from '../gradmult';
-import { FloatArray, allocate, rounder } from './numeric';
-import { ResolvedGroup, ResolvedOptimizerSpec, resolveOptimizerSpec } from '../optimizer-spec';
+import { type FloatArray, allocate, rounder } from './numeric';
+import { type ResolvedGroup, type ResolvedOptimizerSpec, resolveOptimizerSpec } from '../optimizer-spec';
 
 /** A parameter as the optimizer sees it: its description and its live storage (updated in place). */
 export interface OptimizedParameter {
@@ -35,7 +35,10 @@ export class ReferenceOptimizer implements Optimizer {
   readonly owner: object;
 
   constructor(spec: OptimizerSpec, parameters: readonly OptimizedParameter[], precision: Precision, owner: object) {
-    this.resolved = resolveOptimizerSpec(spec, parameters.map((p) => p.info));
+    this.resolved = resolveOptimizerSpec(
+      spec,
+      parameters.map((p) => p.info),
+    );
     this.spec = spec;
     this.precision = precision;
     this.owner = owner;
@@ -66,7 +69,8 @@ export class ReferenceOptimizer implements Optimizer {
         const parameter = this.parameters.get(name);
         const gradient = gradients.get(name);
         if (parameter === undefined || !parameter.info.trainable || gradient === undefined) continue;
-        if (gradient.length !== parameter.data.length) throw new RangeError(`optimizer: gradient of '${name}' has ${gradient.length} values, the parameter ${parameter.data.length}`);
+        if (gradient.length !== parameter.data.length)
+          throw new RangeError(`optimizer: gradient of '${name}' has ${gradient.length} values, the parameter ${parameter.data.length}`);
         if (this.resolved.type === 'sgd') this.sgdUpdate(name, parameter.data, gradient, group);
         else this.adamwUpdate(name, parameter.data, gradient, group);
       }

@@ -13,7 +13,11 @@ export interface StateEntry {
 function isHostTensor(value: unknown): value is HostTensor {
   if (typeof value !== 'object' || value === null) return false;
   const { shape, data } = value as { shape?: unknown; data?: unknown };
-  return Array.isArray(shape) && shape.every((d) => Number.isInteger(d) && d >= 0) && (data instanceof Float32Array || data instanceof Float64Array);
+  return (
+    Array.isArray(shape) &&
+    shape.every((d) => Number.isInteger(d) && d >= 0) &&
+    (data instanceof Float32Array || data instanceof Float64Array)
+  );
 }
 
 /** Throws an Error listing every missing, unexpected, malformed or mis-shaped key. */
@@ -29,7 +33,10 @@ export function checkStateDict(expected: readonly StateEntry[], state: ReadonlyM
     if (!isHostTensor(value)) {
       problems.push(`invalid tensor for ${entry.name}: expected {shape: number[], data: Float32Array | Float64Array}`);
     } else if (!sameShape(value.shape, entry.shape)) {
-      problems.push(`size mismatch for ${entry.name}: copying a param with shape ${formatShape(value.shape)} from checkpoint, the shape in current model is ${formatShape(entry.shape)}.`);
+      problems.push(
+        `size mismatch for ${entry.name}: copying a param with shape ${formatShape(value.shape)} from checkpoint, the ` +
+          `shape in current model is ${formatShape(entry.shape)}.`,
+      );
     } else if (value.data.length !== sizeOf(value.shape)) {
       problems.push(`invalid tensor for ${entry.name}: ${value.data.length} values for shape ${formatShape(value.shape)}`);
     } else {

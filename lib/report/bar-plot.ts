@@ -29,7 +29,13 @@ export async function barPlot(file: string, options: BarPlotOptions): Promise<vo
     data: { values: rows },
     mark: { type: 'bar' },
     encoding: {
-      x: { field: 'category', type: 'nominal', title: options.xLabel, sort: options.categories, axis: categoryAxis(options.categories.length) },
+      x: {
+        field: 'category',
+        type: 'nominal',
+        title: options.xLabel,
+        sort: options.categories,
+        axis: categoryAxis(options.categories.length),
+      },
       xOffset: { field: 'series', type: 'nominal', sort: options.series.map((s) => s.name) },
       y: { field: 'value', type: 'quantitative', title: options.yLabel },
       color: seriesColor(options.series.map((s) => s.name)),

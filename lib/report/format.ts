@@ -22,7 +22,11 @@ export function formatDuration(seconds: number): string {
   let rest = Math.round(seconds);
   if (rest < 60) return `${rest}s`;
   const parts: string[] = [];
-  for (const [unit, size] of [['d', 86400], ['h', 3600], ['m', 60]] as const) {
+  for (const [unit, size] of [
+    ['d', 86400],
+    ['h', 3600],
+    ['m', 60],
+  ] as const) {
     const count = Math.floor(rest / size);
     rest -= count * size;
     if (count > 0 || parts.length > 0) parts.push(`${count}${unit}`);

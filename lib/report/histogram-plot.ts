@@ -60,10 +60,15 @@ export function histogram(series: ArrayLike<number>[], bins: number): Histogram 
 
 /** Overlaid, translucent histograms, e.g. one layer's weights in three models. */
 export async function histogramPlot(file: string, options: HistogramPlotOptions): Promise<void> {
-  const { edges, counts } = histogram(options.series.map((s) => s.values), options.bins ?? 60);
+  const { edges, counts } = histogram(
+    options.series.map((s) => s.values),
+    options.bins ?? 60,
+  );
   const rows: { series: string; start: number; end: number; count: number }[] = [];
   options.series.forEach(({ name }, s) => {
-    counts[s].forEach((count, b) => rows.push({ series: name, start: edges[b], end: edges[b + 1], count }));
+    counts[s].forEach((count, b) => {
+      rows.push({ series: name, start: edges[b], end: edges[b + 1], count });
+    });
   });
   const spec: TopLevelSpec = {
     title: options.title,
@@ -72,7 +77,12 @@ export async function histogramPlot(file: string, options: HistogramPlotOptions)
     encoding: {
       x: { field: 'start', type: 'quantitative', title: options.xLabel, scale: { zero: false, nice: false } },
       x2: { field: 'end' },
-      y: { field: 'count', type: 'quantitative', title: options.countScale === 'symlog' ? 'count (symmetric log scale)' : 'count', scale: { type: options.countScale ?? 'linear' } },
+      y: {
+        field: 'count',
+        type: 'quantitative',
+        title: options.countScale === 'symlog' ? 'count (symmetric log scale)' : 'count',
+        scale: { type: options.countScale ?? 'linear' },
+      },
       y2: { datum: 0 },
       color: seriesColor(options.series.map((s) => s.name)),
     },

@@ -35,7 +35,13 @@ export async function rangePlot(file: string, options: RangePlotOptions): Promis
     });
   }
   const names = options.series.map((s) => s.name);
-  const x = { field: 'category', type: 'nominal', title: options.xLabel, sort: options.categories, axis: categoryAxis(options.categories.length) } as const;
+  const x = {
+    field: 'category',
+    type: 'nominal',
+    title: options.xLabel,
+    sort: options.categories,
+    axis: categoryAxis(options.categories.length),
+  } as const;
   const xOffset = { field: 'series', type: 'nominal', sort: names } as const;
   const scale = logY ? ({ type: 'log' } as const) : ({ zero: false } as const);
   const spec: TopLevelSpec = {

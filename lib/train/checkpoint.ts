@@ -4,7 +4,7 @@
 import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
-import { PthTensor, readPth, serializePth, writeFileAtomic } from '../pth';
+import { type PthTensor, readPth, serializePth, writeFileAtomic } from '../pth';
 
 export const CHECKPOINT_FORMAT = 'repopt-checkpoint';
 export const CHECKPOINT_VERSION = 1;
@@ -45,7 +45,15 @@ export function checkpointName(step: number): string {
 
 export function saveCheckpoint<C, E>(
   root: string,
-  content: { step: number; epoch: number; config: C; rngState: Uint8Array; model: ReadonlyMap<string, PthTensor>; optimizer: Uint8Array; extra?: E },
+  content: {
+    step: number;
+    epoch: number;
+    config: C;
+    rngState: Uint8Array;
+    model: ReadonlyMap<string, PthTensor>;
+    optimizer: Uint8Array;
+    extra?: E;
+  },
 ): string {
   fs.mkdirSync(root, { recursive: true, mode: 0o700 });
   const name = checkpointName(content.step);
@@ -77,7 +85,10 @@ export function saveCheckpoint<C, E>(
 export const KEEP_CHECKPOINTS = 2;
 
 function pruneCheckpoints(root: string, keep: number): void {
-  const names = fs.readdirSync(root).filter((f) => /^ckpt-\d{9}$/.test(f)).sort();
+  const names = fs
+    .readdirSync(root)
+    .filter((f) => /^ckpt-\d{9}$/.test(f))
+    .sort();
   for (const old of names.slice(0, Math.max(0, names.length - keep))) fs.rmSync(path.join(root, old), { recursive: true, force: true });
 }
 
@@ -90,7 +101,8 @@ export function readCheckpoint<C, E = Record<string, unknown>>(dir: string): Che
   } catch (e) {
     throw new Error(`checkpoint ${metaFile}: unreadable (${(e as Error).message})`);
   }
-  if (meta.format !== CHECKPOINT_FORMAT || meta.version !== CHECKPOINT_VERSION) throw new Error(`checkpoint ${metaFile}: not a ${CHECKPOINT_FORMAT} v${CHECKPOINT_VERSION} file`);
+  if (meta.format !== CHECKPOINT_FORMAT || meta.version !== CHECKPOINT_VERSION)
+    throw new Error(`checkpoint ${metaFile}: not a ${CHECKPOINT_FORMAT} v${CHECKPOINT_VERSION} file`);
   const bytes: Record<string, Uint8Array> = {};
   for (const [file, digest] of Object.entries(meta.files)) {
     const full = path.join(dir, file);

@@ -102,19 +102,29 @@ export function resolveTrainConfig(options: TrainOptions): TrainConfig {
 export function checkConfig(c: TrainConfig): void {
   const positive = (v: number) => Number.isInteger(v) && v > 0;
   if (typeof c.outDir !== 'string' || c.outDir === '') throw new TypeError('outDir must name the run folder');
-  if (!['target', 'vgg', 'repvgg', 'hs'].includes(c.mode)) throw new RangeError(`mode must be target, vgg, repvgg or hs, got ${String(c.mode)}`);
+  if (!['target', 'vgg', 'repvgg', 'hs'].includes(c.mode))
+    throw new RangeError(`mode must be target, vgg, repvgg or hs, got ${String(c.mode)}`);
   if (!positive(c.epochs)) throw new RangeError(`epochs must be a positive integer, got ${c.epochs}`);
   if (!positive(c.batchSize)) throw new RangeError(`batch size must be a positive integer, got ${c.batchSize}`);
   if (!positive(c.logEvery)) throw new RangeError(`logEvery must be a positive integer, got ${c.logEvery}`);
   if (!(c.lr > 0)) throw new RangeError(`lr must be positive, got ${c.lr}`);
   if (!(c.clipNorm >= 0)) throw new RangeError(`clip norm must be >= 0, got ${c.clipNorm}`);
-  if (c.mode === 'target' && !c.scales) throw new Error('mode target (RepOpt-VGG) needs --scales: a scale file from `repopt hyper-search` or an official RepOpt-VGG-*-scales.pth');
+  if (c.mode === 'target' && !c.scales)
+    throw new Error(
+      'mode target (RepOpt-VGG) needs --scales: a scale file from `repopt hyper-search` or an official RepOpt-VGG-*-scales.pth',
+    );
   if (c.mode !== 'target' && c.scales) throw new Error(`--scales only applies to mode target, not ${c.mode}`);
   if (c.mode === 'target' && c.clipNorm > 0 && !c.forceClip) {
-    throw new Error('gradient clipping breaks the RepOptimizer equivalence (the GradMult update is no longer the CSLA update); drop --clip-norm or pass --force-clip');
+    throw new Error(
+      'gradient clipping breaks the RepOptimizer equivalence (the GradMult update is no longer the CSLA update); drop ' +
+        '--clip-norm or pass --force-clip',
+    );
   }
   if (c.resume && c.finetune) throw new Error('--resume and --finetune exclude each other');
-  if (c.quant && c.mode !== 'target' && c.mode !== 'vgg') throw new Error(`quantization-aware training fine-tunes plain networks (target, vgg), not ${c.mode}`);
-  if (c.quant && !positive(c.quant.calibBatches)) throw new RangeError(`QAT calibration needs at least 1 batch, got ${c.quant.calibBatches}`);
-  if (c.batchNorm !== undefined && !['batch', 'frozen', 'sync'].includes(c.batchNorm)) throw new RangeError(`batch norm must be batch, frozen or sync, got ${c.batchNorm}`);
+  if (c.quant && c.mode !== 'target' && c.mode !== 'vgg')
+    throw new Error(`quantization-aware training fine-tunes plain networks (target, vgg), not ${c.mode}`);
+  if (c.quant && !positive(c.quant.calibBatches))
+    throw new RangeError(`QAT calibration needs at least 1 batch, got ${c.quant.calibBatches}`);
+  if (c.batchNorm !== undefined && !['batch', 'frozen', 'sync'].includes(c.batchNorm))
+    throw new RangeError(`batch norm must be batch, frozen or sync, got ${c.batchNorm}`);
 }

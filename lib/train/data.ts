@@ -1,7 +1,7 @@
 // Training data: which data set, loading it, an optional deterministic subset, and uploading it to
 // the training device.
-import { ImageDataset, loadCifar, loadFashionMnist, loadImageFolder, splitDataset } from '../data';
-import { native, NativeDataset } from '../native';
+import { type ImageDataset, loadCifar, loadFashionMnist, loadImageFolder, splitDataset } from '../data';
+import { native, type NativeDataset } from '../native';
 
 export type DataSpec =
   | { readonly kind: 'fashion-mnist'; readonly dir?: string; readonly trainSubset?: number; readonly testSubset?: number }

@@ -10,7 +10,9 @@ import type { TrainCheckpoint, TrainCheckpointExtra } from './trainer';
 /** A checkpoint folder, or the newest complete checkpoint of a checkpoints/ folder or a run's --out. */
 export function checkpointAt(where: string): TrainCheckpoint {
   if (fs.existsSync(path.join(where, 'meta.json'))) return readCheckpoint<TrainConfig, TrainCheckpointExtra>(where);
-  const latest = readLatestCheckpoint<TrainConfig, TrainCheckpointExtra>(fs.existsSync(path.join(where, 'checkpoints')) ? path.join(where, 'checkpoints') : where);
+  const latest = readLatestCheckpoint<TrainConfig, TrainCheckpointExtra>(
+    fs.existsSync(path.join(where, 'checkpoints')) ? path.join(where, 'checkpoints') : where,
+  );
   if (!latest) throw new Error(`no checkpoint at ${where} (give a checkpoint folder, a checkpoints/ folder or a run's --out)`);
   return latest;
 }

@@ -3,7 +3,14 @@
 import type { ParamGroupSpec } from '../backend';
 import type { ParamInfo, ParamRole } from '../spec';
 
-const NO_DECAY: ReadonlySet<ParamRole> = new Set<ParamRole>(['bn_weight', 'bn_bias', 'linear_bias', 'conv_bias', 'scale_conv', 'scale_1x1']);
+const NO_DECAY: ReadonlySet<ParamRole> = new Set<ParamRole>([
+  'bn_weight',
+  'bn_bias',
+  'linear_bias',
+  'conv_bias',
+  'scale_conv',
+  'scale_1x1',
+]);
 
 export function officialParamGroups(params: readonly ParamInfo[], weightDecay: number): ParamGroupSpec[] {
   const trainable = params.filter((p) => p.trainable);

@@ -5,7 +5,8 @@ import type { TrainingRun } from './run';
 export function showProgress<R>(run: TrainingRun<R>, label: string): void {
   let progress: ReturnType<typeof createProgress> | undefined;
   run.on('start', (e) => {
-    if (e.rank === 0) progress = createProgress({ total: e.stopAt, label: `${label}${e.worldSize > 1 ? ` x${e.worldSize} processes` : ''}` });
+    if (e.rank === 0)
+      progress = createProgress({ total: e.stopAt, label: `${label}${e.worldSize > 1 ? ` x${e.worldSize} processes` : ''}` });
   });
   run.on('step', (e) => progress?.update(e.step, { loss: e.loss, acc: e.accuracy, lr: e.lr }));
   const finish = () => progress?.finish();

@@ -5,8 +5,17 @@ import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { networkSpec } from '../configs';
-import { checkAgreed, createProcessGroup, distributedError, gatherBytes, Rendezvous, rendezvousFromEnv, shardPermutation, sumOverRanks } from '../distributed/worker';
-import { NativeBackendNetwork, NativeBackendOptimizer } from '../native-backend';
+import {
+  checkAgreed,
+  createProcessGroup,
+  distributedError,
+  gatherBytes,
+  type Rendezvous,
+  rendezvousFromEnv,
+  shardPermutation,
+  sumOverRanks,
+} from '../distributed/worker';
+import { NativeBackendNetwork, type NativeBackendOptimizer } from '../native-backend';
 import type { EpochMetrics, NativeDataset, NativeProcessGroup, Tensor } from '../native';
 import { calibrate, rangesOf } from '../quant/ptq';
 import { applyInitRule, gradMultOf, repConvsOf } from '../repopt';
@@ -14,9 +23,9 @@ import { writeJsonl } from '../report';
 import { setNumThreads } from '../runtime';
 import { loadScales } from '../scales';
 import type { NetworkSpec } from '../spec';
-import { Checkpoint, readLatestCheckpoint, saveCheckpoint } from './checkpoint';
-import { blockMode, TrainConfig } from './config';
-import { channelStats, loadData, Normalization, TrainTestData, uploadDataset } from './data';
+import { type Checkpoint, readLatestCheckpoint, saveCheckpoint } from './checkpoint';
+import { blockMode, type TrainConfig } from './config';
+import { channelStats, loadData, type Normalization, type TrainTestData, uploadDataset } from './data';
 import { checkpointAt } from './load';
 import { officialParamGroups } from './param-groups';
 import type { Emit, EpochEvent } from './run';
@@ -73,7 +82,8 @@ export interface RunContext {
 function parameterDigest(network: NativeBackendNetwork): Uint8Array {
   const hash = createHash('sha256');
   const names = new Set(network.parameters().map((p) => p.name));
-  for (const [name, t] of network.stateTensors()) if (names.has(name)) hash.update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+  for (const [name, t] of network.stateTensors())
+    if (names.has(name)) hash.update(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
   return new Uint8Array(hash.digest());
 }
 
@@ -86,7 +96,9 @@ export async function runTraining(config: TrainConfig, context: RunContext): Pro
   setNumThreads(config.threads);
   const rendezvous = rendezvousFromEnv();
   if (rendezvous && config.batchSize % rendezvous.worldSize !== 0) {
-    throw new RangeError(`batch size ${config.batchSize} (the global batch) is not divisible by the number of processes (${rendezvous.worldSize})`);
+    throw new RangeError(
+      `batch size ${config.batchSize} (the global batch) is not divisible by the number of processes (${rendezvous.worldSize})`,
+    );
   }
   // Joined first, so that an unreachable store is reported before data loading.
   const pg = rendezvous ? createProcessGroup(rendezvous, config.distributed) : undefined;
@@ -130,7 +142,9 @@ function setUp(config: TrainConfig, data: TrainTestData, device: string, rank: n
   } else if (config.finetune) {
     network.loadStateTensors(checkpointAt(config.finetune).model);
   } else if (repConvs) {
-    network.loadStateDict(applyInitRule(network.stateDict(), repConvs, { identityInit: config.identityInit ?? 'trained', seed: config.seed }));
+    network.loadStateDict(
+      applyInitRule(network.stateDict(), repConvs, { identityInit: config.identityInit ?? 'trained', seed: config.seed }),
+    );
   }
   const optimizer = network.createOptimizer({
     type: 'sgd',
@@ -156,7 +170,12 @@ function setUp(config: TrainConfig, data: TrainTestData, device: string, rank: n
   return { spec, network, optimizer, trainSet, testSet, normalization, resumed };
 }
 
-async function trainWith(config: TrainConfig, context: RunContext, rendezvous: Rendezvous | undefined, pg: NativeProcessGroup | undefined): Promise<TrainResult> {
+async function trainWith(
+  config: TrainConfig,
+  context: RunContext,
+  rendezvous: Rendezvous | undefined,
+  pg: NativeProcessGroup | undefined,
+): Promise<TrainResult> {
   const { emit, signal } = context;
   const rank = rendezvous?.rank ?? 0;
   const worldSize = rendezvous?.worldSize ?? 1;
@@ -175,8 +194,16 @@ async function trainWith(config: TrainConfig, context: RunContext, rendezvous: R
   const precision = { autocast: config.autocast ?? (device.startsWith('cuda') ? 'bf16' : 'none') } as const;
   if (pg) {
     // Every rank must continue from the same checkpoint (the run folder on every node).
-    checkAgreed(pg, collectives, resumed?.meta.step ?? -1, `the step to resume from (-1: no checkpoint found in ${checkpointsDir}; with --resume every node needs the run folder)`);
-    network.attach(pg, { syncBatchNorm: config.batchNorm === 'sync', ...(config.distributed?.bucketCapMb ? { bucketCapMb: config.distributed.bucketCapMb } : {}) });
+    checkAgreed(
+      pg,
+      collectives,
+      resumed?.meta.step ?? -1,
+      `the step to resume from (-1: no checkpoint found in ${checkpointsDir}; with --resume every node needs the run folder)`,
+    );
+    network.attach(pg, {
+      syncBatchNorm: config.batchNorm === 'sync',
+      ...(config.distributed?.bucketCapMb ? { bucketCapMb: config.distributed.bucketCapMb } : {}),
+    });
   }
   if (config.quant) {
     const saved = resumed?.meta.extra?.quant;
@@ -187,7 +214,8 @@ async function trainWith(config: TrainConfig, context: RunContext, rendezvous: R
   }
 
   const stepsPerEpoch = Math.floor(trainSet.count / config.batchSize);
-  if (stepsPerEpoch === 0) throw new RangeError(`batch size ${config.batchSize} is larger than the training set (${trainSet.count} images)`);
+  if (stepsPerEpoch === 0)
+    throw new RangeError(`batch size ${config.batchSize} is larger than the training set (${trainSet.count} images)`);
   const totalSteps = stepsPerEpoch * config.epochs;
   const schedule = { baseLr: config.lr, batchSize: config.batchSize, totalSteps, warmupSteps: stepsPerEpoch * config.warmupEpochs };
   const history: EpochRecord[] = resumed?.meta.extra?.history ?? [];
@@ -230,7 +258,11 @@ async function trainWith(config: TrainConfig, context: RunContext, rendezvous: R
   const takeMetrics = (): EpochMetrics => {
     const m = network.takeTrainMetrics();
     if (!pg) return m;
-    const [loss, correct, count, skipped] = sumOverRanks(pg, collectives, m.count > 0 ? [m.loss * m.count, m.accuracy * m.count, m.count, m.skipped ?? 0] : [0, 0, 0, m.skipped ?? 0]);
+    const [loss, correct, count, skipped] = sumOverRanks(
+      pg,
+      collectives,
+      m.count > 0 ? [m.loss * m.count, m.accuracy * m.count, m.count, m.skipped ?? 0] : [0, 0, 0, m.skipped ?? 0],
+    );
     return { count, loss: count > 0 ? loss / count : NaN, accuracy: count > 0 ? correct / count : NaN, skipped };
   };
 
@@ -277,7 +309,8 @@ async function trainWith(config: TrainConfig, context: RunContext, rendezvous: R
           if (m.count > 0 && !Number.isFinite(m.loss)) {
             throw new Error(
               `training diverged: the loss is ${m.loss} in steps ${step - intervalSteps + 1}..${step}; ` +
-                `the last good checkpoint is ${lastCheckpoint || '(none)'}: resume from it with --resume (and a lower lr), or pass --skip-non-finite`,
+                `the last good checkpoint is ${lastCheckpoint || '(none)'}: resume from it with --resume (and a lower ` +
+                `lr), or pass --skip-non-finite`,
             );
           }
           if (m.count > 0) {
