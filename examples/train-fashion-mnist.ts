@@ -11,4 +11,4 @@ run.on('epoch', (e) => {
   console.log(`\nepoch ${e.epoch}: test accuracy ${(100 * e.testAccuracy).toFixed(2)} %`);
   if (e.testAccuracy >= 0.92) stop.abort(); // early stop: good enough
 });
-run.result.then((r) => console.log(`\n${r.status} after ${r.steps} steps: ${r.checkpoint}`));
+run.result.then((r) => console.log(`\n${r.status} after ${r.steps} steps: ${r.checkpoint}`)); // an error: exit status 1

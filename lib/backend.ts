@@ -1,5 +1,6 @@
 // The interface both backends implement: 'native' (libtorch through the addon) and 'reference'
 // (pure TypeScript, no native code). A training script picks one and runs unchanged on either.
+import type { RepConv } from './repopt';
 import type { NetworkSpec, ParamInfo, BufferInfo, Precision } from './spec';
 
 /** A host-side tensor: row-major data with its shape. */
@@ -43,7 +44,11 @@ export interface OptimizerSpec {
   readonly eps?: number;
   /** Default: one group holding every trainable parameter. */
   readonly groups?: readonly ParamGroupSpec[];
+  /** The RepOptimizer's multipliers, given directly (e.g. the official full tensors' compact form). */
   readonly gradMults?: readonly GradMult[];
+  /** Or the convs with their branch scales: the GradMults are made for this optimizer's type (s², t²
+   * for SGD; s, t for AdamW, as the official code), so the power cannot be paired wrongly. */
+  readonly repConvs?: readonly RepConv[];
   /** 'compact' (default): per-channel vectors; 'full': a tensor shaped like the weight (official code). */
   readonly gradMultStorage?: 'compact' | 'full';
   /** RepOptSGD's step implementation: 'fused' (default), 'foreach' or 'reference'; they agree bit for bit. */

@@ -1,4 +1,4 @@
-// The one table of defaults: the public API (lib/api.ts), the CLI's options (lib/commands/) and the
+// The one table of defaults: the public API (lib/api/), the CLI's options (lib/commands/) and the
 // demo read their defaults from here, so a value changed here changes everywhere.
 
 /** Training: what `train()` / `repopt train` use for every field not given. */
@@ -23,12 +23,13 @@ export const TRAIN_DEFAULTS = {
   threads: 2,
   logEvery: 25,
   evalBatchSize: 500,
-  /** Image folders: resize + centre-crop size. */
-  imageSize: 224,
 } as const;
 
-/** Hyper-search differs from training in two places: clipping (the HS scales explode without it,
- * as in the official recipe) and where it writes. */
+/** Image-folder data sets (`data: { kind: 'folder', size }`): resize + centre-crop size. */
+export const IMAGE_FOLDER_DEFAULTS = { size: 224 } as const;
+
+/** Hyper-search differs from training in clipping: the HS scales explode without it (as in the
+ * official recipe). */
 export const HYPER_SEARCH_DEFAULTS = { clipNorm: 5 } as const;
 
 /** Where the CLI writes when --out is not given. */

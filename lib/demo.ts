@@ -4,6 +4,8 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { hyperSearch, train } from './api';
+import { ARCHS } from './configs';
+import { QUANTIZE_DEFAULTS, TRAIN_DEFAULTS } from './defaults';
 import { plotScales, scaleTable } from './hypersearch';
 import { info } from './runtime';
 import { deployNetwork, type PtqResult, quantizeDeploy, spreadTable, weightSpread } from './quant';
@@ -27,7 +29,7 @@ export interface DemoOptions {
 export function demoPlan(quick: boolean) {
   return quick
     ? { trainSubset: 6000, testSubset: 2000, hsEpochs: 1, epochs: 2, calibBatches: 4, lr: 0.2 }
-    : { trainSubset: undefined, testSubset: undefined, hsEpochs: 5, epochs: 10, calibBatches: 8, lr: 0.2 };
+    : { trainSubset: undefined, testSubset: undefined, hsEpochs: 5, epochs: 10, calibBatches: QUANTIZE_DEFAULTS.calibBatches, lr: 0.2 };
 }
 
 const MODELS: { mode: TrainMode; name: string }[] = [
@@ -52,6 +54,7 @@ export interface DemoResult {
 export async function demo(o: DemoOptions): Promise<DemoResult> {
   const plan = demoPlan(o.quick);
   const arch = 'RepOpt-VGG-S';
+  const d = TRAIN_DEFAULTS;
   fs.mkdirSync(o.out, { recursive: true });
   const dataSpec = {
     kind: 'fashion-mnist' as const,
@@ -93,7 +96,7 @@ export async function demo(o: DemoOptions): Promise<DemoResult> {
   const stats = channelStats(data.train);
   const trainSet = uploadDataset(data.train, stats, o.device, o.seed);
   const testSet = uploadDataset(data.test, stats, o.device, o.seed);
-  const calibration = { batches: plan.calibBatches, batchSize: 128, seed: o.seed };
+  const calibration = { batches: plan.calibBatches, batchSize: d.batchSize, seed: o.seed };
   const quantized = new Map<TrainMode, PtqResult>();
   for (const m of MODELS) {
     const r = results.get(m.mode)!;
@@ -193,9 +196,11 @@ export async function demo(o: DemoOptions): Promise<DemoResult> {
   const report = [
     '# repopt demo: RepOpt-VGG vs RepVGG vs VGG on Fashion-MNIST',
     '',
-    `Architecture ${arch} (strides 1,2,2,2,1), ${plan.epochs} epochs each (hyper-search: ${plan.hsEpochs}), batch 128, ` +
-      `lr 0.2 x 128/256, cosine per iteration, SGD momentum 0.9 nesterov, weight decay 4e-5 (official grouping), label ` +
-      `smoothing 0.1, random crop (pad 2) + flip. Data: ${data.train.count} training / ${data.test.count} test ` +
+    `Architecture ${arch} (strides ${ARCHS[arch].strides.join(',')}), ${plan.epochs} epochs each (hyper-search: ` +
+      `${plan.hsEpochs}), batch ${d.batchSize}, lr ${plan.lr} x ${d.batchSize}/256, cosine per iteration, SGD momentum ` +
+      `${d.momentum}${d.nesterov ? ' nesterov' : ''}, weight decay ${d.weightDecay} (official grouping), label smoothing ` +
+      `${d.labelSmoothing}, random crop (pad ${d.augment.pad})${d.augment.flip ? ' + flip' : ''}. ` +
+      `Data: ${data.train.count} training / ${data.test.count} test ` +
       `images${o.quick ? ` (class-balanced subset, seed ${o.seed})` : ''}. Seed ${o.seed} for every model.`,
     `Machine: libtorch ${runtime.torchVersion}, device ${o.device}, ${o.threads} torch ` +
       `threads${o.quick ? ' (--quick: a short run; accuracies are indicative only)' : ''}.`,
@@ -213,7 +218,7 @@ export async function demo(o: DemoOptions): Promise<DemoResult> {
     '',
     `Each model folded into its deploy form (one conv3x3 + bias per block), then quantized: weights int8 per output ` +
       `channel (symmetric), activations uint8 per tensor at every conv input and output, min-max ranges from ` +
-      `${plan.calibBatches} training batches of 128. "Simulated": libtorch's fake-quantize ops; "QNNPACK": libtorch's ` +
+      `${plan.calibBatches} training batches of ${d.batchSize}. "Simulated": libtorch's fake-quantize ops; "QNNPACK": libtorch's ` +
       `real int8 kernels. \`repopt quantize --checkpoint <model>\` does the same for one run, with QAT and the int8 export.`,
     '',
     int8Table,

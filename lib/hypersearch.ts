@@ -105,5 +105,9 @@ export async function runHyperSearch(config: TrainConfig, context: RunContext): 
     saveScales(files.pth, scales, 'pth');
   }
   const stats = scaleStatistics(result.spec, scales);
-  return { train: result, scales, stats, warnings: scaleWarnings(stats), files };
+  const unfinished =
+    result.status === 'completed'
+      ? []
+      : [`the search was ${result.status} after ${result.steps} steps: these scales come from an unfinished search (resume it to finish)`];
+  return { train: result, scales, stats, warnings: [...unfinished, ...scaleWarnings(stats)], files };
 }

@@ -233,7 +233,8 @@ export class NativeBackendNetwork implements Network {
 
   /** One training step on batch `batchIndex` of `permutation` (or `count` consecutive ones), off the
    * JS thread. Until it settles, the network, the optimizer and the dataset refuse every call. */
-  trainBatch(optimizer: NativeBackendOptimizer, ...batches: BatchSelection): Promise<void> {
+  async trainBatch(optimizer: NativeBackendOptimizer, ...batches: BatchSelection): Promise<void> {
+    // async: a refused call (busy, bad argument) rejects like a failed step, never throws.
     return this.handle.trainBatchAsync(optimizerHandle(optimizer), ...batches);
   }
 
@@ -248,7 +249,7 @@ export class NativeBackendNetwork implements Network {
   }
 
   /** Loss and accuracy over the whole data set, eval mode, no augmentation; off the JS thread. */
-  evaluate(dataset: NativeDataset, batchSize: number, options?: PrecisionOptions): Promise<EpochMetrics> {
+  async evaluate(dataset: NativeDataset, batchSize: number, options?: PrecisionOptions): Promise<EpochMetrics> {
     return this.handle.evaluateAsync(dataset, batchSize, options);
   }
 

@@ -4,6 +4,7 @@
 // the native addon gets it whole (nativeOptimizerConfig) and reads every field as given.
 import type { GradMult, OptimizerSpec, ParamGroupSpec } from './backend';
 import { checkGradMult } from './gradmult';
+import { gradMultOf } from './repopt';
 import type { ParamInfo } from './spec';
 
 export interface ResolvedGroup {
@@ -125,12 +126,15 @@ export function resolveOptimizerSpec(spec: OptimizerSpec, parameters: readonly P
     });
   }
 
+  if (spec.gradMults !== undefined && spec.repConvs !== undefined) fail('give gradMults or repConvs, not both');
+  if (spec.repConvs !== undefined && !Array.isArray(spec.repConvs)) fail('repConvs must be an array');
+  const given = spec.repConvs !== undefined ? spec.repConvs.map((c) => gradMultOf(c, spec.type)) : spec.gradMults;
   let gradMults: Map<string, GradMult> | null = null;
-  if (spec.gradMults !== undefined) {
-    if (!Array.isArray(spec.gradMults)) fail('gradMults must be an array');
+  if (given !== undefined) {
+    if (!Array.isArray(given)) fail('gradMults must be an array');
     gradMults = new Map<string, GradMult>();
     const updated = new Set(groups.flatMap((g) => g.params));
-    for (const gm of spec.gradMults) {
+    for (const gm of given) {
       if (typeof gm !== 'object' || gm === null) fail('gradMults must hold GradMult objects');
       checkGradMult(gm, byName.get(gm.param) ?? null);
       if (!updated.has(gm.param)) fail(`a GradMult names '${gm.param}', which is not a parameter this optimizer updates`);

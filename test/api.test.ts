@@ -5,8 +5,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import type { ImageDataset } from '../lib/data';
-import { evaluate, train, TRAIN_DEFAULTS } from '../lib';
-import type { StepEvent, TrainOptions } from '../lib';
+import { evaluate, HYPER_SEARCH_DEFAULTS, hyperSearch, train, TRAIN_DEFAULTS } from '../lib';
+import type { EpochEvent, StepEvent, TrainOptions } from '../lib';
 import { Random } from '../lib/reference/random';
 import { checkpointName, readLatestCheckpoint } from '../lib/train/checkpoint';
 import { channelStats } from '../lib/train/data';
@@ -30,9 +30,11 @@ const data = { train: synthetic(512, 1), test: synthetic(128, 2) };
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'repopt-api-'));
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
+// The synthetic sets are passed in memory; `data` is what checkpoints record (unused here).
 const options = (out: string, extra: Partial<TrainOptions> = {}): TrainOptions => ({
   arch: 'RepOpt-VGG-XS',
   mode: 'vgg',
+  data: { kind: 'fashion-mnist' },
   epochs: 3,
   batchSize: 16,
   lr: 0.2,
@@ -87,13 +89,16 @@ describe('train(): events', () => {
     expect(() => train(options('bad', { mode: 'target' }))).toThrow(/mode target \(RepOpt-VGG\) needs --scales/);
     expect(() => train(options('bad', { logEvery: 1.5 }))).toThrow(/logEvery must be a positive integer, got 1.5/);
     expect(() => train({ outDir: '' })).toThrow(/outDir must name the run folder/);
+    expect(() => train(options('bad', { labelSmoothing: 2 }))).toThrow(/label smoothing must be in \[0, 1\], got 2/);
+    expect(() => train(options('bad', { arch: 'VGG-16' }))).toThrow(/arch must be one of RepOpt-VGG-B1, .*; got VGG-16/);
+    const { data: _, ...withoutData } = options('bad');
+    expect(() => train(withoutData, { data })).toThrow(/data given in memory needs options.data saying what it is/);
     expect(fs.existsSync(path.join(tmp, 'bad'))).toBe(false);
   });
 
   test('defaults come from TRAIN_DEFAULTS', async () => {
-    const run = train({ arch: 'RepOpt-VGG-XS', mode: 'vgg', epochs: 1, batchSize: 64, outDir: path.join(tmp, 'defaults') }, { data });
-    const r = await run.result;
-    const given = { arch: 'RepOpt-VGG-XS', mode: 'vgg', epochs: 1, batchSize: 64, outDir: path.join(tmp, 'defaults') };
+    const given = { arch: 'RepOpt-VGG-XS', mode: 'vgg', epochs: 1, batchSize: 64, outDir: path.join(tmp, 'defaults') } as const;
+    const r = await train({ ...given, data: TRAIN_DEFAULTS.data }, { data }).result;
     expect(r.config).toEqual({ ...TRAIN_DEFAULTS, ...given });
     r.network.dispose();
   });
@@ -124,6 +129,9 @@ describe('train(): AbortSignal', () => {
     const b = rest.network.stateDict();
     for (const [name, t] of a) expect(Array.from(b.get(name)!.data)).toEqual(Array.from(t.data));
     expect(rest.test).toEqual(whole.test);
+    // The interrupted epoch's record is whole too: its first 8 steps came from the checkpoint.
+    const metrics = (h: EpochEvent) => [h.epoch, h.step, h.trainLoss, h.trainAccuracy, h.testLoss, h.testAccuracy];
+    expect(rest.history.map(metrics)).toEqual(whole.history.map(metrics));
     whole.network.dispose();
     rest.network.dispose();
   });
@@ -155,6 +163,22 @@ describe('train(): AbortSignal', () => {
     expect(r.status).toBe('aborted');
     expect(r.steps).toBe(0);
     r.network.dispose();
+  });
+});
+
+describe('hyperSearch()', () => {
+  test('an aborted search says its scales are unfinished', async () => {
+    const controller = new AbortController();
+    const run = hyperSearch(options('hs'), { data, signal: controller.signal });
+    run.on('step', (e) => {
+      if (e.step === 8) controller.abort();
+    });
+    const r = await run.result;
+    expect(r.train.status).toBe('aborted');
+    expect(r.train.config.clipNorm).toBe(HYPER_SEARCH_DEFAULTS.clipNorm);
+    expect(r.warnings[0]).toBe('the search was aborted after 8 steps: these scales come from an unfinished search (resume it to finish)');
+    expect(fs.existsSync(r.files.json)).toBe(true);
+    r.train.network.dispose();
   });
 });
 

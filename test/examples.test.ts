@@ -54,13 +54,17 @@ describe('examples', () => {
     const child = spawn(process.execPath, [path.join(built, 'train-fashion-mnist.js'), 'runs/hs/scales.json', '2000'], { cwd, env });
     let out = '';
     let err = '';
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
     const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    // Until the first epoch line (or the child's end, should it fail early).
     await new Promise<void>((resolve) => {
       child.stdout.on('data', (d: Buffer) => {
         out += d.toString();
         if (/epoch 1: test accuracy/.test(out)) resolve();
       });
+      child.once('exit', () => resolve());
     });
     child.kill('SIGINT');
     expect(await exited).toBe(0);

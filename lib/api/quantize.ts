@@ -102,8 +102,11 @@ export async function quantize(options: QuantizeOptions, run: Pick<RunOptions, '
   const trainSet = uploadDataset(data.train, stats, 'cpu', c.seed);
   const testSet = uploadDataset(data.test, stats, 'cpu', c.seed);
   const calibration = { batches: o.calibBatches, batchSize: o.batchSize, seed: c.seed, observer: o.observer, percentile: o.percentile };
+  const deployed: PtqResult[] = [];
   try {
     const ptq = await quantizeDeploy(deployNetwork(spec, source.stateDict()), trainSet, testSet, calibration);
+    source.dispose();
+    deployed.push(ptq);
     const rows = [row('post-training', ptq)];
     let final = ptq;
     if (o.qatEpochs > 0) {
@@ -121,10 +124,18 @@ export async function quantize(options: QuantizeOptions, run: Pick<RunOptions, '
         outDir: path.join(out, 'qat'),
         quant: { calibBatches: o.calibBatches, observer: o.observer, percentile: o.percentile },
       });
-      const qat = await runTraining(qatConfig, { data, emit: () => {}, ...run });
-      const ranges = qat.network.quantParams()!;
-      qat.network.setFakeQuant(false);
-      final = await quantizeDeploy(deployNetwork(qat.spec, qat.network.stateDict()), trainSet, testSet, calibration, ranges);
+      const qat = await runTraining(qatConfig, { ...run, data, emit: () => {} });
+      try {
+        if (qat.status !== 'completed') {
+          throw new Error(`quantize: quantization-aware training was ${qat.status} after ${qat.steps} steps; nothing was exported`);
+        }
+        const ranges = qat.network.quantParams()!;
+        qat.network.setFakeQuant(false);
+        final = await quantizeDeploy(deployNetwork(qat.spec, qat.network.stateDict()), trainSet, testSet, calibration, ranges);
+        deployed.push(final);
+      } finally {
+        qat.network.dispose();
+      }
       rows.push(row(`QAT (${o.qatEpochs} epoch${o.qatEpochs > 1 ? 's' : ''})`, final));
     }
 
@@ -174,6 +185,8 @@ export async function quantize(options: QuantizeOptions, run: Pick<RunOptions, '
     writeReportSection(report, section);
     return { rows, out, report, int8Model };
   } finally {
+    source.dispose();
+    for (const r of deployed) r.deploy.dispose();
     trainSet.dispose();
     testSet.dispose();
   }

@@ -10,7 +10,9 @@ export interface RunOptions {
   /** Stops the run after the step in flight; a checkpoint is written and `resume: true` continues
    * from it exactly. The result's status is then 'aborted'. */
   readonly signal?: AbortSignal;
-  /** Data already loaded (e.g. shared by several runs); otherwise read from the config's `data`. */
+  /** Data already loaded (e.g. shared by several runs); otherwise read from the options' `data`. The
+   * options must still say what it is (`data`): checkpoints record it, and resuming, `evaluate` and
+   * `quantize` reload it from there. */
   readonly data?: TrainTestData;
 }
 
@@ -18,7 +20,14 @@ export interface RunOptions {
  * checked now (a bad one throws here); every one left out comes from TRAIN_DEFAULTS. */
 export function train(options: TrainOptions, run: RunOptions = {}): TrainingRun<TrainResult> {
   const config = resolveTrainConfig(options);
-  return new TrainingRun((emit) => runTraining(config, { emit, ...run }));
+  checkPreloaded(options, run);
+  return new TrainingRun((emit) => runTraining(config, { ...run, emit }));
+}
+
+function checkPreloaded(options: TrainOptions, run: RunOptions): void {
+  if (run.data && options?.data === undefined) {
+    throw new TypeError('train: data given in memory needs options.data saying what it is (checkpoints record it to reload it)');
+  }
 }
 
 export type HyperSearchOptions = Omit<TrainOptions, 'mode' | 'scales'>;
@@ -27,5 +36,6 @@ export type HyperSearchOptions = Omit<TrainOptions, 'mode' | 'scales'>;
  * scales.pth in outDir: the constants of RepOpt-VGG (`train({ mode: 'target', scales })`). */
 export function hyperSearch(options: HyperSearchOptions, run: RunOptions = {}): TrainingRun<HyperSearchResult> {
   const config = resolveTrainConfig({ ...withDefaults(HYPER_SEARCH_DEFAULTS, options), mode: 'hs' });
-  return new TrainingRun((emit) => runHyperSearch(config, { emit, ...run }));
+  checkPreloaded(options, run);
+  return new TrainingRun((emit) => runHyperSearch(config, { ...run, emit }));
 }

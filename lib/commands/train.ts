@@ -4,7 +4,7 @@ import { type Command, InvalidArgumentError, Option } from 'commander';
 import * as path from 'path';
 import { hyperSearch, train } from '../api';
 import { ARCHS } from '../configs';
-import { HYPER_SEARCH_DEFAULTS, OUT_DIRS, TRAIN_DEFAULTS } from '../defaults';
+import { HYPER_SEARCH_DEFAULTS, IMAGE_FOLDER_DEFAULTS, OUT_DIRS, TRAIN_DEFAULTS } from '../defaults';
 import { plotScales, scaleTable } from '../hypersearch';
 import { formatPercent } from '../report';
 import type { TrainMode, TrainOptions } from '../train/config';
@@ -68,7 +68,7 @@ function addTrainOptions(cmd: Command, defaults: { out: string; clipNorm: number
     .addOption(new Option('--arch <name>', 'architecture').choices(Object.keys(ARCHS)).default(d.arch))
     .addOption(new Option('--dataset <name>', 'data set').choices(['fashion-mnist', 'cifar10', 'cifar100', 'folder']).default(d.data.kind))
     .option('--data-dir <dir>', 'data set folder (default for fashion-mnist: /usr/share/datasets/fashion-mnist)')
-    .option('--image-size <n>', 'image folder: resize + centre-crop size', integer(1), d.imageSize)
+    .option('--image-size <n>', 'image folder: resize + centre-crop size', integer(1), IMAGE_FOLDER_DEFAULTS.size)
     .option('--train-subset <n>', 'train on a class-balanced subset of n images', integer(1))
     .option('--test-subset <n>', 'evaluate on a class-balanced subset of n images', integer(1))
     .option('--epochs <n>', 'epochs', integer(1), d.epochs)

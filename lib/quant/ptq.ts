@@ -5,6 +5,7 @@ import type { HostTensor } from '../backend';
 import { foldToDeploy } from '../fold';
 import type { EpochMetrics, NativeDataset, QuantOptions, QuantParams } from '../native';
 import { NativeBackendNetwork } from '../native-backend';
+import { TRAIN_DEFAULTS } from '../defaults';
 import type { NetworkSpec } from '../spec';
 
 export interface CalibrationOptions extends QuantOptions {
@@ -57,21 +58,20 @@ export function deployNetwork(spec: NetworkSpec, state: ReadonlyMap<string, Host
 }
 
 /** Calibrates `deploy` on `calibration` (or takes `ranges`, e.g. a QAT model's) and evaluates the float,
- * simulated and real int8 networks on `test`. */
-export function quantizeDeploy(
+ * simulated and real int8 networks on `test` (the float and simulated evaluations off the JS thread). */
+export async function quantizeDeploy(
   deploy: NativeBackendNetwork,
   calibration: NativeDataset,
   test: NativeDataset,
   options: CalibrationOptions,
   ranges?: QuantParams,
-  evalBatchSize = 500,
-): PtqResult {
-  const net = deploy;
-  const float = net.evaluateSync(test, evalBatchSize);
-  const params = ranges ? net.setQuantRanges(ranges) : calibrate(deploy, calibration, options);
-  net.setFakeQuant(true);
-  const simulated = net.evaluateSync(test, evalBatchSize);
-  net.setFakeQuant(false);
-  const int8 = params.activations === 'uint8' ? net.evaluateInt8(test, evalBatchSize) : { count: 0, loss: NaN, accuracy: NaN };
+  evalBatchSize: number = TRAIN_DEFAULTS.evalBatchSize,
+): Promise<PtqResult> {
+  const float = await deploy.evaluate(test, evalBatchSize);
+  const params = ranges ? deploy.setQuantRanges(ranges) : calibrate(deploy, calibration, options);
+  deploy.setFakeQuant(true);
+  const simulated = await deploy.evaluate(test, evalBatchSize);
+  deploy.setFakeQuant(false);
+  const int8 = params.activations === 'uint8' ? deploy.evaluateInt8(test, evalBatchSize) : { count: 0, loss: NaN, accuracy: NaN };
   return { deploy, params, float, simulated, int8 };
 }

@@ -1,5 +1,6 @@
 // What a training run is: the full config (every field set), the options a caller gives (anything
 // left out comes from TRAIN_DEFAULTS), and the one check of both.
+import { ARCHS } from '../configs';
 import { TRAIN_DEFAULTS, withDefaults } from '../defaults';
 import type { GroupSettings } from '../distributed/worker';
 import type { BlockMode } from '../spec';
@@ -82,6 +83,8 @@ export type TrainOptions = Partial<Omit<TrainConfig, 'outDir' | 'augment'>> & {
   readonly augment?: Partial<Augment>;
 };
 
+const DATA_KINDS: readonly string[] = ['fashion-mnist', 'cifar10', 'cifar100', 'folder'] satisfies DataSpec['kind'][];
+
 export function blockMode(mode: TrainMode): BlockMode {
   return mode === 'vgg' ? 'target' : mode;
 }
@@ -107,8 +110,23 @@ export function checkConfig(c: TrainConfig): void {
   if (!positive(c.epochs)) throw new RangeError(`epochs must be a positive integer, got ${c.epochs}`);
   if (!positive(c.batchSize)) throw new RangeError(`batch size must be a positive integer, got ${c.batchSize}`);
   if (!positive(c.logEvery)) throw new RangeError(`logEvery must be a positive integer, got ${c.logEvery}`);
-  if (!(c.lr > 0)) throw new RangeError(`lr must be positive, got ${c.lr}`);
+  if (!(c.lr > 0 && Number.isFinite(c.lr))) throw new RangeError(`lr must be a positive number, got ${c.lr}`);
   if (!(c.clipNorm >= 0)) throw new RangeError(`clip norm must be >= 0, got ${c.clipNorm}`);
+  if (!(c.arch in ARCHS)) throw new RangeError(`arch must be one of ${Object.keys(ARCHS).join(', ')}; got ${String(c.arch)}`);
+  if (!DATA_KINDS.includes(c.data?.kind))
+    throw new RangeError(`data.kind must be one of ${DATA_KINDS.join(', ')}; got ${String(c.data?.kind)}`);
+  if (!(c.labelSmoothing >= 0 && c.labelSmoothing <= 1)) throw new RangeError(`label smoothing must be in [0, 1], got ${c.labelSmoothing}`);
+  if (!(c.momentum >= 0 && Number.isFinite(c.momentum))) throw new RangeError(`momentum must be >= 0, got ${c.momentum}`);
+  if (!(c.weightDecay >= 0 && Number.isFinite(c.weightDecay))) throw new RangeError(`weight decay must be >= 0, got ${c.weightDecay}`);
+  if (!(Number.isInteger(c.warmupEpochs) && c.warmupEpochs >= 0))
+    throw new RangeError(`warmup epochs must be an integer >= 0, got ${c.warmupEpochs}`);
+  if (!(Number.isInteger(c.augment.pad) && c.augment.pad >= 0))
+    throw new RangeError(`augment.pad must be an integer >= 0, got ${c.augment.pad}`);
+  if (!positive(c.threads)) throw new RangeError(`threads must be a positive integer, got ${c.threads}`);
+  if (!positive(c.evalBatchSize)) throw new RangeError(`eval batch size must be a positive integer, got ${c.evalBatchSize}`);
+  if (c.stopAfterSteps !== undefined && !positive(c.stopAfterSteps)) {
+    throw new RangeError(`stopAfterSteps must be a positive integer, got ${c.stopAfterSteps}`);
+  }
   if (c.mode === 'target' && !c.scales)
     throw new Error(
       'mode target (RepOpt-VGG) needs --scales: a scale file from `repopt hyper-search` or an official RepOpt-VGG-*-scales.pth',

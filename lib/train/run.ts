@@ -16,7 +16,9 @@ export interface StartEvent {
 
 /** Every `logEvery` steps, at epoch ends and when stopped: means over the steps since the last one. */
 export interface StepEvent {
+  /** Steps done (1-based: the first step is step 1). */
   readonly step: number;
+  /** The epoch this step belongs to, 0-based (EpochEvent.epoch counts epochs done: 1 after the first). */
   readonly epoch: number;
   readonly lr: number;
   readonly loss: number;
@@ -28,6 +30,7 @@ export interface StepEvent {
 
 /** At the end of each epoch, with the test-set evaluation. */
 export interface EpochEvent {
+  /** Epochs done: 1 after the first. */
   readonly epoch: number;
   readonly step: number;
   readonly lr: number;

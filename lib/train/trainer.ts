@@ -18,7 +18,7 @@ import {
 import { NativeBackendNetwork, type NativeBackendOptimizer } from '../native-backend';
 import type { EpochMetrics, NativeDataset, NativeProcessGroup, Tensor } from '../native';
 import { calibrate, rangesOf } from '../quant/ptq';
-import { applyInitRule, gradMultOf, repConvsOf } from '../repopt';
+import { applyInitRule, repConvsOf } from '../repopt';
 import { writeJsonl } from '../report';
 import { setNumThreads } from '../runtime';
 import { loadScales } from '../scales';
@@ -33,9 +33,19 @@ import { lrAt } from './schedule';
 
 export type EpochRecord = EpochEvent;
 
+/** The part of an epoch done so far: sums over its steps (what its epoch record is made of). */
+export interface EpochProgress {
+  lossSum: number;
+  correct: number;
+  seen: number;
+  seconds: number;
+}
+
 /** What a training checkpoint keeps besides weights, optimizer state and config. */
 export interface TrainCheckpointExtra {
   readonly history: EpochRecord[];
+  /** A checkpoint within an epoch: the epoch's progress, which a resumed run continues. */
+  readonly epochProgress?: EpochProgress;
   /** The training set's per-channel mean and std (what evaluation and quantization normalise with).
    * Absent in checkpoints written before it was kept. */
   readonly normalization?: Normalization;
@@ -50,7 +60,8 @@ export type TrainCheckpoint = Checkpoint<TrainConfig, TrainCheckpointExtra>;
 
 export interface TrainResult {
   /** 'completed': every epoch ran; 'stopped': stopAfterSteps was reached; 'aborted': the AbortSignal
-   * fired. In every case the last step is in `checkpoint`, and `resume: true` continues from it. */
+   * fired. In every case the last step is in `checkpoint` (empty only when a fresh run was aborted
+   * before its first step), and `resume: true` continues from it. */
   readonly status: 'completed' | 'stopped' | 'aborted';
   readonly config: TrainConfig;
   readonly spec: NetworkSpec;
@@ -152,7 +163,7 @@ function setUp(config: TrainConfig, data: TrainTestData, device: string, rank: n
     momentum: config.momentum,
     nesterov: config.nesterov,
     groups: officialParamGroups(network.parameters(), config.weightDecay),
-    ...(repConvs ? { gradMults: repConvs.map((c) => gradMultOf(c, 'sgd')) } : {}),
+    ...(repConvs ? { repConvs } : {}),
   });
   if (resumed) optimizer.loadStateBytes(resumed.optimizer);
   if (config.batchNorm === 'frozen') network.setBatchNormMode('frozen');
@@ -229,13 +240,16 @@ async function trainWith(
   let trainSeconds = 0;
   let lastCheckpoint = resumed?.dir ?? '';
   let skippedSteps = 0;
-  const save = (epoch: number) => {
+  // A run resumed mid-epoch carries on the epoch's training loss, accuracy and time.
+  let carried = step % stepsPerEpoch !== 0 ? resumed?.meta.extra?.epochProgress : undefined;
+  const save = (epoch: number, epochProgress?: EpochProgress) => {
     // Every rank's augmentation state (a collective), so that a resumed run continues each stream.
     const rngStates = pg ? gatherBytes(pg, trainSet.rngState(), collectives).map((b) => Buffer.from(b).toString('base64')) : undefined;
     if (!lead) return;
     const extra: TrainCheckpointExtra = {
       history,
       normalization,
+      ...(epochProgress ? { epochProgress } : {}),
       ...(rngStates ? { rngStates, worldSize } : {}),
       ...(config.quant ? { quant: rangesOf(network.quantParams()!) } : {}),
     };
@@ -255,20 +269,32 @@ async function trainWith(
     if (pg) network.broadcastState(pg);
     return network.evaluate(testSet, config.evalBatchSize, precision);
   };
-  const takeMetrics = (): EpochMetrics => {
+  // Aborting: in one process right after the step; with data parallelism at the next log step or
+  // epoch end, once every rank has agreed (a rank that stopped alone would leave the others waiting
+  // in a collective).
+  const localAbort = () => (signal?.aborted ? 1 : 0);
+  const agreedAbort = () => (pg ? sumOverRanks(pg, collectives, [localAbort()])[0]! > 0 : localAbort() > 0);
+  const takeMetrics = (): { metrics: EpochMetrics; abort: boolean } => {
     const m = network.takeTrainMetrics();
-    if (!pg) return m;
-    const [loss, correct, count, skipped] = sumOverRanks(
-      pg,
-      collectives,
-      m.count > 0 ? [m.loss * m.count, m.accuracy * m.count, m.count, m.skipped ?? 0] : [0, 0, 0, m.skipped ?? 0],
-    );
-    return { count, loss: count > 0 ? loss / count : NaN, accuracy: count > 0 ? correct / count : NaN, skipped };
+    if (!pg) return { metrics: m, abort: localAbort() > 0 };
+    const mine = m.count > 0 ? [m.loss * m.count, m.accuracy * m.count, m.count] : [0, 0, 0];
+    const [loss, correct, count, skipped, abort] = sumOverRanks(pg, collectives, [...mine, m.skipped ?? 0, localAbort()]) as [
+      number,
+      number,
+      number,
+      number,
+      number,
+    ];
+    return {
+      metrics: { count, loss: count > 0 ? loss / count : NaN, accuracy: count > 0 ? correct / count : NaN, skipped },
+      abort: abort > 0,
+    };
   };
 
   emit('start', { step, stopAt, stepsPerEpoch, rank, worldSize });
-  // The signal applies to this process; data-parallel ranks must all be given it.
-  let aborted = signal?.aborted ?? false;
+  let aborted = agreedAbort();
+  // The last evaluation, while no step has run since (the result reuses the final epoch's).
+  let lastTest: EpochMetrics | undefined;
   try {
     while (step < stopAt && !aborted) {
       const epoch = Math.floor(step / stepsPerEpoch);
@@ -279,9 +305,8 @@ async function trainWith(
       let intervalStart = epochStart;
       let intervalSteps = 0;
       let lr = 0;
-      let epochLossSum = 0;
-      let epochCorrect = 0;
-      let epochSeen = 0;
+      const progress: EpochProgress = { lossSum: 0, correct: 0, seen: 0, seconds: 0, ...carried };
+      carried = undefined;
       const epochEnd = Math.min(stopAt, (epoch + 1) * stepsPerEpoch);
       while (step < epochEnd) {
         lr = lrAt(step, schedule);
@@ -295,16 +320,18 @@ async function trainWith(
         });
         step++;
         intervalSteps++;
+        lastTest = undefined;
         // Stops after the step in flight; the checkpoint below keeps it.
-        aborted = signal?.aborted ?? false;
+        if (!pg) aborted = localAbort() > 0;
         if (pg && config.distributed?.checkReplicas) {
           const digests = gatherBytes(pg, parameterDigest(network), collectives);
-          const differ = digests.findIndex((d) => Buffer.compare(Buffer.from(d), Buffer.from(digests[0])) !== 0);
+          const differ = digests.findIndex((d) => Buffer.compare(Buffer.from(d), Buffer.from(digests[0]!)) !== 0);
           if (differ > 0) throw new Error(`replica check: rank ${differ}'s parameters differ from rank 0's after step ${step}`);
           metricsLog.append({ type: 'replicas', step, ranks: worldSize, identical: true });
         }
         if (step % config.logEvery === 0 || step === epochEnd || aborted) {
-          const m = takeMetrics();
+          const { metrics: m, abort } = takeMetrics();
+          aborted = aborted || abort;
           skippedSteps += m.skipped ?? 0;
           if (m.count > 0 && !Number.isFinite(m.loss)) {
             throw new Error(
@@ -314,9 +341,9 @@ async function trainWith(
             );
           }
           if (m.count > 0) {
-            epochLossSum += m.loss * m.count;
-            epochCorrect += m.accuracy * m.count;
-            epochSeen += m.count;
+            progress.lossSum += m.loss * m.count;
+            progress.correct += m.accuracy * m.count;
+            progress.seen += m.count;
           }
           const now = process.hrtime.bigint();
           const imagesPerSecond = (intervalSteps * config.batchSize) / Math.max(Number(now - intervalStart) / 1e9, 1e-9);
@@ -327,59 +354,65 @@ async function trainWith(
           rss = peakRss(rss);
         }
         // A listener may have aborted on this step's event.
-        aborted = aborted || (signal?.aborted ?? false);
+        if (!pg) aborted = aborted || localAbort() > 0;
         if (aborted) break;
       }
       permutation.dispose();
       const seconds = Number(process.hrtime.bigint() - epochStart) / 1e9;
+      progress.seconds += seconds;
       trainSeconds += seconds;
       if (step === (epoch + 1) * stepsPerEpoch) {
         const test = await evaluate();
+        lastTest = test;
         const record: EpochRecord = {
           epoch: epoch + 1,
           step,
           lr,
-          trainLoss: epochLossSum / epochSeen,
-          trainAccuracy: epochCorrect / epochSeen,
+          trainLoss: progress.lossSum / progress.seen,
+          trainAccuracy: progress.correct / progress.seen,
           testLoss: test.loss,
           testAccuracy: test.accuracy,
-          seconds,
+          seconds: progress.seconds,
         };
         history.push(record);
         metricsLog.append({ type: 'eval', ...record });
         emit('epoch', record);
         save(epoch + 1);
         // A listener may abort on the epoch's result (early stopping): the checkpoint is written.
-        aborted = aborted || (signal?.aborted ?? false);
+        aborted = aborted || agreedAbort();
       } else {
-        save(epoch);
+        save(epoch, progress);
       }
     }
+    const test = lastTest ?? (await evaluate());
+    if (pg) {
+      pg.barrier();
+      network.detach(pg);
+    }
+    return {
+      status: step >= totalSteps ? 'completed' : aborted ? 'aborted' : 'stopped',
+      config,
+      spec,
+      network,
+      history,
+      test,
+      steps: step,
+      trainSeconds,
+      imagesPerSecond: ((step - startStep) * config.batchSize) / Math.max(trainSeconds, 1e-9),
+      rank,
+      worldSize,
+      peakRssBytes: peakRss(rss),
+      parameterCount,
+      checkpoint: lastCheckpoint,
+      skippedSteps,
+    };
+  } catch (e) {
+    network.dispose();
+    throw e;
   } finally {
     metricsLog.close();
+    optimizer.dispose();
+    trainSet.dispose();
+    testSet.dispose();
   }
-  const test = await evaluate();
-  if (pg) {
-    pg.barrier();
-    network.detach(pg);
-  }
-  trainSet.dispose();
-  testSet.dispose();
-  return {
-    status: aborted ? 'aborted' : step < totalSteps ? 'stopped' : 'completed',
-    config,
-    spec,
-    network,
-    history,
-    test,
-    steps: step,
-    trainSeconds,
-    imagesPerSecond: ((step - startStep) * config.batchSize) / Math.max(trainSeconds, 1e-9),
-    rank,
-    worldSize,
-    peakRssBytes: peakRss(rss),
-    parameterCount,
-    checkpoint: lastCheckpoint,
-    skippedSteps,
-  };
 }
