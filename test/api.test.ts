@@ -1,6 +1,7 @@
 // The public training API: typed events in order, AbortSignal (stop after the step, checkpoint,
 // exact resume), options checked before anything runs, the event loop free while steps run, and
 // the normalisation kept in the checkpoint.
+import { spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -204,4 +205,30 @@ describe('checkpoints keep the normalisation', () => {
     expect(ckpt.meta.extra?.normalization).toEqual(channelStats(data.train));
     r.network.dispose();
   });
+});
+
+describe('repopt train: Ctrl-C', () => {
+  test('stops after the step in flight with a checkpoint, exit status 130; --resume finishes the run', async () => {
+    const cli = path.join(__dirname, '..', 'dist', 'cli.js');
+    const out = path.join(tmp, 'ctrl-c');
+    const args = ['train', '--mode', 'vgg', '--arch', 'RepOpt-VGG-XS', '--train-subset', '640', '--test-subset', '100'];
+    args.push('--batch-size', '64', '--epochs', '100', '--log-every', '5', '--out', out, '--threads', '1');
+    const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    // Interrupt once the first epoch's checkpoint is there.
+    while (!fs.existsSync(path.join(out, 'checkpoints', 'latest'))) await new Promise((resolve) => setTimeout(resolve, 50));
+    child.kill('SIGINT');
+    expect(await exited).toBe(130);
+    const [, steps, dir] = /repopt: interrupted after (\d+) steps; checkpoint (\S+); continue with --resume/.exec(stderr)!;
+    expect(Number(steps)).toBeGreaterThanOrEqual(10);
+    expect(Number(steps)).toBeLessThan(1000);
+    expect(path.basename(dir!)).toBe(checkpointName(Number(steps)));
+    const resumed = spawnSync(process.execPath, [cli, ...args, '--resume'], { encoding: 'utf8' });
+    expect(resumed.status).toBe(0);
+    expect(resumed.stdout).toMatch(/after 1000 steps/);
+  }, 300_000);
 });

@@ -10,6 +10,8 @@ import { formatPercent } from '../report';
 import type { TrainMode, TrainOptions } from '../train/config';
 import type { DataSpec } from '../train/data';
 import { showProgress } from '../train/progress';
+import type { TrainingRun } from '../train/run';
+import type { TrainResult } from '../train/trainer';
 import { addDistributedOptions, distributedConfig, type DistributedFlags, launchSelfIfAsked } from './launch';
 import { integer, real } from './values';
 
@@ -132,14 +134,31 @@ function trainOptions(f: TrainFlags, mode: TrainMode, scales?: string): TrainOpt
   };
 }
 
+// Ctrl-C: the run stops after the step in flight and writes a checkpoint (a second Ctrl-C: Node's default).
+function stopOnCtrlC(): AbortSignal {
+  const stop = new AbortController();
+  process.once('SIGINT', () => stop.abort());
+  return stop.signal;
+}
+
+async function untilDone<R>(run: TrainingRun<R>, label: string): Promise<R> {
+  showProgress(run, label);
+  return run.result;
+}
+
+function interrupted(r: TrainResult): void {
+  if (r.rank === 0)
+    process.stderr.write(`repopt: interrupted after ${r.steps} steps; checkpoint ${r.checkpoint || '(none)'}; continue with --resume\n`);
+  process.exitCode = 130;
+}
+
 export function addTrainCommands(program: Command): void {
   const hs = program.command('hyper-search').description('train the HS model (trainable branch scales) and save its scales');
   addDistributedOptions(addTrainOptions(hs, { out: OUT_DIRS.hyperSearch, clipNorm: HYPER_SEARCH_DEFAULTS.clipNorm })).action(
     async (f: TrainFlags, cmd: Command) => {
       if (await launchSelfIfAsked(f, cmd)) return;
-      const run = hyperSearch(trainOptions(f, 'hs'));
-      showProgress(run, `hs ${f.arch}`);
-      const r = await run.result;
+      const r = await untilDone(hyperSearch(trainOptions(f, 'hs'), { signal: stopOnCtrlC() }), `hs ${f.arch}`);
+      if (r.train.status === 'aborted') return interrupted(r.train);
       if (r.train.rank !== 0) return;
       process.stdout.write(scaleTable(r.stats) + '\n');
       for (const w of r.warnings) process.stderr.write(`warning: ${w}\n`);
@@ -159,10 +178,9 @@ export function addTrainCommands(program: Command): void {
     .option('--scales <file>', 'scale file (JSON or .pth) for mode target')
     .action(async (f: TrainFlags & { mode: TrainMode; scales?: string }, cmd: Command) => {
       if (await launchSelfIfAsked(f, cmd)) return;
-      const run = train(trainOptions(f, f.mode, f.scales));
-      showProgress(run, `${f.mode} ${f.arch}`);
-      const r = await run.result;
+      const r = await untilDone(train(trainOptions(f, f.mode, f.scales), { signal: stopOnCtrlC() }), `${f.mode} ${f.arch}`);
       r.network.dispose();
+      if (r.status === 'aborted') return interrupted(r);
       if (r.rank !== 0) return;
       const skipped = r.skippedSteps ? `, ${r.skippedSteps} step(s) skipped for non-finite values` : '';
       process.stdout.write(
