@@ -298,6 +298,8 @@ export interface NativeBinding {
   /** CUDA caching-allocator bytes on a device (CUDA builds); resetPeak starts a new peak after reading. */
   cudaMemory(device?: number, resetPeak?: boolean): { allocated: number; peakAllocated: number; reserved: number };
   setNumThreads(threads: number): void;
+  /** The torch thread count asynchronous work runs with on a libuv pool thread (tests). */
+  threadsAsync(): Promise<number>;
   manualSeed(seed: number | bigint): void;
   /** libtorch's CUDA math switches (TF32 in cuDNN and cuBLAS, deterministic and benchmark cuDNN); returns them. */
   setCudaMath(options: { tf32?: boolean; deterministic?: boolean; benchmark?: boolean }): {

@@ -36,6 +36,20 @@ describe('async native work', () => {
     await expect(a.matmulAsync(Tensor.zeros([4, 5]))).rejects.toThrow(/^mat1 and mat2 shapes cannot be multiplied/);
   });
 
+  test('async work runs with the thread count set last, also on pool threads that ran work before', async () => {
+    const b = native();
+    const before = b.info().threads;
+    const onPool = () => Promise.all(Array.from({ length: 8 }, () => b.threadsAsync()));
+    try {
+      for (const threads of [1, 2, 1]) {
+        b.setNumThreads(threads);
+        expect(await onPool()).toEqual(Array(8).fill(threads));
+      }
+    } finally {
+      b.setNumThreads(before);
+    }
+  });
+
   test('disposing an input during the call does not disturb it', async () => {
     const a = Tensor.fromArray(new Float64Array([1, 2, 3, 4]), [2, 2]);
     const p = a.matmulAsync(a);
@@ -101,8 +115,11 @@ describe('train and evaluate steps off the JS thread', () => {
       refused(() => net.trainBatchSync(opt, ds, perm, 0, 8), busy('Network', 'trainBatch'));
       refused(() => net.takeTrainMetrics(), busy('Network', 'takeTrainMetrics'));
       refused(() => net.dispose(), busy('Network', 'dispose'));
-      expect(() => net.trainBatch(opt, ds, perm, 0, 8)).toThrow(busy('Network', 'trainBatchAsync'));
-      expect(() => net.evaluate(ds, 8)).toThrow(busy('Network', 'evaluateAsync'));
+      // The promise-returning facade methods reject (never throw).
+      const rejected = [
+        expect(net.trainBatch(opt, ds, perm, 0, 8)).rejects.toThrow(busy('Network', 'trainBatchAsync')),
+        expect(net.evaluate(ds, 8)).rejects.toThrow(busy('Network', 'evaluateAsync')),
+      ];
       if (withOptimizer) {
         refused(() => opt.setLr(0.1), busy('Optimizer', 'setLr'));
         refused(() => opt.steps, busy('Optimizer', 'steps'));
@@ -120,14 +137,17 @@ describe('train and evaluate steps off the JS thread', () => {
         /an asynchronous step is running on this dataset/,
       );
       other.dispose();
+      return Promise.all(rejected);
     };
     const step = net.trainBatch(opt, ds, perm, 0, 8, options, 2);
-    checkAll(true);
+    const refusedWhileTraining = checkAll(true);
     await step;
+    await refusedWhileTraining;
     const evaluation = net.evaluate(ds, 16);
-    checkAll(false);
+    const refusedWhileEvaluating = checkAll(false);
     opt.setLr(0.2); // the optimizer is free during an evaluation
     expect((await evaluation).count).toBe(N);
+    await refusedWhileEvaluating;
     // Settled: everything works again.
     opt.setLr(0.1);
     expect(opt.steps).toBe(2);

@@ -9,8 +9,11 @@ import { freePort, rendezvousFromEnv, shardPermutation } from '../lib/distribute
 import { native } from '../lib/native';
 import { NativeBackendNetwork } from '../lib/native-backend';
 import { networkSpec } from '../lib/configs';
+import { nativeOptimizerConfig, resolveOptimizerSpec } from '../lib/optimizer-spec';
 import { saveScales, scalesFromNetworkState } from '../lib/scales';
+import { parameterInfo } from '../lib/spec';
 import { readLatestCheckpoint } from '../lib/train/checkpoint';
+import { thrown } from './helpers';
 
 const cli = path.join(__dirname, '..', 'dist', 'cli.js');
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'repopt-dist-'));
@@ -122,6 +125,55 @@ describe('distributed sampler and environment', () => {
     pg.dispose();
     expect(() => pg.barrier()).toThrow('disposed');
     net.dispose();
+  });
+
+  test('while an attached network runs an asynchronous step, the group and the networks attached to it refuse collectives', async () => {
+    const b = native();
+    const pg = new b.ProcessGroup({ rank: 0, worldSize: 1, masterAddr: '127.0.0.1', masterPort: await freePort(), timeoutMs: 10_000 });
+    const spec = networkSpec('RepOpt-VGG-XS', { mode: 'target', numClasses: 4, inChannels: 1 });
+    const config = nativeOptimizerConfig(resolveOptimizerSpec({ type: 'sgd', lr: 0.05 }, parameterInfo(spec)));
+    const N = 32;
+    const dataset = (label = (n: number) => n % 4) =>
+      new b.Dataset(
+        Uint8Array.from({ length: N * 256 }, (_, i) => (i * 2654435761) % 251),
+        [N, 1, 16, 16],
+        Int32Array.from({ length: N }, (_, n) => label(n)),
+        { mean: [0.5], std: [0.25] },
+      );
+    const [net, other, third] = [1, 2, 3].map((seed) => new b.Network(spec, { seed }));
+    const [opt, otherOpt] = [net, other].map((n) => n.createOptimizer(config));
+    const [ds, otherDs, badDs] = [dataset(), dataset(), dataset(() => 9)]; // badDs: labels out of range
+    pg.attach(net);
+    pg.attach(other);
+    const t = b.Tensor.fromArray(new Float32Array([1, 2, 3]));
+    const busy = (method: string) =>
+      `ProcessGroup.${method}: an asynchronous step is running on a network attached to this group; await it first`;
+    const step = net.trainBatchAsync(opt, ds, ds.permutation(0, 0), 0, 8, {}, 2);
+    expect(thrown(() => pg.allreduce(t)).message).toBe(busy('allreduce'));
+    expect(thrown(() => pg.broadcast(t)).message).toBe(busy('broadcast'));
+    expect(thrown(() => pg.barrier()).message).toBe(busy('barrier'));
+    expect(thrown(() => pg.broadcastState(other)).message).toBe(busy('broadcastState'));
+    expect(thrown(() => pg.attach(third)).message).toBe(busy('attach'));
+    expect(thrown(() => pg.detach(other)).message).toBe(busy('detach'));
+    expect(thrown(() => pg.dispose()).message).toBe(busy('dispose'));
+    // Another network of the group would run the group's collectives on the JS thread.
+    expect(thrown(() => other.trainBatch(otherOpt, otherDs, otherDs.permutation(0, 0), 0, 8)).message).toBe(
+      "Network.trainBatch: an asynchronous step is running on another network attached to this network's process group; await it first",
+    );
+    expect(() => other.trainBatchAsync(otherOpt, otherDs, otherDs.permutation(0, 0), 0, 8)).toThrow(/another network attached/);
+    // A network of no group is free.
+    third.evaluate(otherDs, 16);
+    await step;
+    // Settled (also when the step fails): everything works again.
+    await expect(net.trainBatchAsync(opt, badDs, badDs.permutation(0, 0), 0, 8)).rejects.toThrow(/out of bounds/);
+    expect(Array.from(pg.allreduce(t, 'sum').toArray())).toEqual([1, 2, 3]);
+    pg.barrier();
+    other.trainBatch(otherOpt, otherDs, otherDs.permutation(0, 0), 0, 8);
+    expect(opt.steps).toBe(2);
+    pg.detach(net);
+    pg.detach(other);
+    pg.dispose();
+    for (const x of [opt, otherOpt, net, other, third, ds, otherDs, badDs]) x.dispose();
   });
 });
 

@@ -2,8 +2,10 @@
 // state round trips, the official AdamW's departure from CSLA, and bad optimizer specs.
 import type { OptimizerSpec } from '../lib/backend';
 import { type NativeBackendNetwork, nativeBackend } from '../lib/native-backend';
+import { native } from '../lib/native';
+import { nativeOptimizerConfig, resolveOptimizerSpec } from '../lib/optimizer-spec';
 import { gradMultOf } from '../lib/repopt';
-import type { Precision } from '../lib/spec';
+import { type Precision, parameterInfo } from '../lib/spec';
 import { batches, cslaAndTarget, cslaScales, repConvs, repOptSpec, specOf } from './equivalence-helpers';
 import { thrown, useTestThreads } from './helpers';
 
@@ -278,6 +280,26 @@ describe('bad optimizer specs are clear errors', () => {
     expect(thrown(() => net.createOptimizer(spec as OptimizerSpec)).message).toMatch(message);
     const after = net.stateDict();
     for (const [k, v] of before) expect(after.get(k)!.data).toEqual(v.data);
+  });
+
+  test('the raw binding refuses a parameter named twice and takes gradMults: undefined as a plain optimizer', () => {
+    const spec = specOf('csla');
+    const raw = new (native().Network)(spec, { seed: 1 });
+    const config = nativeOptimizerConfig(resolveOptimizerSpec({ type: 'sgd', lr: 0.1 }, parameterInfo(spec)));
+    const group = config.groups[0];
+    const twice = (groups: (typeof group)[]) => thrown(() => raw.createOptimizer({ ...config, groups })).message;
+    const inTwo = twice([
+      { ...group, params: ['linear.bias'] },
+      { ...group, params: ['linear.weight', 'linear.bias'] },
+    ]);
+    expect(inTwo).toMatch(/'linear\.bias' is named in more than one parameter group/);
+    expect(twice([{ ...group, params: ['linear.bias', 'linear.bias'] }])).toMatch(
+      /'linear\.bias' is named in more than one parameter group/,
+    );
+    const plain = raw.createOptimizer({ ...config, gradMults: undefined as unknown as null });
+    expect(plain.kind).toBe('sgd');
+    plain.dispose();
+    raw.dispose();
   });
 });
 

@@ -340,6 +340,7 @@ int64_t ProcessGroupHandle::attach(Network& net, const AttachOptions& o) {
       return SyncBatchNormFunction::apply(x, bn.weight, bn.bias, &bn, group.get());
     });
   }
+  hooks->groupAsyncSteps = asyncSteps_;
   net.hooks = hooks;
   return hooks->buckets();
 }

@@ -7,6 +7,7 @@
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include <chrono>
+#include <memory>
 #include <string>
 
 #include "network.h"
@@ -51,11 +52,15 @@ class ProcessGroupHandle {
   // Returns the number of gradient buckets.
   int64_t attach(Network& net, const AttachOptions& options);
   static void detach(Network& net);
+  // Asynchronous steps running now on networks attached to this group (their hooks share the count;
+  // the JS layer refuses the group's calls meanwhile).
+  int asyncSteps() const { return *asyncSteps_; }
 
  private:
   GroupOptions options_;
   c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<c10d::ProcessGroup> group_;
+  std::shared_ptr<int> asyncSteps_ = std::make_shared<int>(0);
 };
 
 }  // namespace repopt

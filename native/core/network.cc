@@ -3,6 +3,10 @@
 #include <torch/nn/functional/batchnorm.h>
 #include <torch/nn/functional/pooling.h>
 
+#include <map>
+#include <set>
+#include <stdexcept>
+
 #include "quant.h"
 
 namespace repopt {
@@ -187,6 +191,48 @@ NamedTensors Network::stateDict() const {
   for (size_t i = 0; i < blocks_.size(); ++i) add(config_.blocks[i].name, *blocks_[i]);
   add("linear", *linear_);
   return out;
+}
+
+namespace {
+// At most 12 items, then how many there are in all.
+std::string listed(const std::vector<std::string>& items) {
+  std::string out;
+  for (size_t k = 0; k < items.size() && k < 12; ++k) out += (k ? ", " : "") + items[k];
+  if (items.size() > 12) out += ", ... (" + std::to_string(items.size()) + " in all)";
+  return out;
+}
+}  // namespace
+
+void Network::loadStateDict(const NamedTensors& state) {
+  std::map<std::string, const at::Tensor*> given;
+  for (const auto& [name, t] : state) given.emplace(name, &t);
+  // Check every key and shape first, report all problems at once, and load nothing if any.
+  std::vector<std::string> missing, misshaped, unexpected, notTensors;
+  std::vector<std::pair<at::Tensor, at::Tensor>> copies;
+  std::set<std::string> expected;
+  for (const auto& [name, target] : stateDict()) {
+    expected.insert(name);
+    auto it = given.find(name);
+    if (it == given.end()) {
+      missing.push_back(name);
+    } else if (!it->second->defined()) {
+      notTensors.push_back(name);
+    } else if (it->second->sizes() != target.sizes()) {
+      misshaped.push_back(name + " (" + c10::str(it->second->sizes()) + " for " + c10::str(target.sizes()) + ")");
+    } else {
+      copies.emplace_back(target, *it->second);
+    }
+  }
+  for (const auto& [name, _] : state)
+    if (!expected.count(name)) unexpected.push_back(name);
+  std::string problems;
+  if (!missing.empty()) problems += "\n  missing: " + listed(missing);
+  if (!unexpected.empty()) problems += "\n  unexpected: " + listed(unexpected);
+  if (!misshaped.empty()) problems += "\n  wrong shape: " + listed(misshaped);
+  if (!notTensors.empty()) problems += "\n  not a Tensor: " + listed(notTensors);
+  if (!problems.empty()) throw std::invalid_argument("the state does not fit this network; nothing was loaded" + problems);
+  at::NoGradGuard noGrad;
+  for (auto& [target, src] : copies) target.copy_(src);
 }
 
 std::vector<at::Tensor> Network::trainableParameters() const {

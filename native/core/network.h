@@ -59,6 +59,9 @@ struct TrainHooks {
   virtual void beforeForward(Network& net) {}
   virtual void beforeBackward(Network& net) {}
   virtual void afterBackward(Network& net) {}
+  // Asynchronous steps running now on networks whose hooks use the same process group (shared with
+  // that group; the JS layer refuses the group's collectives meanwhile). Null when there is none.
+  std::shared_ptr<int> groupAsyncSteps;
 };
 
 // One conv3x3 -> [BN] -> ReLU layer of a plain network (target or deploy blocks).
@@ -100,6 +103,10 @@ class Network {
   NamedTensors namedBuffers() const;
   // Parameters and buffers in PyTorch's state_dict order (each module's own, then its children's).
   NamedTensors stateDict() const;
+  // Copies `state` (key -> tensor, in any order; an undefined tensor stands for a value that is not a
+  // tensor) into the parameters and buffers. Every key and shape is checked first: if any is missing,
+  // unexpected, of another shape or not a tensor, nothing is loaded and the message lists them all.
+  void loadStateDict(const NamedTensors& state);
   std::vector<at::Tensor> trainableParameters() const;
   // Drops every gradient (PyTorch's zero_grad(set_to_none=True)): backward then writes fresh gradients
   // instead of adding to zeroed ones, one memory pass less per parameter.

@@ -5,6 +5,7 @@
 #include <torch/serialize/archive.h>
 
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "network.h"
@@ -127,11 +128,15 @@ std::shared_ptr<OptimizerHandle> buildOptimizer(const std::shared_ptr<Network>& 
   };
   const bool repopt = config.repopt;
   std::vector<torch::optim::OptimizerParamGroup> paramGroups;
+  // A parameter named twice (in two groups, or twice in one) would be updated twice per step.
+  std::set<std::string> named;
   for (const auto& g : config.groups) {
     std::vector<at::Tensor> params;
-    // A constant (not trainable) parameter named in a group is never updated, as in the reference optimizers.
-    for (const auto& name : g.params)
+    for (const auto& name : g.params) {
+      TORCH_CHECK(named.insert(name).second, "'", name, "' is named in more than one parameter group (or twice in one); each parameter belongs to one group");
+      // A constant (not trainable) parameter named in a group is never updated, as in the reference optimizers.
       if (at::Tensor p = lookup(name); p.requires_grad()) params.push_back(p);
+    }
     paramGroups.emplace_back(params, makeOptions(config.type, repopt, g));
   }
   auto handle = std::make_shared<OptimizerHandle>();

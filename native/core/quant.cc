@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "dataset.h"
 #include "network.h"
 
 namespace repopt {
@@ -208,6 +209,38 @@ at::Tensor Int8Model::forward(const at::Tensor& x) const {
   q = quantize(q.dequantize().mean({2, 3}), points[convs.size() + 1]);
   const AffineQuant& out = points.back();
   return callOp("quantized::linear", "", {q, linear, out.scale, out.zeroPoint}).toTensor().dequantize();
+}
+
+std::shared_ptr<QuantState> calibrate(Network& net, DeviceDataset& ds, const at::Tensor& permutation, int64_t batchSize, int64_t batches,
+                                      const QuantOptions& options) {
+  auto state = std::make_shared<QuantState>(net, options);
+  TORCH_CHECK(net.dtype() == at::kFloat, "the network must be float32 to quantize");
+  TORCH_CHECK(batches >= 1 && batchSize >= 1 && batches * batchSize <= permutation.size(0), "calibration needs 1 to ",
+              permutation.size(0) / std::max<int64_t>(batchSize, 1), " batches of ", batchSize, " samples, got ", batches);
+  net.train(false);
+  at::NoGradGuard noGrad;
+  state->mode = QuantState::Mode::Calibrate;
+  for (int64_t b = 0; b < batches; ++b) {
+    auto [x, y] = ds.batch(permutation.narrow(0, b * batchSize, batchSize), Augmentation{}, net.dtype());
+    state->forward(net, x.to(net.device()));
+  }
+  state->finishCalibration();
+  net.quant = state;  // replaces earlier ranges only once calibration succeeded
+  return state;
+}
+
+std::vector<QuantizedLayer> quantizedWeights(const Network& net, const QuantState& q) {
+  at::NoGradGuard noGrad;
+  std::vector<QuantizedLayer> out;
+  for (const QuantLayer& l : quantLayers(net)) {
+    QuantizedLayer r;
+    r.key = l.key;
+    r.scales = symmetricChannelScales(l.weight).cpu();
+    r.weight = quantizeWeight(l.weight.detach().to(at::kCPU, at::kFloat), r.scales).int_repr().contiguous();
+    if (l.bias.defined()) r.bias = quantizeBias(l.bias.cpu(), q.points()[l.inputPoint].params().scale, r.scales).contiguous();
+    out.push_back(std::move(r));
+  }
+  return out;
 }
 
 }  // namespace repopt

@@ -11,6 +11,7 @@
 #include <ATen/core/ivalue.h>
 
 #include <limits>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -18,6 +19,7 @@
 namespace repopt {
 
 class Network;
+class DeviceDataset;
 
 enum class ObserverKind { MinMax, Percentile };
 
@@ -120,5 +122,20 @@ at::Tensor fakeQuantWeight(const at::Tensor& weight, const at::Tensor& scales);
 // float bias they stand for (straight-through gradient).
 at::Tensor quantizeBias(const at::Tensor& bias, double inputScale, const at::Tensor& weightScales);
 at::Tensor fakeQuantBias(const at::Tensor& bias, double inputScale, const at::Tensor& weightScales);
+
+// Calibration: eval-mode forwards of the first `batches` batches of `permutation` (batchSize samples
+// each, no augmentation) observe every quantization point. The new state replaces net.quant only once
+// every batch succeeded; it is returned.
+std::shared_ptr<QuantState> calibrate(Network& net, DeviceDataset& ds, const at::Tensor& permutation, int64_t batchSize, int64_t batches,
+                                      const QuantOptions& options);
+
+// One weighted layer as the int8 kernels hold it (for export): the current weights and ranges.
+struct QuantizedLayer {
+  std::string key;    // the weight's state_dict key
+  at::Tensor weight;  // int8, CPU, contiguous, the float weight's shape
+  at::Tensor scales;  // float32, one per output channel (symmetric, zero point 0)
+  at::Tensor bias;    // int32, CPU, contiguous, scale input scale x weight scale; undefined when the layer has none
+};
+std::vector<QuantizedLayer> quantizedWeights(const Network& net, const QuantState& q);
 
 }  // namespace repopt

@@ -3,6 +3,8 @@
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/utils/clip_grad.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 
 #include "autocast.h"
@@ -74,6 +76,18 @@ TrainMetrics Trainer::takeMetrics() {
   seen_ = 0;
   skipped_ = 0;
   return m;
+}
+
+std::vector<double> timeOptimizerSteps(Network& net, OptimizerHandle& opt, int64_t steps) {
+  for (auto& p : net.trainableParameters()) p.mutable_grad() = at::randn_like(p).mul_(1e-3);
+  std::vector<double> times;
+  times.reserve(size_t(std::max<int64_t>(steps, 0)));
+  for (int64_t k = 0; k < steps; ++k) {
+    auto start = std::chrono::steady_clock::now();
+    opt.step();
+    times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+  }
+  return times;
 }
 
 }  // namespace repopt

@@ -7,6 +7,7 @@
 #include <c10/util/Optional.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "dataset.h"
 
@@ -34,6 +35,10 @@ struct TrainMetrics {
 
 // One step on a batch already on the network's device (x in its dtype, y int64 labels).
 StepResult trainStep(Network& net, OptimizerHandle& opt, const at::Tensor& x, const at::Tensor& y, const StepOptions& options);
+
+// Benchmarks: fixed random gradients on every trainable parameter, then `steps` optimizer steps timed
+// one by one (milliseconds each).
+std::vector<double> timeOptimizerSteps(Network& net, OptimizerHandle& opt, int64_t steps);
 
 class Trainer {
  public:

@@ -51,7 +51,14 @@ JsProcessGroup::JsProcessGroup(const Napi::CallbackInfo& info) : Napi::ObjectWra
 
 ProcessGroupHandle& JsProcessGroup::live(const char* fn) const {
   if (!group_) throw Napi::Error::New(Env(), std::string(fn) + ": the process group has been disposed");
+  checkIdle(fn);
   return *group_;
+}
+
+void JsProcessGroup::checkIdle(const char* fn) const {
+  if (group_ && group_->asyncSteps() > 0) {
+    throw Napi::Error::New(Env(), std::string(fn) + ": an asynchronous step is running on a network attached to this group; await it first");
+  }
 }
 
 Napi::Value JsProcessGroup::Rank(const Napi::CallbackInfo& info) {
@@ -161,6 +168,7 @@ Napi::Value JsProcessGroup::Detach(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     Args args(info, "ProcessGroup.detach");
     args.expectCount(1, 1);
+    checkIdle(args.fn());
     auto net = JsNetwork::Get(args, 0, "network");
     ProcessGroupHandle::detach(*net);
     return info.Env().Undefined();
@@ -170,6 +178,7 @@ Napi::Value JsProcessGroup::Detach(const Napi::CallbackInfo& info) {
 Napi::Value JsProcessGroup::Dispose(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     // Networks still attached keep the c10d group alive until they are detached.
+    checkIdle("ProcessGroup.dispose");
     group_.reset();
     return info.Env().Undefined();
   });

@@ -29,7 +29,11 @@ class JsProcessGroup : public Napi::ObjectWrap<JsProcessGroup> {
   Napi::Value Detach(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 
+  // The group, checked to be alive and idle.
   ProcessGroupHandle& live(const char* fn) const;
+  // Throws while an asynchronous step runs on a network attached to this group: its collectives run
+  // on a worker thread, and c10d groups take collectives from one thread at a time.
+  void checkIdle(const char* fn) const;
 
   GroupOptions options_;
   std::unique_ptr<ProcessGroupHandle> group_;

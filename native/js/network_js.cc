@@ -2,8 +2,9 @@
 
 #include <torch/utils.h>
 
-#include <chrono>
-#include <set>
+#include <algorithm>
+#include <stdexcept>
+#include <vector>
 
 #include "addon.h"
 #include "async.h"
@@ -70,7 +71,7 @@ OptimizerConfig readOptimizerConfig(const Fields& spec) {
   if (!named) spec.fail("implementation", "must be 'fused', 'foreach' or 'reference', got '" + impl + "'", true);
   c.implementation = *named;
   Napi::Value mults = spec.raw("gradMults");
-  c.repopt = !mults.IsNull();
+  c.repopt = !mults.IsNull() && !mults.IsUndefined();  // null or absent: plain SGD / AdamW
   if (c.repopt) {
     Napi::Array list = spec.array("gradMults");
     for (uint32_t k = 0; k < list.Length(); ++k) {
@@ -196,55 +197,28 @@ Napi::Value JsNetwork::StateDict(const Napi::CallbackInfo& info) {
   });
 }
 
-namespace {
-std::string listed(const std::vector<std::string>& items) {
-  std::string out;
-  for (size_t k = 0; k < items.size() && k < 12; ++k) out += (k ? ", " : "") + items[k];
-  if (items.size() > 12) out += ", ... (" + std::to_string(items.size()) + " in all)";
-  return out;
-}
-}  // namespace
-
 Napi::Value JsNetwork::LoadStateDict(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     Args args(info, "Network.loadStateDict");
     args.expectCount(1, 1);
     Network& net = idle(args.fn());
     Napi::Object state = args.object(0, "state");
-    NamedTensors targets = net.stateDict();
-    // Check every key and shape first, report all problems at once, and load nothing if any.
-    std::vector<std::string> missing, misshaped, unexpected, notTensors;
-    std::vector<std::pair<at::Tensor, at::Tensor>> copies;
-    std::set<std::string> expected;
-    for (const auto& [name, target] : targets) {
-      expected.insert(name);
-      Napi::Value v = state.Get(name);
-      if (v.IsUndefined()) {
-        missing.push_back(name);
-        continue;
-      }
-      const at::Tensor* src = Tensor::TryGet(v, args.fn());
-      if (src == nullptr) {
-        notTensors.push_back(name);
-      } else if (src->sizes() != target.sizes()) {
-        misshaped.push_back(name + " (" + c10::str(src->sizes()) + " for " + c10::str(target.sizes()) + ")");
-      } else {
-        copies.emplace_back(target, *src);
-      }
-    }
+    // Key -> tensor in the object's order; a value that is not a Tensor as an undefined tensor (the
+    // core names it), an undefined value as no entry.
+    NamedTensors entries;
     Napi::Array keys = state.GetPropertyNames();
     for (uint32_t k = 0; k < keys.Length(); ++k) {
       std::string key = keys.Get(k).ToString().Utf8Value();
-      if (!expected.count(key)) unexpected.push_back(key);
+      Napi::Value v = state.Get(key);
+      if (v.IsUndefined()) continue;
+      const at::Tensor* t = Tensor::TryGet(v, args.fn());
+      entries.emplace_back(std::move(key), t ? *t : at::Tensor());
     }
-    std::string problems;
-    if (!missing.empty()) problems += "\n  missing: " + listed(missing);
-    if (!unexpected.empty()) problems += "\n  unexpected: " + listed(unexpected);
-    if (!misshaped.empty()) problems += "\n  wrong shape: " + listed(misshaped);
-    if (!notTensors.empty()) problems += "\n  not a Tensor: " + listed(notTensors);
-    if (!problems.empty()) throw Napi::Error::New(info.Env(), "Network.loadStateDict: the state does not fit this network; nothing was loaded" + problems);
-    at::NoGradGuard noGrad;
-    for (auto& [target, src] : copies) target.copy_(src);
+    try {
+      net.loadStateDict(entries);
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(info.Env(), std::string(args.fn()) + ": " + messageOf(e));
+    }
     return info.Env().Undefined();
   });
 }
@@ -342,26 +316,47 @@ EvalArgs readEvalArgs(const Args& args) {
 }
 
 // Marks the objects an asynchronous step uses as busy (their JS methods refuse to run) until the
-// step has ended; runs on the JS thread only.
+// step has ended: the network, the optimizer, the dataset and, for a network attached to a process
+// group, that group (its collectives would run on the JS thread while the step's run on a worker).
+// The worker's finally callback releases it; if the worker never starts (start threw), the claim's
+// destructor does. JS thread only.
 class AsyncClaim {
  public:
-  AsyncClaim(std::shared_ptr<bool> network, std::shared_ptr<OptimizerHandle> optimizer, std::shared_ptr<DeviceDataset> dataset)
-      : network_(std::move(network)), optimizer_(std::move(optimizer)), dataset_(std::move(dataset)) {
+  AsyncClaim(std::shared_ptr<bool> network, const Network& net, std::shared_ptr<OptimizerHandle> optimizer, std::shared_ptr<DeviceDataset> dataset)
+      : network_(std::move(network)), group_(net.hooks ? net.hooks->groupAsyncSteps : nullptr), optimizer_(std::move(optimizer)), dataset_(std::move(dataset)) {
     *network_ = true;
+    if (group_) ++*group_;
     if (optimizer_) ++optimizer_->asyncUsers;
     if (dataset_) ++dataset_->asyncUsers;
   }
+  AsyncClaim(const AsyncClaim&) = delete;
+  AsyncClaim& operator=(const AsyncClaim&) = delete;
+  ~AsyncClaim() { release(); }
+  // Idempotent.
   void release() {
+    if (!held_) return;
+    held_ = false;
     *network_ = false;
+    if (group_) --*group_;
     if (optimizer_) --optimizer_->asyncUsers;
     if (dataset_) --dataset_->asyncUsers;
   }
 
  private:
+  bool held_ = true;
   std::shared_ptr<bool> network_;
+  std::shared_ptr<int> group_;
   std::shared_ptr<OptimizerHandle> optimizer_;
   std::shared_ptr<DeviceDataset> dataset_;
 };
+
+// A train step runs the network's process-group hooks (collectives): refused while an asynchronous
+// step of another network attached to the same group runs.
+void checkGroupIdle(const Network& net, const char* fn) {
+  if (net.hooks && net.hooks->groupAsyncSteps && *net.hooks->groupAsyncSteps > 0) {
+    throw std::runtime_error(std::string(fn) + ": an asynchronous step is running on another network attached to this network's process group; await it first");
+  }
+}
 }  // namespace
 
 Napi::Value JsNetwork::TrainStep(const Napi::CallbackInfo& info) {
@@ -369,6 +364,7 @@ Napi::Value JsNetwork::TrainStep(const Napi::CallbackInfo& info) {
     Args args(info, "Network.trainStep");
     Network& net = idle(args.fn());
     StepArgs s = readStepArgs(args, net);
+    checkGroupIdle(net, args.fn());
     return Napi::Number::New(info.Env(), trainStep(net, *s.optimizer, s.input, s.labels, s.options).loss.item<double>());
   });
 }
@@ -378,7 +374,8 @@ Napi::Value JsNetwork::TrainStepAsync(const Napi::CallbackInfo& info) {
     Args args(info, "Network.trainStepAsync");
     Network& net = idle(args.fn());
     StepArgs s = readStepArgs(args, net);
-    auto claim = std::make_shared<AsyncClaim>(busy_, s.optimizer, nullptr);
+    checkGroupIdle(net, args.fn());
+    auto claim = std::make_shared<AsyncClaim>(busy_, net, s.optimizer, nullptr);
     std::shared_ptr<Network> keep = network_;
     return PromiseWorker<double>::start(
         info.Env(), [keep, s]() { return trainStep(*keep, *s.optimizer, s.input, s.labels, s.options).loss.item<double>(); },
@@ -394,15 +391,10 @@ Napi::Value JsNetwork::TimeOptimizerSteps(const Napi::CallbackInfo& info) {
     auto opt = JsOptimizer::Get(args, 0, "optimizer");
     if (opt->network.get() != &net) args.rangeError("optimizer", "belongs to another network");
     const int64_t steps = args.integer(1, "steps", 1, 100000);
-    // Benchmark only: fixed random gradients, then `steps` optimizer steps timed one by one.
-    for (auto& p : net.trainableParameters()) p.mutable_grad() = at::randn_like(p).mul_(1e-3);
-    auto times = Napi::Float64Array::New(info.Env(), size_t(steps));
-    for (int64_t k = 0; k < steps; ++k) {
-      auto start = std::chrono::steady_clock::now();
-      opt->step();
-      times[size_t(k)] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    }
-    return times;
+    const std::vector<double> times = timeOptimizerSteps(net, *opt, steps);
+    auto out = Napi::Float64Array::New(info.Env(), times.size());
+    std::copy(times.begin(), times.end(), out.Data());
+    return out;
   });
 }
 
@@ -425,6 +417,7 @@ Napi::Value JsNetwork::TrainBatch(const Napi::CallbackInfo& info) {
     Args args(info, "Network.trainBatch");
     Network& net = idle(args.fn());
     BatchArgs b = readBatchArgs(args, net);
+    checkGroupIdle(net, args.fn());
     trainer_->trainBatches(net, *b.optimizer, *b.dataset, b.permutation, b.batchIndex, b.batchSize, b.count, b.options);
     return info.Env().Undefined();
   });
@@ -435,7 +428,8 @@ Napi::Value JsNetwork::TrainBatchAsync(const Napi::CallbackInfo& info) {
     Args args(info, "Network.trainBatchAsync");
     Network& net = idle(args.fn());
     BatchArgs b = readBatchArgs(args, net);
-    auto claim = std::make_shared<AsyncClaim>(busy_, b.optimizer, b.dataset);
+    checkGroupIdle(net, args.fn());
+    auto claim = std::make_shared<AsyncClaim>(busy_, net, b.optimizer, b.dataset);
     std::shared_ptr<Network> keep = network_;
     std::shared_ptr<Trainer> trainer = trainer_;
     return PromiseWorker<bool>::start(
@@ -475,9 +469,9 @@ Napi::Value JsNetwork::Evaluate(const Napi::CallbackInfo& info) {
 Napi::Value JsNetwork::EvaluateAsync(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     Args args(info, "Network.evaluateAsync");
-    idle(args.fn());
+    Network& net = idle(args.fn());
     EvalArgs e = readEvalArgs(args);
-    auto claim = std::make_shared<AsyncClaim>(busy_, nullptr, e.dataset);
+    auto claim = std::make_shared<AsyncClaim>(busy_, net, nullptr, e.dataset);
     std::shared_ptr<Network> keep = network_;
     return PromiseWorker<EvalMetrics>::start(
         info.Env(), [keep, e]() { return evaluateNetwork(*keep, *e.dataset, e.batchSize, e.autocast); },
@@ -523,24 +517,20 @@ Napi::Value JsNetwork::Dispose(const Napi::CallbackInfo& info) {
   });
 }
 
-Napi::Object metricsObject(Napi::Env env, const EvalMetrics& m) {
-  auto out = Napi::Object::New(env);
-  out.Set("count", m.count);
-  out.Set("loss", m.loss);
-  out.Set("accuracy", m.accuracy);
-  return out;
-}
-
-}  // namespace repopt
-
-namespace repopt {
-
 std::shared_ptr<Network> JsNetwork::Get(const Args& args, size_t i, const char* name) {
   Napi::Value v = args[i];
   if (!v.IsObject() || !v.As<Napi::Object>().CheckTypeTag(&kNetworkTag)) args.typeError(name, "a Network");
   JsNetwork* self = Unwrap(v.As<Napi::Object>());
   self->idle(args.fn());
   return self->network_;
+}
+
+Napi::Object metricsObject(Napi::Env env, const EvalMetrics& m) {
+  auto out = Napi::Object::New(env);
+  out.Set("count", m.count);
+  out.Set("loss", m.loss);
+  out.Set("accuracy", m.accuracy);
+  return out;
 }
 
 }  // namespace repopt

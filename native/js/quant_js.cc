@@ -140,17 +140,8 @@ Napi::Value JsNetwork::Calibrate(const Napi::CallbackInfo& info) {
     if (available == 0) args.rangeError("batchSize", "is larger than the dataset (" + std::to_string(ds->count()) + ")");
     QuantOptions options;
     if (args.has(4)) options = readQuantOptions(Fields(info.Env(), args.object(4, "options"), args.fn(), "options"));
-    auto state = std::make_shared<QuantState>(net, options);
     if (net.dtype() != at::kFloat) args.rangeError("network", "must be float32 to quantize");
-    net.train(false);
-    at::NoGradGuard noGrad;
-    state->mode = QuantState::Mode::Calibrate;
-    for (int64_t b = 0; b < batches; ++b) {
-      auto [x, y] = ds->batch(perm.narrow(0, b * batchSize, batchSize), Augmentation{}, net.dtype());
-      state->forward(net, x.to(net.device()));
-    }
-    state->finishCalibration();
-    net.quant = state;  // replaces earlier ranges only once calibration succeeded
+    auto state = calibrate(net, *ds, perm, batchSize, batches, options);
     return describe(info.Env(), net, *state);
   });
 }
@@ -241,26 +232,20 @@ Napi::Value JsNetwork::QuantizedWeights(const Napi::CallbackInfo& info) {
     Args args(info, "Network.quantizedWeights");
     args.expectCount(0, 0);
     Network& net = idle(args.fn());
-    QuantState& q = quantOf(net, args.fn());
-    const auto layers = quantLayers(net);
-    at::NoGradGuard noGrad;
+    const std::vector<QuantizedLayer> layers = quantizedWeights(net, quantOf(net, args.fn()));
     auto out = Napi::Array::New(info.Env(), layers.size());
     for (size_t i = 0; i < layers.size(); ++i) {
-      const QuantLayer& l = layers[i];
-      const at::Tensor scales = symmetricChannelScales(l.weight);
-      const at::Tensor w = l.weight.detach().to(at::kCPU, at::kFloat);
-      const at::Tensor qw = quantizeWeight(w, scales.cpu()).int_repr().contiguous();
+      const QuantizedLayer& l = layers[i];
       auto obj = Napi::Object::New(info.Env());
       obj.Set("key", l.key);
-      obj.Set("shape", shapeOf(info.Env(), w));
-      auto weight = Napi::Int8Array::New(info.Env(), size_t(qw.numel()));
-      std::copy_n(qw.data_ptr<int8_t>(), qw.numel(), weight.Data());
+      obj.Set("shape", shapeOf(info.Env(), l.weight));
+      auto weight = Napi::Int8Array::New(info.Env(), size_t(l.weight.numel()));
+      std::copy_n(l.weight.data_ptr<int8_t>(), l.weight.numel(), weight.Data());
       obj.Set("weight", weight);
-      obj.Set("scales", float64Array(info.Env(), scales));
+      obj.Set("scales", float64Array(info.Env(), l.scales));
       if (l.bias.defined()) {
-        const at::Tensor qb = quantizeBias(l.bias.cpu(), q.points()[l.inputPoint].params().scale, scales.cpu()).contiguous();
-        auto bias = Napi::Int32Array::New(info.Env(), size_t(qb.numel()));
-        std::copy_n(qb.data_ptr<int32_t>(), qb.numel(), bias.Data());
+        auto bias = Napi::Int32Array::New(info.Env(), size_t(l.bias.numel()));
+        std::copy_n(l.bias.data_ptr<int32_t>(), l.bias.numel(), bias.Data());
         obj.Set("bias", bias);
       }
       out.Set(uint32_t(i), obj);

@@ -11,6 +11,7 @@
 #endif
 
 #include "addon.h"
+#include "async.h"
 #include "errors.h"
 
 namespace repopt {
@@ -96,6 +97,17 @@ Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   });
 }
 
+// at::get_num_threads() as asynchronous work sees it on a libuv pool thread (tests: setNumThreads
+// reaches the threads that run asynchronous steps).
+Napi::Value ThreadsAsync(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Args args(info, "threadsAsync");
+    args.expectCount(0, 0);
+    return PromiseWorker<int>::start(
+        info.Env(), []() { return at::get_num_threads(); }, [](Napi::Env env, int& n) -> Napi::Value { return Napi::Number::New(env, double(n)); });
+  });
+}
+
 Napi::Value ManualSeed(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     Args args(info, "manualSeed");
@@ -143,6 +155,7 @@ void InitRuntime(Napi::Env env, Napi::Object exports) {
   exports.Set("memory", Napi::Function::New<Memory>(env, "memory"));
   exports.Set("cudaMemory", Napi::Function::New<CudaMemory>(env, "cudaMemory"));
   exports.Set("setNumThreads", Napi::Function::New<SetNumThreads>(env, "setNumThreads"));
+  exports.Set("threadsAsync", Napi::Function::New<ThreadsAsync>(env, "threadsAsync"));
   exports.Set("manualSeed", Napi::Function::New<ManualSeed>(env, "manualSeed"));
   exports.Set("setCudaMath", Napi::Function::New<SetCudaMath>(env, "setCudaMath"));
 }
