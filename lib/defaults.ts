@@ -32,12 +32,26 @@ export const IMAGE_FOLDER_DEFAULTS = { size: 224 } as const;
  * official recipe). */
 export const HYPER_SEARCH_DEFAULTS = { clipNorm: 5 } as const;
 
+const QUANTIZE_CALIB_BATCHES = 8;
+
+/** Data parallelism: a collective that does not finish in this time fails (a hung or lost worker). */
+export const DISTRIBUTED_DEFAULTS = { timeoutMs: 300_000 } as const;
+
+/** `repopt demo`: its budgets (the full run fits 15 minutes on 2 CPU cores, --quick 2 minutes). The
+ * short budgets train at twice the default lr; everything else is TRAIN_DEFAULTS. */
+export const DEMO_DEFAULTS = {
+  arch: 'RepOpt-VGG-S',
+  lr: 0.2,
+  full: { trainSubset: undefined, testSubset: undefined, hsEpochs: 5, epochs: 10, calibBatches: QUANTIZE_CALIB_BATCHES },
+  quick: { trainSubset: 6000, testSubset: 2000, hsEpochs: 1, epochs: 2, calibBatches: 4 },
+} as const;
+
 /** Where the CLI writes when --out is not given. */
 export const OUT_DIRS = { train: 'repopt-run', hyperSearch: 'repopt-hs', demo: 'repopt-demo' } as const;
 
 /** `quantize()` / `repopt quantize`. */
 export const QUANTIZE_DEFAULTS = {
-  calibBatches: 8,
+  calibBatches: QUANTIZE_CALIB_BATCHES,
   batchSize: 128,
   observer: 'minmax',
   percentile: 99.99,

@@ -5,7 +5,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { hyperSearch, train } from './api';
 import { ARCHS } from './configs';
-import { QUANTIZE_DEFAULTS, TRAIN_DEFAULTS } from './defaults';
+import { DEMO_DEFAULTS, TRAIN_DEFAULTS } from './defaults';
 import { plotScales, scaleTable } from './hypersearch';
 import { info } from './runtime';
 import { deployNetwork, type PtqResult, quantizeDeploy, spreadTable, weightSpread } from './quant';
@@ -24,12 +24,9 @@ export interface DemoOptions {
   readonly dataDir?: string;
 }
 
-/** Budgets: the default run fits 15 minutes on 2 CPU cores, --quick 2 minutes. The short budgets
- * train at twice the default lr (0.2 for batch 256); everything else is TRAIN_DEFAULTS. */
+/** The demo's budget (DEMO_DEFAULTS): full or --quick. */
 export function demoPlan(quick: boolean) {
-  return quick
-    ? { trainSubset: 6000, testSubset: 2000, hsEpochs: 1, epochs: 2, calibBatches: 4, lr: 0.2 }
-    : { trainSubset: undefined, testSubset: undefined, hsEpochs: 5, epochs: 10, calibBatches: QUANTIZE_DEFAULTS.calibBatches, lr: 0.2 };
+  return { ...(quick ? DEMO_DEFAULTS.quick : DEMO_DEFAULTS.full), lr: DEMO_DEFAULTS.lr };
 }
 
 const MODELS: { mode: TrainMode; name: string }[] = [
@@ -53,7 +50,7 @@ export interface DemoResult {
 
 export async function demo(o: DemoOptions): Promise<DemoResult> {
   const plan = demoPlan(o.quick);
-  const arch = 'RepOpt-VGG-S';
+  const arch = DEMO_DEFAULTS.arch;
   const d = TRAIN_DEFAULTS;
   fs.mkdirSync(o.out, { recursive: true });
   const dataSpec = {

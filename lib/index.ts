@@ -1,5 +1,24 @@
 // Training: runs are EventEmitters ('start', 'step', 'epoch', 'checkpoint', 'finished') with `result`.
-export { convert, evaluate, exportWeights, hyperSearch, quantize, train } from './api';
+export {
+  channelStats,
+  convert,
+  createProcessGroup,
+  evaluate,
+  exportWeights,
+  hyperSearch,
+  loadData,
+  loadSplit,
+  plotScales,
+  quantize,
+  rendezvousFromEnv,
+  scaleStatistics,
+  scaleTable,
+  scaleWarnings,
+  train,
+  uploadDataset,
+} from './api';
+export type { ImageDataset } from './data';
+export type { NativeDataset, NativeProcessGroup, EpochMetrics } from './native';
 export type {
   ConvertResult,
   EvaluateOptions,

@@ -5,3 +5,7 @@ export { convert, evaluate, exportWeights, writeWeights } from './checkpoint';
 export type { ConvertResult, EvaluateOptions, EvaluateResult } from './checkpoint';
 export { quantize } from './quantize';
 export type { QuantizeOptions, QuantizeOutcome, QuantizeRow } from './quantize';
+// What scripts need around a run: data (loaded, normalised, uploaded to a device), scale statistics.
+export { channelStats, loadData, loadSplit, uploadDataset } from '../train/data';
+export { plotScales, scaleStatistics, scaleTable, scaleWarnings } from '../hypersearch';
+export { createProcessGroup, rendezvousFromEnv } from '../distributed/worker';

@@ -5,7 +5,7 @@ import * as os from 'os';
 import { integer } from './values';
 import type { TrainConfig } from '../train/config';
 import { freePort, launch } from '../distributed/launch';
-import { DEFAULT_TIMEOUT_MS } from '../distributed/worker';
+import { DISTRIBUTED_DEFAULTS } from '../defaults';
 
 function seconds(value: string): number {
   const n = Number(value);
@@ -43,7 +43,7 @@ export function addDistributedOptions(cmd: Command): Command {
       '--dist-timeout <s>',
       'a collective that does not finish in this time fails (hung or lost worker)',
       seconds,
-      DEFAULT_TIMEOUT_MS / 1000,
+      DISTRIBUTED_DEFAULTS.timeoutMs / 1000,
     )
     .option('--dist-connect-timeout <s>', 'how long to try to reach the rendezvous store (default: --dist-timeout)', seconds)
     .option('--bucket-cap-mb <x>', 'gradient bucket size of the all-reduces (MB)', Number)

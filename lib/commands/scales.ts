@@ -1,7 +1,7 @@
 // `repopt scales show`: statistics of a scale file, and which architecture it fits.
 import { type Command, Option } from 'commander';
 import { ARCHS, networkSpec } from '../configs';
-import { plotScales, scaleStatistics, scaleTable, scaleWarnings } from '../hypersearch';
+import { plotScales, scaleStatistics, scaleTable, scaleWarnings } from '../api';
 import { loadScales, validateScales } from '../scales';
 
 export function addScalesCommand(program: Command): void {

@@ -2,10 +2,10 @@
 // events, and a summary line; the training itself is the public API's.
 import { type Command, InvalidArgumentError, Option } from 'commander';
 import * as path from 'path';
-import { hyperSearch, train } from '../api';
+import { hyperSearch, plotScales, scaleTable, train } from '../api';
 import { ARCHS } from '../configs';
 import { HYPER_SEARCH_DEFAULTS, IMAGE_FOLDER_DEFAULTS, OUT_DIRS, TRAIN_DEFAULTS } from '../defaults';
-import { plotScales, scaleTable } from '../hypersearch';
+
 import { formatPercent } from '../report';
 import type { TrainMode, TrainOptions } from '../train/config';
 import type { DataSpec } from '../train/data';

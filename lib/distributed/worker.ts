@@ -1,5 +1,6 @@
 // The worker side of data-parallel training: where this process stands (torchrun's environment
 // variables), the process group, and the distributed sampler.
+import { DISTRIBUTED_DEFAULTS } from '../defaults';
 import { native, type NativeProcessGroup, type Tensor } from '../native';
 
 /** This process's place in a data-parallel run, as torchrun (and `repopt launch`) describe it. */
@@ -19,8 +20,6 @@ export interface GroupSettings {
   /** How long to try to reach the store (rank 0: to wait for the others). */
   readonly connectTimeoutMs?: number;
 }
-
-export const DEFAULT_TIMEOUT_MS = 300_000;
 
 function intFromEnv(env: NodeJS.ProcessEnv, name: string, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
   const raw = env[name];
@@ -51,7 +50,7 @@ export function createProcessGroup(r: Rendezvous, settings: GroupSettings = {}, 
     masterAddr: r.masterAddr,
     masterPort: r.masterPort,
     backend: settings.backend ?? 'gloo',
-    timeoutMs: settings.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+    timeoutMs: settings.timeoutMs ?? DISTRIBUTED_DEFAULTS.timeoutMs,
     ...(settings.connectTimeoutMs ? { connectTimeoutMs: settings.connectTimeoutMs } : {}),
     ...(env.GLOO_SOCKET_IFNAME ? { interface: env.GLOO_SOCKET_IFNAME } : {}),
   });

@@ -26,14 +26,14 @@ export interface PtqResult {
 }
 
 /** Calibrates `network`'s quantization ranges on the first `batches` batches of the data set's epoch-0
- * order for `seed`. */
-export function calibrate(network: NativeBackendNetwork, data: NativeDataset, options: CalibrationOptions): QuantParams {
+ * order for `seed` (off the JS thread). */
+export async function calibrate(network: NativeBackendNetwork, data: NativeDataset, options: CalibrationOptions): Promise<QuantParams> {
   if (!(Number.isInteger(options.batches) && options.batches >= 1))
     throw new RangeError(`calibration needs at least 1 batch, got ${options.batches}`);
   const { batches, batchSize, seed, ...observer } = options;
   const order = data.permutation(seed, 0);
   try {
-    return network.calibrate(data, order, batchSize, batches, observer);
+    return await network.calibrate(data, order, batchSize, batches, observer);
   } finally {
     order.dispose();
   }
@@ -58,7 +58,7 @@ export function deployNetwork(spec: NetworkSpec, state: ReadonlyMap<string, Host
 }
 
 /** Calibrates `deploy` on `calibration` (or takes `ranges`, e.g. a QAT model's) and evaluates the float,
- * simulated and real int8 networks on `test` (the float and simulated evaluations off the JS thread). */
+ * simulated and real int8 networks on `test`, off the JS thread. */
 export async function quantizeDeploy(
   deploy: NativeBackendNetwork,
   calibration: NativeDataset,
@@ -68,10 +68,10 @@ export async function quantizeDeploy(
   evalBatchSize: number = TRAIN_DEFAULTS.evalBatchSize,
 ): Promise<PtqResult> {
   const float = await deploy.evaluate(test, evalBatchSize);
-  const params = ranges ? deploy.setQuantRanges(ranges) : calibrate(deploy, calibration, options);
+  const params = ranges ? deploy.setQuantRanges(ranges) : await calibrate(deploy, calibration, options);
   deploy.setFakeQuant(true);
   const simulated = await deploy.evaluate(test, evalBatchSize);
   deploy.setFakeQuant(false);
-  const int8 = params.activations === 'uint8' ? deploy.evaluateInt8(test, evalBatchSize) : { count: 0, loss: NaN, accuracy: NaN };
+  const int8 = params.activations === 'uint8' ? await deploy.evaluateInt8(test, evalBatchSize) : { count: 0, loss: NaN, accuracy: NaN };
   return { deploy, params, float, simulated, int8 };
 }

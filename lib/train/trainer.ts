@@ -220,7 +220,7 @@ async function trainWith(
     const saved = resumed?.meta.extra?.quant;
     const { calibBatches, ...observer } = config.quant;
     if (saved) network.setQuantRanges(saved);
-    else calibrate(network, trainSet, { ...observer, batches: calibBatches, batchSize: config.batchSize, seed: config.seed });
+    else await calibrate(network, trainSet, { ...observer, batches: calibBatches, batchSize: config.batchSize, seed: config.seed });
     network.setFakeQuant(true);
   }
 
