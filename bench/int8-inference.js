@@ -38,7 +38,7 @@ for (const c of cases) {
   const ds = new (native().Dataset)(pixels, [c.images, c.channels, c.size, c.size], labels, stats);
   const net = new NativeBackendNetwork(networkSpec(c.arch, { mode: 'deploy', numClasses: 10, inChannels: c.channels }), 'float32', 0);
   const order = ds.permutation(0, 0);
-  net.calibrate(ds, order, batch, 2);
+  net.calibrateSync(ds, order, batch, 2);
   const variants = {
     'float32 (libtorch)': () => net.evaluateSync(ds, batch),
     'INT8 simulated (fake-quantize)': () => {
@@ -46,7 +46,7 @@ for (const c of cases) {
       net.evaluateSync(ds, batch);
       net.setFakeQuant(false);
     },
-    'INT8 QNNPACK': () => net.evaluateInt8(ds, batch),
+    'INT8 QNNPACK': () => net.evaluateInt8Sync(ds, batch),
   };
   const times = Object.fromEntries(Object.keys(variants).map((k) => [k, []]));
   for (const fn of Object.values(variants)) fn(); // warm-up

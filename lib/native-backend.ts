@@ -263,7 +263,22 @@ export class NativeBackendNetwork implements Network {
     return this.handle.timeOptimizerSteps(optimizerHandle(optimizer), steps);
   }
 
-  calibrate(dataset: NativeDataset, permutation: Tensor, batchSize: number, batches: number, options?: QuantOptions): QuantParams {
+  /** Plain float32 networks: quantization ranges from eval-mode forwards of the first `batches`
+   * batches in `permutation` order (replacing earlier ranges once every batch succeeded); off the JS
+   * thread. Until it settles, the network and the dataset refuse every call. */
+  async calibrate(
+    dataset: NativeDataset,
+    permutation: Tensor,
+    batchSize: number,
+    batches: number,
+    options?: QuantOptions,
+  ): Promise<QuantParams> {
+    // async: a refused call (busy, bad argument) rejects, never throws.
+    return this.handle.calibrateAsync(dataset, permutation, batchSize, batches, options);
+  }
+
+  /** calibrate on the JS thread. */
+  calibrateSync(dataset: NativeDataset, permutation: Tensor, batchSize: number, batches: number, options?: QuantOptions): QuantParams {
     return this.handle.calibrate(dataset, permutation, batchSize, batches, options);
   }
 
@@ -279,7 +294,14 @@ export class NativeBackendNetwork implements Network {
     this.handle.setFakeQuant(on);
   }
 
-  evaluateInt8(dataset: NativeDataset, batchSize: number): EpochMetrics {
+  /** Loss and accuracy of real int8 inference (QNNPACK kernels; deploy networks with uint8 ranges) over
+   * the whole data set; off the JS thread. Until it settles, the network and the dataset refuse every call. */
+  async evaluateInt8(dataset: NativeDataset, batchSize: number): Promise<EpochMetrics> {
+    return this.handle.evaluateInt8Async(dataset, batchSize);
+  }
+
+  /** evaluateInt8 on the JS thread. */
+  evaluateInt8Sync(dataset: NativeDataset, batchSize: number): EpochMetrics {
     return this.handle.evaluateInt8(dataset, batchSize);
   }
 

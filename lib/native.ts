@@ -233,6 +233,14 @@ export interface NativeNetwork {
   /** Plain networks (target or deploy blocks), float32: eval-mode forwards of the first `batches`
    * batches in `permutation` order observe every quantization point; replaces earlier ranges. */
   calibrate(dataset: NativeDataset, permutation: Tensor, batchSize: number, batches: number, options?: QuantOptions): QuantParams;
+  /** calibrate off the JS thread; the network and the dataset are busy until it settles. */
+  calibrateAsync(
+    dataset: NativeDataset,
+    permutation: Tensor,
+    batchSize: number,
+    batches: number,
+    options?: QuantOptions,
+  ): Promise<QuantParams>;
   /** Ranges from elsewhere (another network of the same blocks, a file); names must match. */
   setQuantRanges(ranges: QuantOptions & { points: readonly { name: string; min: number; max: number }[] }): QuantParams;
   quantParams(): QuantParams | null;
@@ -240,6 +248,8 @@ export interface NativeNetwork {
   setFakeQuant(on: boolean): void;
   /** Real int8 inference with libtorch's quantized CPU kernels (QNNPACK); deploy networks. */
   evaluateInt8(dataset: NativeDataset, batchSize: number): EpochMetrics;
+  /** evaluateInt8 off the JS thread; the network and the dataset are busy until it settles. */
+  evaluateInt8Async(dataset: NativeDataset, batchSize: number): Promise<EpochMetrics>;
   forwardInt8(input: Tensor): Tensor<'float32'>;
   /** The int8 weights and int32 biases of the current weights and ranges. */
   quantizedWeights(): QuantizedLayer[];

@@ -174,3 +174,106 @@ describe('train and evaluate steps off the JS thread', () => {
     bad.dispose();
   });
 });
+
+describe('int8 evaluation and calibration off the JS thread', () => {
+  // A small deploy RepOpt-VGG-XS on random 1x16x16 images; twins made with the same seed.
+  const spec = networkSpec('RepOpt-VGG-XS', { mode: 'deploy', numClasses: 4, inChannels: 1 });
+  const N = 64;
+  const images = Uint8Array.from({ length: N * 256 }, (_, i) => (i * 2654435761) % 251);
+  const labels = Int32Array.from({ length: N }, (_, n) => (n * 7) % 4);
+  const dataset = () => new (native().Dataset)(images, [N, 1, 16, 16], labels, { mean: [0.5], std: [0.25] });
+
+  test('async calibration and int8 evaluation equal the sync ones', async () => {
+    const a = new NativeBackendNetwork(spec, 'float32', 1);
+    const b = new NativeBackendNetwork(spec, 'float32', 1);
+    const ds = dataset();
+    const perm = ds.permutation(5, 0);
+    const options = { observer: 'percentile', percentile: 99.9 } as const;
+    const sync = a.calibrateSync(ds, perm, 16, 3, options);
+    const viaPromise = await b.calibrate(ds, perm, 16, 3, options);
+    expect(viaPromise).toEqual(sync);
+    expect(b.quantParams()).toEqual(a.quantParams());
+    const metrics = a.evaluateInt8Sync(ds, 24);
+    expect(metrics.count).toBe(N);
+    expect(Number.isFinite(metrics.loss)).toBe(true);
+    expect(await b.evaluateInt8(ds, 24)).toEqual(metrics);
+    expect(await a.evaluateInt8(ds, 24)).toEqual(metrics);
+    perm.dispose();
+    ds.dispose();
+    a.dispose();
+    b.dispose();
+  });
+
+  test('while either runs, every call on its network and dataset is refused (the optimizer stays free); afterwards they work', async () => {
+    const net = new NativeBackendNetwork(spec, 'float32', 1);
+    const opt = net.createOptimizer({ type: 'sgd', lr: 0.1 });
+    const ds = dataset();
+    const perm = ds.permutation(0, 0);
+    const x = native().Tensor.fromArray(new Float32Array(2 * 256), [2, 1, 16, 16]);
+    net.calibrateSync(ds, perm, 16, 1);
+    const busy = (object: string, method: string) =>
+      `${object}.${method}: an asynchronous step is running on this ${object.toLowerCase()}; await it first`;
+    const refused = (fn: () => unknown, message: string) => expect(thrown(fn).message).toBe(message);
+    const checkAll = () => {
+      refused(() => net.stateDict(), busy('Network', 'stateDict'));
+      refused(() => net.quantParams(), busy('Network', 'quantParams'));
+      refused(() => net.setFakeQuant(true), busy('Network', 'setFakeQuant'));
+      refused(() => net.setQuantRanges({ points: [] }), busy('Network', 'setQuantRanges'));
+      refused(() => net.forwardInt8(x), busy('Network', 'forwardInt8'));
+      refused(() => net.quantizedWeights(), busy('Network', 'quantizedWeights'));
+      refused(() => net.evaluateInt8Sync(ds, 16), busy('Network', 'evaluateInt8'));
+      refused(() => net.calibrateSync(ds, perm, 16, 1), busy('Network', 'calibrate'));
+      refused(() => net.trainBatchSync(opt, ds, perm, 0, 8), busy('Network', 'trainBatch'));
+      refused(() => net.dispose(), busy('Network', 'dispose'));
+      refused(() => ds.count, busy('Dataset', 'count'));
+      refused(() => ds.batch(native().Tensor.fromArray(BigInt64Array.of(0n))), busy('Dataset', 'batch'));
+      refused(() => ds.dispose(), busy('Dataset', 'dispose'));
+      // Another network may not read the dataset meanwhile either.
+      const other = new NativeBackendNetwork(spec, 'float32', 2);
+      expect(thrown(() => other.calibrateSync(ds, perm, 16, 1)).message).toBe(
+        'Network.calibrate: an asynchronous step is running on this dataset; await it first',
+      );
+      expect(thrown(() => other.evaluateSync(ds, 16)).message).toMatch(/an asynchronous step is running on this dataset/);
+      other.dispose();
+      opt.setLr(0.2); // the optimizer is not used by either
+      // The promise-returning facade methods reject (never throw).
+      return Promise.all([
+        expect(net.evaluateInt8(ds, 16)).rejects.toThrow(busy('Network', 'evaluateInt8Async')),
+        expect(net.calibrate(ds, perm, 16, 1)).rejects.toThrow(busy('Network', 'calibrateAsync')),
+        expect(net.evaluate(ds, 16)).rejects.toThrow(busy('Network', 'evaluateAsync')),
+      ]);
+    };
+    const evaluation = net.evaluateInt8(ds, 16);
+    const refusedWhileEvaluating = checkAll();
+    expect((await evaluation).count).toBe(N);
+    await refusedWhileEvaluating;
+    const calibration = net.calibrate(ds, perm, 16, 2);
+    const refusedWhileCalibrating = checkAll();
+    const params = await calibration;
+    await refusedWhileCalibrating;
+    // Settled: everything works again, with the new ranges.
+    expect(net.quantParams()).toEqual(params);
+    expect(net.evaluateInt8Sync(ds, 16).count).toBe(N);
+    expect(ds.count).toBe(N);
+    net.trainBatchSync(opt, ds, perm, 0, 8);
+    expect(opt.steps).toBe(1);
+    x.dispose();
+    perm.dispose();
+    opt.dispose();
+    ds.dispose();
+    net.dispose();
+  });
+
+  test('an error inside the async work rejects and frees the busy flags', async () => {
+    const net = new NativeBackendNetwork(spec, 'float32', 1);
+    const ds = dataset();
+    const perm = ds.permutation(0, 0);
+    await net.calibrate(ds, perm, 16, 1, { activations: 'int8' });
+    await expect(net.evaluateInt8(ds, 16)).rejects.toThrow(/real int8 inference uses uint8 activations/);
+    expect(ds.count).toBe(N);
+    expect(net.quantParams()!.activations).toBe('int8');
+    perm.dispose();
+    ds.dispose();
+    net.dispose();
+  });
+});

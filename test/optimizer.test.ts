@@ -303,6 +303,30 @@ describe('bad optimizer specs are clear errors', () => {
   });
 });
 
+describe('a group naming a constant parameter', () => {
+  // As torch.optim and the reference backend: accepted, and the constant is never updated (not even
+  // by weight decay) while the group's other parameters are.
+  test('is accepted; the constant stays bit-identical through a step, the trainable parameter moves', () => {
+    const net = nativeBackend.createNetwork(specOf('csla'), { seed: 1 }) as NativeBackendNetwork;
+    const opt = net.createOptimizer({
+      type: 'sgd',
+      lr: 0.1,
+      weightDecay: 0.5,
+      groups: [{ params: ['stage0.scale_1x1.weight', 'linear.bias'] }],
+    });
+    const bits = (t: { data: Float32Array | Float64Array }) =>
+      Array.from(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+    const before = net.stateDict();
+    const [{ x, y }] = batches(1, 'float32');
+    expect(Number.isFinite(net.trainStep(opt, x, y))).toBe(true);
+    const after = net.stateDict();
+    expect(bits(after.get('stage0.scale_1x1.weight')!)).toEqual(bits(before.get('stage0.scale_1x1.weight')!));
+    expect(bits(after.get('linear.bias')!)).not.toEqual(bits(before.get('linear.bias')!));
+    opt.dispose();
+    net.dispose();
+  });
+});
+
 describe('devices', () => {
   test('moving a network after creating an optimizer is refused', () => {
     const [a] = twinTargets('float32');

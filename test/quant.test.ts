@@ -91,8 +91,8 @@ describe('quantized networks', () => {
   const perm = train.permutation(0, 0);
   const deploy = new NativeBackendNetwork(smallSpec('deploy'), 'float32', 4);
 
-  test('calibration records every point; the fake-quantized network agrees with real int8 (QNNPACK) kernels', () => {
-    const params = deploy.calibrate(train, perm, 64, 3);
+  test('calibration records every point; the fake-quantized network agrees with real int8 (QNNPACK) kernels', async () => {
+    const params = await deploy.calibrate(train, perm, 64, 3);
     expect(params.points.map((p) => p.name)).toEqual(['input', ...smallSpec('deploy').blocks.map((b) => b.name), 'pool', 'logits']);
     for (const p of params.points.slice(1, -1)) expect(p.min).toBe(0); // after ReLU
     // The input point saw normalised pixels (x/255 - 0.5) / 0.25 of 3 batches.
@@ -188,9 +188,9 @@ print(json.dumps(q.dequantize().flatten().tolist()))`;
     expect(thrown(() => readInt8Model(dir)).message).toMatch(/size or SHA-256 differs .* the export is damaged/);
   });
 
-  test('QAT: in training mode the ranges follow each batch by the moving-average factor; gradients pass', () => {
+  test('QAT: in training mode the ranges follow each batch by the moving-average factor; gradients pass', async () => {
     const target = new NativeBackendNetwork(smallSpec('target'), 'float32', 5);
-    target.calibrate(train, perm, 64, 2, { qatMomentum: 0.5 });
+    await target.calibrate(train, perm, 64, 2, { qatMomentum: 0.5 });
     target.setFakeQuant(true);
     const before = target.quantParams()!.points[0];
     const x = native().Tensor.fromArray(new Float32Array(2 * 256).fill(3), [2, 1, 16, 16]);
@@ -225,49 +225,58 @@ describe('bad input gets clear errors', () => {
   const train = syntheticDataset(64, 2);
   const perm = train.permutation(0, 0);
 
-  test('calibration with zero batches, or batches larger than the data', () => {
+  test('calibration with zero batches, or batches larger than the data', async () => {
     const net = new NativeBackendNetwork(smallSpec('deploy'), 'float32', 1);
-    expect(thrown(() => net.calibrate(train, perm, 16, 0)).message).toMatch(/batches' must be at least 1 \(calibration needs data\)/);
-    expect(thrown(() => net.calibrate(train, perm, 128, 1)).message).toMatch(/batchSize' is larger than the dataset \(64\)/);
+    expect(thrown(() => net.calibrateSync(train, perm, 16, 0)).message).toMatch(/batches' must be at least 1 \(calibration needs data\)/);
+    expect(thrown(() => net.calibrateSync(train, perm, 128, 1)).message).toMatch(/batchSize' is larger than the dataset \(64\)/);
+    // The async facade rejects (never throws) on a refused call.
+    await expect(net.calibrate(train, perm, 16, 0)).rejects.toThrow(/^Network\.calibrateAsync: .*batches' must be at least 1/);
     expect(thrown(() => native().observeRange([])).message).toMatch(/is empty/);
     expect(net.quantParams()).toBeNull();
   });
 
-  test('NaN activations name the point and batch; earlier ranges stay', () => {
+  test('NaN activations name the point and batch; earlier ranges stay', async () => {
     const net = new NativeBackendNetwork(smallSpec('deploy'), 'float32', 1);
-    const good = net.calibrate(train, perm, 16, 1);
+    const good = net.calibrateSync(train, perm, 16, 1);
     const state = net.stateDict();
     const w = state.get('stage1.0.rbr_reparam.weight')!;
     (w.data as Float32Array)[0] = NaN;
     net.loadStateDict(state);
-    expect(thrown(() => net.calibrate(train, perm, 16, 2)).message).toMatch(
-      /non-finite activations \(NaN or Inf\) at quantization point 'stage1\.0' in calibration batch 1/,
-    );
+    const nonFinite = /non-finite activations \(NaN or Inf\) at quantization point 'stage1\.0' in calibration batch 1/;
+    expect(thrown(() => net.calibrateSync(train, perm, 16, 2)).message).toMatch(nonFinite);
     expect(net.quantParams()!.points[1].max).toBe(good.points[1].max);
+    await expect(net.calibrate(train, perm, 16, 2)).rejects.toThrow(nonFinite); // off the JS thread: the same
+    expect(net.quantParams()!.points[1].max).toBe(good.points[1].max);
+    expect(train.count).toBe(64); // the dataset is free again
   });
 
-  test('ranges of another architecture, real int8 on an unfolded network, fp64, no ranges yet', () => {
+  test('ranges of another architecture, real int8 on an unfolded network, fp64, no ranges yet', async () => {
     const net = new NativeBackendNetwork(smallSpec('deploy'), 'float32', 1);
     expect(thrown(() => net.setFakeQuant(true)).message).toMatch(/no quantization ranges; calibrate it first/);
     const other = networkSpec('RepOpt-VGG-XS', { mode: 'deploy', numClasses: 10, inChannels: 1 });
     const otherNet = new NativeBackendNetwork(other, 'float32', 1);
-    const ranges = otherNet.calibrate(train, perm, 16, 1);
+    const ranges = otherNet.calibrateSync(train, perm, 16, 1);
     expect(thrown(() => net.setQuantRanges(ranges)).message).toMatch(
       /has \d+ entries; this network has \d+ quantization points|expected '.*' \(another architecture\?\)/,
     );
     const target = new NativeBackendNetwork(smallSpec('target'), 'float32', 1);
-    target.calibrate(train, perm, 16, 1);
-    expect(thrown(() => target.evaluateInt8(train, 16)).message).toMatch(/real int8 inference runs deploy networks .* fold this one first/);
+    expect(thrown(() => target.evaluateInt8Sync(train, 16)).message).toMatch(/no quantization ranges; calibrate it first/);
+    await expect(target.evaluateInt8(train, 16)).rejects.toThrow(/^Network\.evaluateInt8Async: the network has no quantization ranges/);
+    target.calibrateSync(train, perm, 16, 1);
+    expect(thrown(() => target.evaluateInt8Sync(train, 16)).message).toMatch(
+      /real int8 inference runs deploy networks .* fold this one first/,
+    );
+    await expect(target.evaluateInt8(train, 16)).rejects.toThrow(/real int8 inference runs deploy networks .* fold this one first/);
     const repvgg = new NativeBackendNetwork(networkSpec('RepOpt-VGG-S', { mode: 'repvgg', numClasses: 10, inChannels: 1 }), 'float32', 1);
-    expect(thrown(() => repvgg.calibrate(train, perm, 16, 1)).message).toMatch(
+    expect(thrown(() => repvgg.calibrateSync(train, perm, 16, 1)).message).toMatch(
       /only plain networks .* quantize; fold this repvgg network into deploy blocks first/,
     );
     const fp64 = new NativeBackendNetwork(smallSpec('deploy'), 'float64', 1);
-    expect(thrown(() => fp64.calibrate(train, perm, 16, 1)).message).toMatch(/must be float32 to quantize/);
-    expect(thrown(() => net.calibrate(train, perm, 16, 1, { observer: 'histogram' as 'minmax' })).message).toMatch(
+    expect(thrown(() => fp64.calibrateSync(train, perm, 16, 1)).message).toMatch(/must be float32 to quantize/);
+    expect(thrown(() => net.calibrateSync(train, perm, 16, 1, { observer: 'histogram' as 'minmax' })).message).toMatch(
       /observer must be 'minmax' or 'percentile', got 'histogram'/,
     );
-    expect(thrown(() => net.calibrate(train, perm, 16, 1, { observer: 'percentile', percentile: 30 })).message).toMatch(
+    expect(thrown(() => net.calibrateSync(train, perm, 16, 1, { observer: 'percentile', percentile: 30 })).message).toMatch(
       /percentile must be in \(50, 100\]/,
     );
   });

@@ -19,27 +19,30 @@ class Network;
 enum class OptimizerType { Sgd, AdamW };
 using SgdImplementation = RepOptSGD::Implementation;
 
+// The configuration structs carry no defaults: lib/optimizer-spec.ts is the one place of them, and
+// the caller sets every field from its resolved spec. Members are zero-initialised only so that none
+// is ever indeterminate.
 struct GroupConfig {
   std::vector<std::string> params;
-  double lr = 0, momentum = 0, dampening = 0, weightDecay = 0, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
-  bool nesterov = false;
+  double lr{}, momentum{}, dampening{}, weightDecay{}, beta1{}, beta2{}, eps{};
+  bool nesterov{};
 };
 
 struct GradMultConfig {
   std::string param;
   std::vector<double> base, centre;  // one value per output channel
-  bool identity = false;
-  int64_t groups = 1;
+  bool identity{};
+  int64_t groups{};
 };
 
 struct OptimizerConfig {
-  OptimizerType type = OptimizerType::Sgd;
+  OptimizerType type{};
   std::vector<GroupConfig> groups;
   // With GradMults (even none): RepOptSGD / RepOptAdamW; without: torch's SGD / AdamW.
-  bool repopt = false;
+  bool repopt{};
   std::vector<GradMultConfig> gradMults;
-  GradMultStorage storage = GradMultStorage::Compact;
-  SgdImplementation implementation = SgdImplementation::Fused;
+  GradMultStorage storage{};
+  SgdImplementation implementation{};
 };
 
 struct OptimizerHandle {

@@ -229,6 +229,11 @@ std::shared_ptr<QuantState> calibrate(Network& net, DeviceDataset& ds, const at:
   return state;
 }
 
+EvalMetrics evaluateInt8(const Network& net, const QuantState& q, DeviceDataset& ds, int64_t batchSize) {
+  const Int8Model model = q.buildInt8(net);
+  return evaluateDataset(ds, batchSize, at::kFloat, [&](const at::Tensor& x) { return model.forward(x.cpu()); });
+}
+
 std::vector<QuantizedLayer> quantizedWeights(const Network& net, const QuantState& q) {
   at::NoGradGuard noGrad;
   std::vector<QuantizedLayer> out;

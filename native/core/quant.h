@@ -16,6 +16,8 @@
 #include <utility>
 #include <vector>
 
+#include "evaluate.h"
+
 namespace repopt {
 
 class Network;
@@ -128,6 +130,10 @@ at::Tensor fakeQuantBias(const at::Tensor& bias, double inputScale, const at::Te
 // every batch succeeded; it is returned.
 std::shared_ptr<QuantState> calibrate(Network& net, DeviceDataset& ds, const at::Tensor& permutation, int64_t batchSize, int64_t batches,
                                       const QuantOptions& options);
+
+// Real int8 inference over the whole data set in order (no augmentation): loss and accuracy of the
+// network's current weights quantized with q's ranges (QuantState::buildInt8's conditions).
+EvalMetrics evaluateInt8(const Network& net, const QuantState& q, DeviceDataset& ds, int64_t batchSize);
 
 // One weighted layer as the int8 kernels hold it (for export): the current weights and ranges.
 struct QuantizedLayer {

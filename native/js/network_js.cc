@@ -141,10 +141,12 @@ void JsNetwork::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
                                         InstanceMethod<&JsNetwork::TakeTrainMetrics>("takeTrainMetrics"),
                                         InstanceMethod<&JsNetwork::Evaluate>("evaluate"),
                                         InstanceMethod<&JsNetwork::Calibrate>("calibrate"),
+                                        InstanceMethod<&JsNetwork::CalibrateAsync>("calibrateAsync"),
                                         InstanceMethod<&JsNetwork::SetQuantRanges>("setQuantRanges"),
                                         InstanceMethod<&JsNetwork::QuantParams>("quantParams"),
                                         InstanceMethod<&JsNetwork::SetFakeQuant>("setFakeQuant"),
                                         InstanceMethod<&JsNetwork::EvaluateInt8>("evaluateInt8"),
+                                        InstanceMethod<&JsNetwork::EvaluateInt8Async>("evaluateInt8Async"),
                                         InstanceMethod<&JsNetwork::ForwardInt8>("forwardInt8"),
                                         InstanceMethod<&JsNetwork::QuantizedWeights>("quantizedWeights"),
                                     });
@@ -295,8 +297,7 @@ BatchArgs readBatchArgs(const Args& args, const Network& net) {
     b.options.skipNonFinite = o.boolean("skipNonFinite", false);
     b.options.labelSmoothing = o.number("labelSmoothing", 0.0);
     if (b.options.labelSmoothing < 0 || b.options.labelSmoothing > 1) o.fail("labelSmoothing", "must be in [0, 1]", true);
-    b.options.clipNorm = o.number("clipNorm", 0.0);
-    if (b.options.clipNorm < 0) o.fail("clipNorm", "must be >= 0 (0: no clipping)", true);
+    b.options.clipNorm = o.number("clipNorm", 0.0);  // <= 0 (or NaN): no clipping
   }
   return b;
 }
@@ -315,41 +316,6 @@ EvalArgs readEvalArgs(const Args& args) {
   return e;
 }
 
-// Marks the objects an asynchronous step uses as busy (their JS methods refuse to run) until the
-// step has ended: the network, the optimizer, the dataset and, for a network attached to a process
-// group, that group (its collectives would run on the JS thread while the step's run on a worker).
-// The worker's finally callback releases it; if the worker never starts (start threw), the claim's
-// destructor does. JS thread only.
-class AsyncClaim {
- public:
-  AsyncClaim(std::shared_ptr<bool> network, const Network& net, std::shared_ptr<OptimizerHandle> optimizer, std::shared_ptr<DeviceDataset> dataset)
-      : network_(std::move(network)), group_(net.hooks ? net.hooks->groupAsyncSteps : nullptr), optimizer_(std::move(optimizer)), dataset_(std::move(dataset)) {
-    *network_ = true;
-    if (group_) ++*group_;
-    if (optimizer_) ++optimizer_->asyncUsers;
-    if (dataset_) ++dataset_->asyncUsers;
-  }
-  AsyncClaim(const AsyncClaim&) = delete;
-  AsyncClaim& operator=(const AsyncClaim&) = delete;
-  ~AsyncClaim() { release(); }
-  // Idempotent.
-  void release() {
-    if (!held_) return;
-    held_ = false;
-    *network_ = false;
-    if (group_) --*group_;
-    if (optimizer_) --optimizer_->asyncUsers;
-    if (dataset_) --dataset_->asyncUsers;
-  }
-
- private:
-  bool held_ = true;
-  std::shared_ptr<bool> network_;
-  std::shared_ptr<int> group_;
-  std::shared_ptr<OptimizerHandle> optimizer_;
-  std::shared_ptr<DeviceDataset> dataset_;
-};
-
 // A train step runs the network's process-group hooks (collectives): refused while an asynchronous
 // step of another network attached to the same group runs.
 void checkGroupIdle(const Network& net, const char* fn) {
@@ -358,6 +324,23 @@ void checkGroupIdle(const Network& net, const char* fn) {
   }
 }
 }  // namespace
+
+AsyncClaim::AsyncClaim(std::shared_ptr<bool> network, const Network& net, std::shared_ptr<OptimizerHandle> optimizer, std::shared_ptr<DeviceDataset> dataset)
+    : network_(std::move(network)), group_(net.hooks ? net.hooks->groupAsyncSteps : nullptr), optimizer_(std::move(optimizer)), dataset_(std::move(dataset)) {
+  *network_ = true;
+  if (group_) ++*group_;
+  if (optimizer_) ++optimizer_->asyncUsers;
+  if (dataset_) ++dataset_->asyncUsers;
+}
+
+void AsyncClaim::release() {
+  if (!held_) return;
+  held_ = false;
+  *network_ = false;
+  if (group_) --*group_;
+  if (optimizer_) --optimizer_->asyncUsers;
+  if (dataset_) --dataset_->asyncUsers;
+}
 
 Napi::Value JsNetwork::TrainStep(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {

@@ -16,6 +16,8 @@ namespace repopt {
 
 class Addon;
 class Args;
+class DeviceDataset;
+struct OptimizerHandle;
 
 // Argument 'input' must be an [N, inChannels, H, W] batch for net.
 void checkInput(const Args& args, const Network& net, const at::Tensor& x);
@@ -25,6 +27,29 @@ Napi::Object metricsObject(Napi::Env env, const EvalMetrics& m);
 
 // Module functions of quant_js.cc: observeRange, channelScales.
 void InitQuantFunctions(Napi::Env env, Napi::Object exports);
+
+// Marks the objects an asynchronous step uses as busy (their JS methods refuse to run) until the
+// step has ended: the network, the optimizer, the dataset and, for a network attached to a process
+// group, that group (its collectives would run on the JS thread while the step's run on a worker).
+// The worker's finally callback releases it; if the worker never starts (start threw), the claim's
+// destructor does. JS thread only.
+class AsyncClaim {
+ public:
+  // optimizer and dataset may be null (not used by the step).
+  AsyncClaim(std::shared_ptr<bool> network, const Network& net, std::shared_ptr<OptimizerHandle> optimizer, std::shared_ptr<DeviceDataset> dataset);
+  AsyncClaim(const AsyncClaim&) = delete;
+  AsyncClaim& operator=(const AsyncClaim&) = delete;
+  ~AsyncClaim() { release(); }
+  // Idempotent.
+  void release();
+
+ private:
+  bool held_ = true;
+  std::shared_ptr<bool> network_;
+  std::shared_ptr<int> group_;
+  std::shared_ptr<OptimizerHandle> optimizer_;
+  std::shared_ptr<DeviceDataset> dataset_;
+};
 
 class JsNetwork : public Napi::ObjectWrap<JsNetwork> {
  public:
@@ -55,10 +80,12 @@ class JsNetwork : public Napi::ObjectWrap<JsNetwork> {
   Napi::Value EvaluateAsync(const Napi::CallbackInfo& info);
   // Quantization (quant_js.cc).
   Napi::Value Calibrate(const Napi::CallbackInfo& info);
+  Napi::Value CalibrateAsync(const Napi::CallbackInfo& info);
   Napi::Value SetQuantRanges(const Napi::CallbackInfo& info);
   Napi::Value QuantParams(const Napi::CallbackInfo& info);
   Napi::Value SetFakeQuant(const Napi::CallbackInfo& info);
   Napi::Value EvaluateInt8(const Napi::CallbackInfo& info);
+  Napi::Value EvaluateInt8Async(const Napi::CallbackInfo& info);
   Napi::Value ForwardInt8(const Napi::CallbackInfo& info);
   Napi::Value QuantizedWeights(const Napi::CallbackInfo& info);
 

@@ -1,6 +1,6 @@
 // The JS Network's quantization methods: calibration, fake-quant mode, ranges in and out, real int8
 // inference, and the int8 weights for export.
-#include "core/evaluate.h"
+#include "async.h"
 #include "core/quant.h"
 #include "dataset_js.h"
 #include "errors.h"
@@ -124,25 +124,71 @@ void InitQuantFunctions(Napi::Env env, Napi::Object exports) {
   exports.Set("channelScales", Napi::Function::New<ChannelScales>(env, "channelScales"));
 }
 
+namespace {
+
+// calibrate(dataset, permutation, batchSize, batches, options?)
+struct CalibrateArgs {
+  std::shared_ptr<DeviceDataset> dataset;
+  at::Tensor permutation;
+  int64_t batchSize, batches;
+  QuantOptions options;
+};
+
+CalibrateArgs readCalibrateArgs(const Args& args, const Network& net) {
+  args.expectCount(4, 5);
+  CalibrateArgs c;
+  c.dataset = JsDataset::Get(args, 0, "dataset");
+  c.permutation = permutationArg(args, 1, *c.dataset);
+  c.batchSize = args.integer(2, "batchSize", 1, 1 << 20);
+  if (!args[3].IsNumber() || args[3].As<Napi::Number>().DoubleValue() < 1) args.rangeError("batches", "must be at least 1 (calibration needs data)");
+  const int64_t available = c.dataset->count() / c.batchSize;
+  c.batches = args.integer(3, "batches", 1, std::max<int64_t>(available, 1));
+  if (available == 0) args.rangeError("batchSize", "is larger than the dataset (" + std::to_string(c.dataset->count()) + ")");
+  if (args.has(4)) c.options = readQuantOptions(Fields(args.env(), args.object(4, "options"), args.fn(), "options"));
+  if (net.dtype() != at::kFloat) args.rangeError("network", "must be float32 to quantize");
+  return c;
+}
+
+// evaluateInt8(dataset, batchSize)
+struct Int8EvalArgs {
+  std::shared_ptr<DeviceDataset> dataset;
+  int64_t batchSize;
+  std::shared_ptr<QuantState> quant;
+};
+
+Int8EvalArgs readInt8EvalArgs(const Args& args, Network& net) {
+  args.expectCount(2, 2);
+  Int8EvalArgs e{JsDataset::Get(args, 0, "dataset"), args.integer(1, "batchSize", 1, 1 << 20), nullptr};
+  quantOf(net, args.fn());
+  e.quant = net.quant;
+  return e;
+}
+
+}  // namespace
+
 Napi::Value JsNetwork::Calibrate(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     // calibrate(dataset, permutation, batchSize, batches, options?): eval-mode forwards of the first
     // `batches` batches in permutation order, observing every quantization point.
     Args args(info, "Network.calibrate");
-    args.expectCount(4, 5);
     Network& net = idle(args.fn());
-    auto ds = JsDataset::Get(args, 0, "dataset");
-    const at::Tensor& perm = permutationArg(args, 1, *ds);
-    const int64_t batchSize = args.integer(2, "batchSize", 1, 1 << 20);
-    if (!args[3].IsNumber() || args[3].As<Napi::Number>().DoubleValue() < 1) args.rangeError("batches", "must be at least 1 (calibration needs data)");
-    const int64_t available = ds->count() / batchSize;
-    const int64_t batches = args.integer(3, "batches", 1, std::max<int64_t>(available, 1));
-    if (available == 0) args.rangeError("batchSize", "is larger than the dataset (" + std::to_string(ds->count()) + ")");
-    QuantOptions options;
-    if (args.has(4)) options = readQuantOptions(Fields(info.Env(), args.object(4, "options"), args.fn(), "options"));
-    if (net.dtype() != at::kFloat) args.rangeError("network", "must be float32 to quantize");
-    auto state = calibrate(net, *ds, perm, batchSize, batches, options);
+    const CalibrateArgs c = readCalibrateArgs(args, net);
+    auto state = calibrate(net, *c.dataset, c.permutation, c.batchSize, c.batches, c.options);
     return describe(info.Env(), net, *state);
+  });
+}
+
+Napi::Value JsNetwork::CalibrateAsync(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    // calibrate off the JS thread; the network and the dataset are busy until it settles.
+    Args args(info, "Network.calibrateAsync");
+    Network& net = idle(args.fn());
+    CalibrateArgs c = readCalibrateArgs(args, net);
+    auto claim = std::make_shared<AsyncClaim>(busy_, net, nullptr, c.dataset);
+    std::shared_ptr<Network> keep = network_;
+    return PromiseWorker<std::shared_ptr<QuantState>>::start(
+        info.Env(), [keep, c]() { return calibrate(*keep, *c.dataset, c.permutation, c.batchSize, c.batches, c.options); },
+        [keep](Napi::Env env, std::shared_ptr<QuantState>& state) -> Napi::Value { return describe(env, *keep, *state); }, [claim]() { claim->release(); });
   });
 }
 
@@ -204,12 +250,23 @@ Napi::Value JsNetwork::EvaluateInt8(const Napi::CallbackInfo& info) {
   return guarded(info.Env(), [&]() -> Napi::Value {
     // evaluateInt8(dataset, batchSize): accuracy of real int8 inference (QNNPACK kernels).
     Args args(info, "Network.evaluateInt8");
-    args.expectCount(2, 2);
     Network& net = idle(args.fn());
-    auto ds = JsDataset::Get(args, 0, "dataset");
-    const int64_t batchSize = args.integer(1, "batchSize", 1, 1 << 20);
-    const Int8Model model = quantOf(net, args.fn()).buildInt8(net);
-    return metricsObject(info.Env(), evaluateDataset(*ds, batchSize, at::kFloat, [&](const at::Tensor& x) { return model.forward(x.cpu()); }));
+    const Int8EvalArgs e = readInt8EvalArgs(args, net);
+    return metricsObject(info.Env(), evaluateInt8(net, *e.quant, *e.dataset, e.batchSize));
+  });
+}
+
+Napi::Value JsNetwork::EvaluateInt8Async(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    // evaluateInt8 off the JS thread; the network and the dataset are busy until it settles.
+    Args args(info, "Network.evaluateInt8Async");
+    Network& net = idle(args.fn());
+    Int8EvalArgs e = readInt8EvalArgs(args, net);
+    auto claim = std::make_shared<AsyncClaim>(busy_, net, nullptr, e.dataset);
+    std::shared_ptr<Network> keep = network_;
+    return PromiseWorker<EvalMetrics>::start(
+        info.Env(), [keep, e]() { return evaluateInt8(*keep, *e.quant, *e.dataset, e.batchSize); },
+        [](Napi::Env env, EvalMetrics& m) -> Napi::Value { return metricsObject(env, m); }, [claim]() { claim->release(); });
   });
 }
 
