@@ -33,7 +33,7 @@ export { EVALUATE_DEFAULTS, HYPER_SEARCH_DEFAULTS, QUANTIZE_DEFAULTS, TRAIN_DEFA
 export type { Augment, TrainConfig, TrainMode, TrainOptions } from './train/config';
 export type { DataSpec, Normalization, TrainTestData } from './train/data';
 export { TrainingRun } from './train/run';
-export type { CheckpointEvent, EpochEvent, StartEvent, StepEvent, TrainEvents } from './train/run';
+export type { CheckpointEvent, EpochEvent, StartEvent, StepEvent, TrainEvents, WarningEvent } from './train/run';
 export type { TrainResult } from './train/trainer';
 export type { BranchStats, HyperSearchResult } from './hypersearch';
 export { NativeBackendNetwork, NativeBackendOptimizer } from './native-backend';

@@ -9,6 +9,7 @@ export function showProgress<R>(run: TrainingRun<R>, label: string): void {
       progress = createProgress({ total: e.stopAt, label: `${label}${e.worldSize > 1 ? ` x${e.worldSize} processes` : ''}` });
   });
   run.on('step', (e) => progress?.update(e.step, { loss: e.loss, acc: e.accuracy, lr: e.lr }));
+  run.on('warning', (e) => process.stderr.write(`\nwarning: ${e.message}\n`));
   const finish = () => progress?.finish();
   run.result.then(finish, finish);
 }

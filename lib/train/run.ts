@@ -48,9 +48,16 @@ export interface CheckpointEvent {
   readonly dir: string;
 }
 
+/** Something the run recovered from or worked around, that the user should know of (a damaged
+ * checkpoint passed over, a setting capped, stale temporary folders removed). */
+export interface WarningEvent {
+  readonly message: string;
+}
+
 /** What the training loop reports. */
 export interface LoopEvents {
   start: [StartEvent];
+  warning: [WarningEvent];
   step: [StepEvent];
   epoch: [EpochEvent];
   checkpoint: [CheckpointEvent];
