@@ -3,17 +3,22 @@
 import { Command } from 'commander';
 import { addCheckpointCommands } from './commands/checkpoint';
 import { addDemoCommand } from './commands/demo';
+import { cliMessage } from './commands/flags';
 import { addInfoCommand } from './commands/info';
 import { addLaunchCommand } from './commands/launch';
 import { addQuantizeCommand } from './commands/quantize';
 import { addScalesCommand } from './commands/scales';
 import { addTrainCommands } from './commands/train';
+import { stopWhenLauncherExits } from './distributed/launch';
 
 export function buildProgram(): Command {
   const program = new Command('repopt')
     .description('RepOptimizer training on libtorch: hyper-search the scales, train RepOpt-VGG, compare with RepVGG and VGG')
     .showHelpAfterError()
-    .addHelpText('after', '\nExit status: 0 on success, 1 on any error (the message says what to change).');
+    .addHelpText(
+      'after',
+      '\nExit status: 0 on success, 1 on any error (the message says what to change), 130 when Ctrl-C stopped a run (with a checkpoint).',
+    );
   addInfoCommand(program);
   addDemoCommand(program);
   addTrainCommands(program);
@@ -25,10 +30,12 @@ export function buildProgram(): Command {
 }
 
 if (require.main === module) {
+  stopWhenLauncherExits();
   buildProgram()
     .parseAsync(process.argv)
     .catch((e: Error) => {
-      process.stderr.write(`${e.message.startsWith('repopt: ') ? '' : 'repopt: '}${e.message}\n`);
+      const message = cliMessage(e);
+      process.stderr.write(`${message.startsWith('repopt: ') ? '' : 'repopt: '}${message}\n`);
       process.exit(1);
     });
 }

@@ -13,6 +13,7 @@ import { formatBytes, formatCount, formatDuration, formatPercent, histogramPlot,
 import type { TrainMode, TrainOptions } from './train/config';
 import { channelStats, loadData, uploadDataset } from './train/data';
 import { showProgress } from './train/progress';
+import { makeOutDir } from './train/run-folder';
 import type { TrainResult } from './train/trainer';
 
 export interface DemoOptions {
@@ -52,7 +53,7 @@ export async function demo(o: DemoOptions): Promise<DemoResult> {
   const plan = demoPlan(o.quick);
   const arch = DEMO_DEFAULTS.arch;
   const d = TRAIN_DEFAULTS;
-  fs.mkdirSync(o.out, { recursive: true });
+  makeOutDir(o.out, 'out');
   const dataSpec = {
     kind: 'fashion-mnist' as const,
     ...(o.dataDir ? { dir: o.dataDir } : {}),
@@ -66,6 +67,8 @@ export async function demo(o: DemoOptions): Promise<DemoResult> {
     seed: o.seed,
     threads: o.threads,
     device: o.device,
+    // A second demo into the same folder replaces the first one's runs (moved aside, each reported).
+    overwrite: true,
   } as const satisfies Partial<TrainOptions>;
 
   const hs = hyperSearch({ ...common, epochs: plan.hsEpochs, outDir: path.join(o.out, 'hyper-search') }, { data });

@@ -59,7 +59,17 @@ export { ARCHS, archConfig, networkSpec } from './configs';
 export type { ArchConfig, ArchName, SpecOptions } from './configs';
 export { applyInitRule, freshKernel1x1, fullGradMult, gradMultOf, mergedKernel, repConvsOf } from './repopt';
 export type { BranchScales, InitRuleOptions, RepConv } from './repopt';
-export { ScaleSet, loadScales, saveScales, validateScales, scalesFromNetworkState } from './scales';
+export {
+  ScaleSet,
+  checkScaleValues,
+  loadScales,
+  MAX_SCALE_MAGNITUDE,
+  saveScales,
+  scaleValueWarnings,
+  validateScales,
+  scalesFromNetworkState,
+} from './scales';
+export { OptionError } from './option-error';
 export { readPth, writePth, parsePth, serializePth } from './pth';
 export type { PthTensor, PthDtype } from './pth';
 export { deploySpec, foldRepVGG, foldTarget, foldToDeploy } from './fold';

@@ -15,6 +15,7 @@ import {
   type Tensor,
 } from './native';
 import { nativeOptimizerConfig, resolveOptimizerSpec, type SgdImplementation } from './optimizer-spec';
+import { frameOptimizerState, unframeOptimizerState } from './optimizer-state';
 import type { PthTensor } from './pth';
 import { bufferInfo, type NetworkSpec, parameterInfo, type Precision, validateSpec } from './spec';
 
@@ -88,11 +89,15 @@ export class NativeBackendOptimizer implements Optimizer {
   setLr(lr: number, group?: number): void {
     optimizerHandle(this).setLr(lr, group);
   }
+  /** The whole optimizer state (options, buffers, GradMults, steps), framed with its length and
+   * SHA-256 (lib/optimizer-state.ts). */
   stateBytes(): Uint8Array {
-    return optimizerHandle(this).stateBytes();
+    return frameOptimizerState(optimizerHandle(this).stateBytes());
   }
+  /** Restores stateBytes() output. The frame is verified first: damaged bytes throw `optimizer state: …`
+   * and never reach libtorch's archive reader, which a few flipped bits can crash. */
   loadStateBytes(bytes: Uint8Array): void {
-    optimizerHandle(this).loadStateBytes(bytes);
+    optimizerHandle(this).loadStateBytes(unframeOptimizerState(bytes));
   }
   dispose(): void {
     optimizerHandle(this).dispose();

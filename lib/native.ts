@@ -292,6 +292,13 @@ export interface ProcessGroupOptions {
   interface?: string;
   /** Gloo: host name or address to bind. */
   hostname?: string;
+  /** One host: the rendezvous store is this file (c10d FileStore) instead of a TCPStore. */
+  storeFile?: string;
+  /** While ranks are missing, how often onWaiting hears of it (default 10 s). */
+  reportEveryMs?: number;
+  /** Called (on this thread, within the constructor) every reportEveryMs while ranks are missing, and
+   * once at the connect timeout (timedOut); a throw ends the wait with that error. */
+  onWaiting?: (status: { joined: number[]; waitedMs: number; timedOut: boolean }) => void;
 }
 
 export interface NativeBinding {

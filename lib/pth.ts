@@ -1,6 +1,6 @@
 // PyTorch `torch.save` files (the zip format of PyTorch >= 1.6) holding a flat dict of tensors, read and
 // written without Python: a small pickle VM for the opcodes torch.save emits for a state dict, and the zip
-// container through fflate.
+// container (read here with every header cross-checked and every entry's CRC-32 verified; written by fflate).
 //
 // Layout of such a file: `<prefix>/data.pkl` (pickle protocol 2 of an OrderedDict whose values are
 // `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks)` calls, each storage a
@@ -10,10 +10,13 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
-// fflate: zero dependencies, synchronous, reads through the central directory (torch's entries put their sizes
-// in data descriptors) and writes STORED entries with caller-chosen extra fields, which is how we pad entry
-// data to PyTorch's 64-byte alignment (yazl and jszip cannot, and jszip is async only).
-import { unzipSync, zipSync, type Zippable } from 'fflate';
+import { crc32 } from 'node:zlib';
+import { readInputFile } from './input-file';
+// Writing through fflate: zero dependencies, synchronous, and it writes STORED entries with caller-chosen
+// extra fields, which is how we pad entry data to PyTorch's 64-byte alignment (yazl and jszip cannot, and
+// jszip is async only). Reading is our own: fflate checks no CRC-32 and trusts the headers, and a damaged
+// file must give an error, never a wrong value.
+import { zipSync, type Zippable } from 'fflate';
 
 export type PthDtype = 'float32' | 'float64' | 'int64' | 'int32' | 'uint8';
 export type PthData = Float32Array | Float64Array | BigInt64Array | Int32Array | Uint8Array;
@@ -50,6 +53,8 @@ const FORMAT_VERSION = '3\n';
 const DATA_ALIGNMENT = 64;
 /** Zip extra-field id PyTorch pads with ('FB'). */
 const PADDING_FIELD_ID = 0x4246;
+/** What PyTorch fills it with ('Z'). */
+const PADDING_BYTE = 0x5a;
 /** Fixed entry time, so the same tensors always give the same bytes. */
 const ENTRY_MTIME = new Date(1980, 0, 1);
 
@@ -91,7 +96,7 @@ export function parsePth(bytes: Uint8Array, name: string): Map<string, PthTensor
 
 /** Reads a torch.save zip file holding a flat dict (dict or OrderedDict) of tensors. */
 export function readPth(file: string): Map<string, PthTensor> {
-  return parsePth(fs.readFileSync(file), file);
+  return parsePth(readInputFile(file, '.pth file'), file);
 }
 
 class ZipEntries {
@@ -110,56 +115,280 @@ class ZipEntries {
 
 const ZIP_LOCAL_HEADER_MAGIC = [0x50, 0x4b, 0x03, 0x04];
 const ZIP_EMPTY_MAGIC = [0x50, 0x4b, 0x05, 0x06];
-/** Smallest central-directory record; bounds how many entries a file of some size can list. */
-const ZIP_CENTRAL_RECORD_MIN_BYTES = 46;
+const END_MAGIC = Buffer.from(ZIP_EMPTY_MAGIC);
+
+/** Record signatures, as little-endian numbers ('PK' and two bytes). */
+const SIGNATURE = {
+  local: 0x04034b50,
+  central: 0x02014b50,
+  end: 0x06054b50,
+  end64: 0x06064b50,
+  locator64: 0x07064b50,
+  descriptor: 0x08074b50,
+} as const;
+const END_BYTES = 22;
+const LOCATOR64_BYTES = 20;
+const END64_BYTES = 56;
+const CENTRAL_BYTES = 46;
+const LOCAL_BYTES = 30;
+const MAX_COMMENT_BYTES = 0xffff;
+/** A 16- or 32-bit field holding this says "the value is in the zip64 record". */
+const U16_ZIP64 = 0xffff;
+const U32_ZIP64 = 0xffffffff;
+const ZIP64_EXTRA_ID = 0x0001;
+/** General-purpose flag: CRC and sizes follow the data (torch.save sets it). */
+const FLAG_DATA_DESCRIPTOR = 0x0008;
+/** General-purpose flag: the name is UTF-8. */
+const FLAG_UTF8 = 0x0800;
 
 function startsWith(bytes: Uint8Array, magic: readonly number[]): boolean {
   return magic.every((b, i) => bytes[i] === b);
 }
 
-function readZipEntries(bytes: Uint8Array): ZipEntries {
+/** Little-endian reads that treat any field past the end of the file as damage. */
+class ZipView {
+  private readonly view: DataView;
+
+  constructor(readonly bytes: Uint8Array) {
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+
+  private check(at: number, size: number, what: string): void {
+    if (!(at >= 0 && at + size <= this.bytes.length)) fail(`truncated or damaged zip archive (${what} lies past the end of the file)`);
+  }
+
+  u16(at: number, what: string): number {
+    this.check(at, 2, what);
+    return this.view.getUint16(at, true);
+  }
+
+  u32(at: number, what: string): number {
+    this.check(at, 4, what);
+    return this.view.getUint32(at, true);
+  }
+
+  u64(at: number, what: string): number {
+    this.check(at, 8, what);
+    const value = this.view.getBigUint64(at, true);
+    if (value > BigInt(this.bytes.length)) fail(`damaged zip archive (${what} is ${value}, in a file of ${this.bytes.length} bytes)`);
+    return Number(value);
+  }
+}
+
+interface CentralDirectory {
+  readonly offset: number;
+  /** Where the records must end: the zip64 end record, or the end record. */
+  readonly end: number;
+  readonly entries: number;
+}
+
+/** The central directory's place and entry count, from the end record and its zip64 form; the two
+ * must agree, and the directory must end where they begin. */
+function findCentralDirectory(zip: ZipView): CentralDirectory {
+  const { bytes } = zip;
+  // The end record closes the file, followed only by a comment of the length it states.
+  const haystack = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const lowest = Math.max(0, bytes.length - END_BYTES - MAX_COMMENT_BYTES);
+  let end = bytes.length >= END_BYTES ? haystack.lastIndexOf(END_MAGIC, bytes.length - END_BYTES) : -1;
+  while (end >= lowest && end + END_BYTES + zip.u16(end + 20, 'comment length') !== bytes.length)
+    end = end > 0 ? haystack.lastIndexOf(END_MAGIC, end - 1) : -1;
+  if (end < lowest) fail('truncated or damaged zip archive (no end-of-central-directory record)');
+  const fields = {
+    disk: zip.u16(end + 4, 'disk number'),
+    directoryDisk: zip.u16(end + 6, 'disk number'),
+    entriesOnDisk: zip.u16(end + 8, 'entry count'),
+    entries: zip.u16(end + 10, 'entry count'),
+    size: zip.u32(end + 12, 'central directory size'),
+    offset: zip.u32(end + 16, 'central directory offset'),
+  };
+  let directoryEnd = end;
+  const locator = end - LOCATOR64_BYTES;
+  if (locator >= 0 && zip.u32(locator, 'zip64 locator') === SIGNATURE.locator64) {
+    if (zip.u32(locator + 4, 'zip64 locator') !== 0 || zip.u32(locator + 16, 'zip64 locator') !== 1)
+      fail('damaged zip64 locator (it speaks of several disks)');
+    const at = zip.u64(locator + 8, 'zip64 end record offset');
+    if (
+      at + END64_BYTES > locator ||
+      zip.u32(at, 'zip64 end record') !== SIGNATURE.end64 ||
+      at + 12 + zip.u64(at + 4, 'zip64 end record size') !== locator
+    )
+      fail('damaged zip64 end-of-central-directory record');
+    const wide = {
+      disk: zip.u32(at + 16, 'disk number'),
+      directoryDisk: zip.u32(at + 20, 'disk number'),
+      entriesOnDisk: zip.u64(at + 24, 'entry count'),
+      entries: zip.u64(at + 32, 'entry count'),
+      size: zip.u64(at + 40, 'central directory size'),
+      offset: zip.u64(at + 48, 'central directory offset'),
+    };
+    for (const key of Object.keys(fields) as (keyof typeof fields)[]) {
+      const marker = key === 'size' || key === 'offset' ? U32_ZIP64 : U16_ZIP64;
+      if (fields[key] !== marker && fields[key] !== wide[key]) fail(`damaged zip archive (its two end records disagree on the ${key})`);
+      fields[key] = wide[key];
+    }
+    directoryEnd = at;
+  }
+  if (fields.disk !== 0 || fields.directoryDisk !== 0 || fields.entriesOnDisk !== fields.entries)
+    fail('damaged zip archive (its end record speaks of several disks)');
+  if (fields.offset + fields.size !== directoryEnd) fail('damaged zip central directory (its offset and size do not meet the end record)');
+  return { offset: fields.offset, end: directoryEnd, entries: fields.entries };
+}
+
+interface CentralRecord {
+  readonly name: string;
+  readonly nameBytes: Uint8Array;
+  readonly versionNeeded: number;
+  readonly flags: number;
+  readonly method: number;
+  readonly time: number;
+  readonly date: number;
+  readonly crc: number;
+  readonly compressedSize: number;
+  readonly size: number;
+  readonly localOffset: number;
+}
+
+function readCentralRecords(zip: ZipView, directory: CentralDirectory): CentralRecord[] {
+  const utf8 = new TextDecoder('utf-8', { fatal: true });
+  const latin1 = new TextDecoder('latin1');
+  const records: CentralRecord[] = [];
+  let at = directory.offset;
+  for (let i = 0; i < directory.entries; i++) {
+    const where = `central directory record ${i + 1} of ${directory.entries}`;
+    if (at + CENTRAL_BYTES > directory.end || zip.u32(at, where) !== SIGNATURE.central) fail(`damaged zip ${where}`);
+    const flags = zip.u16(at + 8, where);
+    const nameLength = zip.u16(at + 28, where);
+    const extraStart = at + CENTRAL_BYTES + nameLength;
+    const extraEnd = extraStart + zip.u16(at + 30, where);
+    const next = extraEnd + zip.u16(at + 32, where);
+    if (next > directory.end) fail(`damaged zip ${where} (it runs past the directory)`);
+    const nameBytes = zip.bytes.subarray(at + CENTRAL_BYTES, extraStart);
+    let name: string;
+    try {
+      name = (flags & FLAG_UTF8 ? utf8 : latin1).decode(nameBytes);
+    } catch {
+      return fail(`damaged zip ${where} (its name is not UTF-8)`);
+    }
+    if (name === '') fail(`damaged zip ${where} (an entry without a name)`);
+    if (zip.u16(at + 34, where) !== 0) fail(`damaged zip ${where} (it places its entry on another disk)`);
+    const zip64Field = readExtraFields(zip, extraStart, extraEnd, where);
+    // Fields marked for zip64 follow, 8 bytes each and in this order, in the zip64 extra field.
+    let size = zip.u32(at + 24, where);
+    let compressedSize = zip.u32(at + 20, where);
+    let localOffset = zip.u32(at + 42, where);
+    if (size === U32_ZIP64 || compressedSize === U32_ZIP64 || localOffset === U32_ZIP64) {
+      let field = zip64Field ?? fail(`damaged zip ${where} (a zip64 size without its zip64 field)`);
+      const wide = (): number => {
+        if (field + 8 > extraEnd) fail(`damaged zip ${where} (its zip64 field is short)`);
+        field += 8;
+        return zip.u64(field - 8, where);
+      };
+      if (size === U32_ZIP64) size = wide();
+      if (compressedSize === U32_ZIP64) compressedSize = wide();
+      if (localOffset === U32_ZIP64) localOffset = wide();
+    }
+    records.push({
+      name,
+      nameBytes,
+      versionNeeded: zip.u16(at + 6, where),
+      flags,
+      method: zip.u16(at + 10, where),
+      time: zip.u16(at + 12, where),
+      date: zip.u16(at + 14, where),
+      crc: zip.u32(at + 16, where),
+      compressedSize,
+      size,
+      localOffset,
+    });
+    at = next;
+  }
+  if (at !== directory.end) fail('damaged zip central directory (its records do not fill it)');
+  return records;
+}
+
+/** Checks the extra fields in [start, end): (id, size, data) records filling it exactly, padding fields
+ * holding only padding bytes. Returns where the zip64 field's data starts, if there is one. */
+function readExtraFields(zip: ZipView, start: number, end: number, where: string): number | undefined {
+  let zip64: number | undefined;
+  for (let at = start; at < end; ) {
+    const dataEnd = at + 4 + (at + 4 <= end ? zip.u16(at + 2, where) : 0);
+    if (dataEnd > end) fail(`damaged zip ${where} (its extra fields do not add up)`);
+    const id = zip.u16(at, where);
+    if (id === ZIP64_EXTRA_ID) zip64 = at + 4;
+    if (id === PADDING_FIELD_ID && zip.bytes.subarray(at + 4, dataEnd).some((b) => b !== PADDING_BYTE))
+      fail(`damaged zip ${where} (its padding holds other bytes than padding)`);
+    at = dataEnd;
+  }
+  return zip64;
+}
+
+/** Where an entry's data descriptor (CRC and sizes after the data, with an optional signature, sizes of
+ * 4 or 8 bytes) ends, once it agrees with the directory record. */
+function dataDescriptorEnd(zip: ZipView, at: number, r: CentralRecord): number {
+  const what = `the data descriptor of '${r.name}'`;
+  const start = zip.u32(at, what) === SIGNATURE.descriptor ? at + 4 : at;
+  for (const sizeBytes of [4, 8]) {
+    if (start + 4 + 2 * sizeBytes > zip.bytes.length) continue;
+    const read = (p: number) => (sizeBytes === 8 ? zip.u64(p, what) : zip.u32(p, what));
+    if (zip.u32(start, what) === r.crc && read(start + 4) === r.compressedSize && read(start + 4 + sizeBytes) === r.size)
+      return start + 4 + 2 * sizeBytes;
+  }
+  return fail(`damaged zip entry '${r.name}' (its data descriptor and directory record disagree)`);
+}
+
+/** Every entry, each checked against its local header, its data descriptor and its CRC-32, laid out
+ * without overlaps before the central directory. */
+function readZipEntries(file: Uint8Array): ZipEntries {
+  // Entries are views of a plain Uint8Array, whose slice() copies (a Buffer's would share the file's
+  // memory with the tensors made from them).
+  const bytes = new Uint8Array(file.buffer, file.byteOffset, file.byteLength);
   if (!startsWith(bytes, ZIP_LOCAL_HEADER_MAGIC) && !startsWith(bytes, ZIP_EMPTY_MAGIC)) {
     const legacy = bytes[0] === 0x80 ? ' (it looks like a pickle: the legacy pre-1.6 torch.save format is not supported)' : '';
     fail(`not a zip archive${legacy}; torch.save files of PyTorch >= 1.6 are zip archives`);
   }
+  const zip = new ZipView(bytes);
+  const directory = findCentralDirectory(zip);
   const entries = new ZipEntries();
-  const declaredSizes = new Map<string, number>();
-  const maxEntries = Math.floor(bytes.length / ZIP_CENTRAL_RECORD_MIN_BYTES);
-  let extracted: Record<string, Uint8Array>;
-  try {
-    // The filter sees each central-directory record before fflate allocates anything for it: damaged records
-    // stop here, so garbage can neither make it allocate huge buffers nor walk billions of phantom entries.
-    extracted = unzipSync(bytes, {
-      filter: (info) => {
-        if (declaredSizes.size + entries.compressed.size >= maxEntries)
-          fail('damaged zip central directory (more entries than the file can hold)');
-        if (info.name === '') fail('damaged zip central directory (an entry without a name)');
-        if (declaredSizes.has(info.name) || entries.compressed.has(info.name)) fail(`zip entry '${info.name}' appears twice`);
-        if (info.compression !== 0) {
-          entries.compressed.set(info.name, info.compression);
-          return false;
-        }
-        if (info.size !== info.originalSize || info.size > bytes.length) {
-          fail(
-            `damaged zip entry '${info.name}' (claims ${info.originalSize} bytes stored in ${info.size}, in a file of ` +
-              `${bytes.length} bytes)`,
-          );
-        }
-        declaredSizes.set(info.name, info.size);
-        return true;
-      },
-    });
-  } catch (e) {
-    const message = e instanceof Error ? e.message : String(e);
-    // fflate's word for "no end-of-central-directory record", which sits at the very end of a zip.
-    if (message === 'invalid zip data') fail('truncated or damaged zip archive (no end-of-central-directory record)');
-    throw e;
+  const spans: Array<readonly [number, number, string]> = [];
+  for (const r of readCentralRecords(zip, directory)) {
+    const damaged = (why: string): never => fail(`damaged zip entry '${r.name}' (${why})`);
+    if (entries.stored.has(r.name) || entries.compressed.has(r.name)) fail(`zip entry '${r.name}' appears twice`);
+    const where = `the local header of '${r.name}'`;
+    const local = r.localOffset;
+    if (zip.u32(local, where) !== SIGNATURE.local) damaged('no local header where the directory says');
+    const nameStart = local + LOCAL_BYTES;
+    const nameEnd = nameStart + zip.u16(local + 26, where);
+    const dataStart = nameEnd + zip.u16(local + 28, where);
+    if (dataStart > directory.offset) damaged('its local header runs into the central directory');
+    readExtraFields(zip, nameEnd, dataStart, where);
+    const sizeAgrees = (at: number, value: number) => [value, U32_ZIP64].includes(zip.u32(at, where));
+    if (
+      zip.u16(local + 4, where) !== r.versionNeeded ||
+      zip.u16(local + 6, where) !== r.flags ||
+      zip.u16(local + 8, where) !== r.method ||
+      zip.u16(local + 10, where) !== r.time ||
+      zip.u16(local + 12, where) !== r.date ||
+      !Buffer.from(bytes.subarray(nameStart, nameEnd)).equals(r.nameBytes) ||
+      (!(r.flags & FLAG_DATA_DESCRIPTOR) &&
+        (zip.u32(local + 14, where) !== r.crc || !sizeAgrees(local + 18, r.compressedSize) || !sizeAgrees(local + 22, r.size)))
+    )
+      damaged('its local header and directory record disagree');
+    const dataEnd = dataStart + r.compressedSize;
+    const end = r.flags & FLAG_DATA_DESCRIPTOR ? dataDescriptorEnd(zip, dataEnd, r) : dataEnd;
+    if (end > directory.offset) damaged('its data runs into the central directory');
+    spans.push([local, end, r.name]);
+    if (r.method !== 0) {
+      entries.compressed.set(r.name, r.method);
+      continue;
+    }
+    if (r.compressedSize !== r.size) damaged(`stored uncompressed, yet ${r.compressedSize} bytes stand for ${r.size}`);
+    const data = bytes.subarray(dataStart, dataEnd);
+    if (crc32(data) !== r.crc) damaged('CRC-32 mismatch: its data is not what was written');
+    entries.stored.set(r.name, data);
   }
-  for (const [entryName, size] of declaredSizes) {
-    const data = extracted[entryName];
-    if (data === undefined || data.length !== size) fail(`zip entry '${entryName}' is truncated (${data?.length ?? 0} of ${size} bytes)`);
-    entries.stored.set(entryName, data);
-  }
+  spans.sort((a, b) => a[0] - b[0]);
+  for (let i = 1; i < spans.length; i++)
+    if (spans[i][0] < spans[i - 1][1]) fail(`damaged zip archive (entries '${spans[i - 1][2]}' and '${spans[i][2]}' overlap)`);
   return entries;
 }
 
@@ -780,7 +1009,7 @@ function alignedZippable(entries: ReadonlyArray<readonly [string, Uint8Array]>):
   for (const [name, data] of entries) {
     const headerBytes = 30 + Buffer.byteLength(name, 'utf8') + 4;
     const padding = (DATA_ALIGNMENT - ((offset + headerBytes) % DATA_ALIGNMENT)) % DATA_ALIGNMENT;
-    zippable[name] = [data, { extra: { [PADDING_FIELD_ID]: new Uint8Array(padding).fill(0x5a) } }];
+    zippable[name] = [data, { extra: { [PADDING_FIELD_ID]: new Uint8Array(padding).fill(PADDING_BYTE) } }];
     offset += headerBytes + padding + data.length;
   }
   return zippable;
@@ -807,6 +1036,19 @@ export function writeFileAtomic(file: string, bytes: Uint8Array): void {
     fs.renameSync(temp, file);
   } catch (e) {
     fs.rmSync(temp, { force: true });
-    throw e;
+    throw writeError(file, temp, e as NodeJS.ErrnoException);
   }
+}
+
+/** An error naming the file the caller asked for, not the temporary file it is written through; the
+ * errno code stays (callers may act on ENOSPC). */
+function writeError(file: string, temp: string, e: NodeJS.ErrnoException): Error {
+  const dir = path.dirname(file);
+  const reason =
+    e.code === 'ENOENT' && !fs.existsSync(dir)
+      ? `the folder ${dir} does not exist`
+      : e.code === 'EISDIR'
+        ? 'it is a folder'
+        : e.message.split(temp).join(file);
+  return Object.assign(new Error(`${file}: cannot write it: ${reason}`), { code: e.code });
 }

@@ -1,3 +1,4 @@
+import * as os from 'os';
 import { loadNative, type MemoryInfo, type NativeRuntimeInfo } from './native';
 
 export type { MemoryInfo } from './native';
@@ -15,9 +16,39 @@ export function info(): RuntimeInfo {
   return { ...binding.info(), binary: kind, binaryPath: path, prebuild };
 }
 
-/** Intra-op threads of libtorch. Set it explicitly: more OpenMP threads than free cores is very slow. */
-export function setNumThreads(threads: number): void {
+/** The cores this process may run on (its CPU affinity). */
+export function coreCount(): number {
+  return os.availableParallelism();
+}
+
+/** A thread count to use, and why it is not the one asked for. */
+export interface ThreadCount {
+  readonly threads: number;
+  readonly warning?: string;
+}
+
+/** The torch thread count for a request: at most the cores, since OpenMP threads beyond them wait on
+ * each other at every op (a step can take 100 times longer). `option` names the request in the warning. */
+export function threadCount(requested: number, option: string): ThreadCount {
+  const cores = coreCount();
+  // A non-number goes on to the native setter, whose error names it.
+  if (!(requested > cores)) return { threads: requested };
+  return { threads: cores, warning: `${option} ${requested} is more than the ${cores} cores of this machine: using ${cores} threads` };
+}
+
+/** Sets libtorch's intra-op threads to `threadCount(requested, option)`; a capped request goes to
+ * `warn`. Returns the count set. */
+export function useThreads(requested: number, option: string, warn: (message: string) => void): number {
+  const { threads, warning } = threadCount(requested, option);
+  if (warning) warn(warning);
   loadNative().binding.setNumThreads(threads);
+  return threads;
+}
+
+/** Intra-op threads of libtorch. Set it explicitly: more OpenMP threads than free cores is very slow.
+ * A count above the cores is capped to them, with a process warning. Returns the count set. */
+export function setNumThreads(threads: number): number {
+  return useThreads(threads, 'threads', (message) => process.emitWarning(message));
 }
 
 /** Seeds libtorch's CPU generator and every CUDA device's. */

@@ -1,7 +1,7 @@
 // safetensors files (https://github.com/huggingface/safetensors): an 8-byte little-endian header
 // length, a JSON header {name: {dtype, shape, data_offsets}}, then the raw little-endian data. Written
 // here because no maintained npm package provides it; the format is this small.
-import * as fs from 'fs';
+import { readInputFile } from './input-file';
 import { type PthDtype, type PthTensor, writeFileAtomic } from './pth';
 
 const CODES: Record<PthDtype, string> = { float32: 'F32', float64: 'F64', int64: 'I64', int32: 'I32', uint8: 'U8' };
@@ -40,32 +40,44 @@ export function parseSafetensors(bytes: Uint8Array, name: string): Map<string, P
   if (bytes.length < 8) fail('too short for a safetensors header');
   const headerLength = Number(new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true));
   if (headerLength > bytes.length - 8) fail(`header of ${headerLength} bytes runs past the end of the file (${bytes.length} bytes)`);
-  let header: Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
+  let header: unknown;
   try {
     header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + headerLength)));
   } catch (e) {
     return fail(`header is not JSON (${(e as Error).message})`);
   }
+  if (!isRecord(header)) return fail('header is not a JSON object');
   const dataStart = 8 + headerLength;
   const out = new Map<string, PthTensor>();
   for (const [key, entry] of Object.entries(header)) {
     if (key === '__metadata__') continue;
-    const dtype = DTYPES[entry.dtype] ?? fail(`tensor '${key}' has unsupported dtype ${entry.dtype}`);
-    const [begin, end] = entry.data_offsets;
+    // No checksum in this format: damage is caught where it breaks the structure.
+    if (!isRecord(entry) || !isCountList(entry.shape) || !isCountList(entry.data_offsets) || entry.data_offsets.length !== 2)
+      return fail(`tensor '${key}' is not {dtype, shape, data_offsets}`);
+    const { shape, data_offsets: offsets } = entry;
+    const dtype =
+      typeof entry.dtype === 'string' && Object.hasOwn(DTYPES, entry.dtype)
+        ? DTYPES[entry.dtype]
+        : fail(`tensor '${key}' has unsupported dtype ${JSON.stringify(entry.dtype)}`);
+    const [begin, end] = offsets;
     const View = VIEWS[dtype];
-    const count = entry.shape.reduce((a, b) => a * b, 1);
-    if (end - begin !== count * View.BYTES_PER_ELEMENT || dataStart + end > bytes.length)
+    const count = shape.reduce((a, b) => a * b, 1);
+    if (begin > end || end - begin !== count * View.BYTES_PER_ELEMENT || dataStart + end > bytes.length)
       fail(`tensor '${key}' has offsets [${begin}, ${end}] that do not fit its shape or the file`);
     const copy = bytes.slice(dataStart + begin, dataStart + end);
-    out.set(key, { dtype, shape: entry.shape, data: new View(copy.buffer, 0, count) } as PthTensor);
+    out.set(key, { dtype, shape, data: new View(copy.buffer, 0, count) } as PthTensor);
   }
   return out;
 }
+
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isCountList = (v: unknown): v is number[] =>
+  Array.isArray(v) && v.every((n) => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0);
 
 export function writeSafetensors(file: string, tensors: ReadonlyMap<string, PthTensor>): void {
   writeFileAtomic(file, serializeSafetensors(tensors));
 }
 
 export function readSafetensors(file: string): Map<string, PthTensor> {
-  return parseSafetensors(fs.readFileSync(file), file);
+  return parseSafetensors(readInputFile(file, 'safetensors file'), file);
 }

@@ -2,9 +2,9 @@
 // container, JSON and .pth files, and strict validation against a network spec. The official loader takes
 // scale files with strict=False and silently ignores mismatches; here a file either fits whole or is refused.
 import { createHash } from 'node:crypto';
-import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { HostTensor } from './backend';
+import { INPUT_LIMITS, readInputFile } from './input-file';
 import { parameterInfo, type NetworkSpec } from './spec';
 import { parsePth, serializePth, writeFileAtomic, type PthTensor } from './pth';
 
@@ -254,20 +254,113 @@ function formatOfName(file: string): ScaleFileFormat | undefined {
   return undefined;
 }
 
-/** Reads a scale file: JSON for '.json', torch.save for '.pth' / '.pt', otherwise told apart by content. */
-export function loadScales(file: string): ScaleSet {
-  const bytes = fs.readFileSync(file);
+/** Reads a scale file: JSON for '.json', torch.save for '.pth' / '.pt', otherwise told apart by content.
+ * Refuses scales no network can train with (checkScaleValues). `what` names the file's role in errors
+ * about the file itself (missing, a folder, too big). */
+export function loadScales(file: string, what = 'scale file'): ScaleSet {
+  const bytes = readInputFile(file, what, INPUT_LIMITS.small);
   let format = formatOfName(file);
   if (format === undefined) {
     if (bytes.subarray(0, 2).toString('latin1') === ZIP_MAGIC) format = 'pth';
     else if (bytes.toString('utf8').trimStart().startsWith('{')) format = 'json';
     else throw new Error(`${file}: neither a JSON scale file nor a torch.save zip (name it .json or .pth to say which)`);
   }
-  return format === 'json' ? scalesFromJson(bytes.toString('utf8'), file) : scalesFromPth(bytes, file);
+  const set = format === 'json' ? scalesFromJson(bytes.toString('utf8'), file) : scalesFromPth(bytes, file);
+  checkScaleValues(set, file);
+  return set;
 }
 
 /** Writes a scale file atomically; the format defaults to the one the extension names ('.json', '.pth', '.pt'). */
 export function saveScales(file: string, set: ScaleSet, format: ScaleFileFormat | undefined = formatOfName(file)): void {
   if (format === undefined) throw new Error(`${file}: cannot tell the scale file format from the name; pass 'json' or 'pth'`);
   writeFileAtomic(file, format === 'json' ? Buffer.from(scalesToJson(set), 'utf8') : scalesToPth(set, file));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Degenerate values. As RepOpt-VGG constants a block's scales set its conv's gradient multiplier (s^2
+// everywhere, + t^2 at the kernel centre, + 1 on the identity's diagonal) and its initial weights
+// (s*W3 + t*W1 + g*I). Some sets cannot train at all (refused); some are legitimate but worth a word.
+
+/** Largest |scale| accepted: SGD multiplies a 3x3 gradient by s^2, so |s| = 1e4 already scales it by
+ * 1e8, far past anything a usable lr survives (hyper-searched scales stay within about 1..10, and
+ * scaleWarnings calls |s| > 100 exploding). Also keeps s^2 far inside float32. */
+export const MAX_SCALE_MAGNITUDE = 1e4;
+
+const BRANCH_OF_ROLE: Readonly<Record<ScaleRole, string>> = { scale_conv: 's', scale_1x1: 't', scale_identity: 'g' };
+
+/** The set's scale vectors grouped by block ('stage1.0' -> role -> vector); other keys are left out. */
+function scalesByBlock(set: ScaleSet): Map<string, Map<ScaleRole, Float32Array>> {
+  const blocks = new Map<string, Map<ScaleRole, Float32Array>>();
+  for (const [key, vector] of set.entries()) {
+    const match = /^(.+)\.(scale_conv|scale_1x1|scale_identity)\.weight$/.exec(key);
+    if (!match) continue;
+    const [, block, role] = match as unknown as [string, string, ScaleRole];
+    if (!blocks.has(block)) blocks.set(block, new Map());
+    blocks.get(block)!.set(role, vector);
+  }
+  return blocks;
+}
+
+const allZero = (v: Float32Array) => v.every((x) => x === 0);
+const branchNames = (roles: Iterable<ScaleRole>) => [...roles].map((r) => `${r} (${BRANCH_OF_ROLE[r]})`).join(', ');
+
+/** Refuses scale values no network trains with: non-finite or beyond MAX_SCALE_MAGNITUDE, every scale 0,
+ * or a block whose every branch is 0 (its conv starts at 0 and its gradient multiplier is 0: it never
+ * learns). `name` (the file) starts each message. */
+export function checkScaleValues(set: ScaleSet, name: string): void {
+  const blocks = scalesByBlock(set);
+  for (const [block, roles] of blocks) {
+    for (const [role, vector] of roles) {
+      const bad = vector.findIndex((v) => !(Math.abs(v) <= MAX_SCALE_MAGNITUDE));
+      if (bad < 0) continue;
+      const value = vector[bad]!;
+      throw new Error(
+        `${name}: ${scaleKey(block, role)}[${bad}] is ${value}: ` +
+          (Number.isFinite(value)
+            ? `beyond the |scale| <= ${MAX_SCALE_MAGNITUDE} a network can train with (the gradient is multiplied by its square)`
+            : 'scales must be finite numbers (the hyper-search run that wrote it diverged)'),
+      );
+    }
+  }
+  const vectors = [...blocks.values()].flatMap((roles) => [...roles.values()]);
+  if (vectors.length > 0 && vectors.every(allZero)) {
+    const count = vectors.reduce((n, v) => n + v.length, 0);
+    throw new Error(
+      `${name}: every scale is 0 (${count} values in ${vectors.length} tensors): no block could train; ` +
+        'this is not a hyper-searched scale file',
+    );
+  }
+  for (const [block, roles] of blocks) {
+    if ([...roles.values()].every(allZero))
+      throw new Error(`${name}: block ${block} has every branch scale 0 (${branchNames(roles.keys())}): its conv could never train`);
+  }
+}
+
+/** What is legitimate in a scale set but worth knowing: negative values (hyper-search learns some), a
+ * branch that is 0 throughout (that branch adds nothing), output channels whose every branch is 0 (they
+ * never train). `name` (the file) starts each warning. */
+export function scaleValueWarnings(set: ScaleSet, name: string): string[] {
+  const warnings: string[] = [];
+  const negative: string[] = [];
+  for (const [block, roles] of scalesByBlock(set)) {
+    for (const [role, vector] of roles) {
+      const count = vector.filter((v) => v < 0).length;
+      if (count > 0) negative.push(`${scaleKey(block, role)} (${count} of ${vector.length})`);
+    }
+    const zeroBranches = [...roles].filter(([, v]) => allZero(v)).map(([role]) => role);
+    if (zeroBranches.length > 0 && zeroBranches.length < roles.size)
+      warnings.push(`${name}: block ${block} has ${branchNames(zeroBranches)} 0 throughout: that branch adds nothing to the block`);
+    const vectors = [...roles.values()];
+    const width = Math.min(...vectors.map((v) => v.length));
+    let dead = 0;
+    for (let o = 0; o < width; o++) if (vectors.every((v) => v[o] === 0)) dead++;
+    if (dead > 0 && zeroBranches.length < roles.size)
+      warnings.push(`${name}: block ${block} has ${dead} of ${width} output channels with every branch scale 0: they never train`);
+  }
+  if (negative.length > 0)
+    warnings.push(
+      `${name}: negative scales in ${negative.length} tensors (accepted: hyper-search learns some; with SGD the ` +
+        `gradient multiplier uses their squares): ${listed(negative)}`,
+    );
+  return warnings;
 }

@@ -87,10 +87,10 @@ describe('train(): events', () => {
 
   test('options are checked when the run is made, before anything is written', () => {
     expect(() => train(options('bad', { epochs: 0 }))).toThrow(/epochs must be a positive integer, got 0/);
-    expect(() => train(options('bad', { mode: 'target' }))).toThrow(/mode target \(RepOpt-VGG\) needs --scales/);
+    expect(() => train(options('bad', { mode: 'target' }))).toThrow(/^scales is needed for mode target \(RepOpt-VGG\)/);
     expect(() => train(options('bad', { logEvery: 1.5 }))).toThrow(/logEvery must be a positive integer, got 1.5/);
     expect(() => train({ outDir: '' })).toThrow(/outDir must name the run folder/);
-    expect(() => train(options('bad', { labelSmoothing: 2 }))).toThrow(/label smoothing must be in \[0, 1\], got 2/);
+    expect(() => train(options('bad', { labelSmoothing: 2 }))).toThrow(/^labelSmoothing must be in \[0, 1\], got 2/);
     expect(() => train(options('bad', { arch: 'VGG-16' }))).toThrow(/arch must be one of RepOpt-VGG-B1, .*; got VGG-16/);
     const { data: _, ...withoutData } = options('bad');
     expect(() => train(withoutData, { data })).toThrow(/data given in memory needs options.data saying what it is/);

@@ -4,6 +4,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import sharp from 'sharp';
+import { sealedJsonText } from '../lib/sealed-json';
 
 const cli = path.join(__dirname, '..', 'dist', 'cli.js');
 const out = fs.mkdtempSync(path.join(os.tmpdir(), 'repopt-demo-'));
@@ -88,7 +89,7 @@ describe('CLI errors say what to do', () => {
   test('train --mode target without scales', () => {
     const r = repopt('train', '--mode', 'target', '--out', path.join(out, 'x'));
     expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(/mode target \(RepOpt-VGG\) needs --scales/);
+    expect(r.stderr).toMatch(/--scales is needed for --mode target \(RepOpt-VGG\)/);
   });
   test('bad option values', () => {
     const r = repopt('train', '--epochs', '-3');
@@ -210,9 +211,10 @@ print(json.dumps({'keys': list(sd.keys()), 'same': same and len(header) - ('__me
     const src = path.join(out, 'VGG', 'checkpoints', fs.readFileSync(path.join(out, 'VGG', 'checkpoints', 'latest'), 'utf8').trim());
     const wrong = path.join(out, 'wrong-arch');
     fs.cpSync(src, wrong, { recursive: true });
-    const meta = JSON.parse(fs.readFileSync(path.join(wrong, 'meta.json'), 'utf8'));
+    // (re-sealed: an edit alone is refused as damage before the weights are looked at)
+    const { checksum: _, ...meta } = JSON.parse(fs.readFileSync(path.join(wrong, 'meta.json'), 'utf8'));
     meta.config.arch = 'RepOpt-VGG-XS';
-    fs.writeFileSync(path.join(wrong, 'meta.json'), JSON.stringify(meta));
+    fs.writeFileSync(path.join(wrong, 'meta.json'), sealedJsonText(meta, 2));
     const mismatch = repopt('quantize', '--checkpoint', wrong, '--out', path.join(out, 'wrong-int8'));
     expect(mismatch.status).toBe(1);
     expect(mismatch.stderr).toMatch(/the weights do not fit RepOpt-VGG-XS \(target\)/);

@@ -5,7 +5,7 @@ import { type ChildProcess, spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { freePort, rendezvousFromEnv, shardPermutation } from '../lib/distributed';
+import { freePort, launch, rendezvousFromEnv, shardPermutation } from '../lib/distributed';
 import { native } from '../lib/native';
 import { NativeBackendNetwork } from '../lib/native-backend';
 import { networkSpec } from '../lib/configs';
@@ -22,7 +22,8 @@ afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 const workerEnv = (extra: NodeJS.ProcessEnv = {}) => {
   const env: NodeJS.ProcessEnv = { ...process.env, OMP_NUM_THREADS: '1', ...extra };
   // A launched run must not see this process's own rendezvous (if jest ever runs under one).
-  for (const k of ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT']) if (!(k in extra)) delete env[k];
+  for (const k of ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'LOCAL_WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT', 'REPOPT_RENDEZVOUS_FILE'])
+    if (!(k in extra)) delete env[k];
   return env;
 };
 
@@ -88,6 +89,15 @@ describe('distributed sampler and environment', () => {
       localRank: 1,
       masterAddr: '10.0.0.1',
       masterPort: 1234,
+    });
+    expect(rendezvousFromEnv({ RANK: '0', WORLD_SIZE: '4', LOCAL_WORLD_SIZE: '2', REPOPT_RENDEZVOUS_FILE: '/tmp/x/store' })).toEqual({
+      rank: 0,
+      worldSize: 4,
+      localRank: 0,
+      localWorldSize: 2,
+      masterAddr: '127.0.0.1',
+      masterPort: 29500,
+      storeFile: '/tmp/x/store',
     });
     expect(() => rendezvousFromEnv({ RANK: '2', WORLD_SIZE: '2' })).toThrow('RANK=2 must be an integer in [0, 1]');
     expect(() => rendezvousFromEnv({ WORLD_SIZE: '2' })).toThrow('RANK is not');
@@ -398,5 +408,275 @@ describe('failures', () => {
     expect(r.status).toBe(1);
     expect(r.stderr).toContain(`rank 1 could not reach the rendezvous store at 127.0.0.1:${port} within 2 s`);
     expect(Date.now() - t0).toBeLessThan(30_000);
+  });
+});
+
+/** The TCP addresses process `pid` listens on ("127.0.0.1:5000", "[::]:29500"), from /proc. */
+function listeningOn(pid: number): string[] {
+  const inodes = new Set<string>();
+  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
+      if (m) inodes.add(m[1]);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  // /proc/net/tcp{,6}: local address as hex 32-bit words in host (little-endian) byte order.
+  const bytesOf = (hex: string) =>
+    hex.match(/.{8}/g)!.flatMap((word) =>
+      word
+        .match(/../g)!
+        .reverse()
+        .map((b) => parseInt(b, 16)),
+    );
+  const format = (bytes: number[]) => {
+    if (bytes.length === 4) return bytes.join('.');
+    const groups = Array.from({ length: 8 }, (_, i) => ((bytes[2 * i] << 8) | bytes[2 * i + 1]).toString(16));
+    return `[${groups
+      .join(':')
+      .replace(/^(0:)+0$/, '::')
+      .replace(/^(0:)+1$/, '::1')}]`;
+  };
+  const out: string[] = [];
+  for (const table of ['tcp', 'tcp6']) {
+    for (const line of fs.readFileSync(`/proc/${pid}/net/${table}`, 'utf8').trim().split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f[3] !== '0A' || !inodes.has(f[9])) continue; // 0A: LISTEN
+      const [address, port] = f[1].split(':');
+      out.push(`${format(bytesOf(address))}:${parseInt(port, 16)}`);
+    }
+  }
+  return out;
+}
+
+const isLoopback = (address: string) => address.startsWith('127.') || address.startsWith('[::1]:');
+
+describe('bounds on processes and threads', () => {
+  const cores = os.availableParallelism();
+
+  test('--nproc above the cores is refused, naming --nproc, the cores and --allow-oversubscribe; with that flag the workers start', () => {
+    const refusal = `--nproc ${cores + 1} is more than the ${cores} cores of this host`;
+    for (const args of [
+      ['train', ...DATA, '--nproc', String(cores + 1), '--out', path.join(tmp, 'too-many')],
+      ['launch', '--nproc', String(cores + 1), 'info'],
+    ]) {
+      const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', env: workerEnv(), timeout: 60_000 });
+      expect([r.status, r.stderr]).toEqual([1, expect.stringContaining(refusal)]);
+      expect(r.stderr).toContain(`use --nproc ${cores} or less, or --allow-oversubscribe`);
+      expect(r.stderr).not.toContain('started');
+      expect(fs.existsSync(path.join(tmp, 'too-many'))).toBe(false);
+    }
+    // Accepted with the flag (the workers run `info`: cheap).
+    const r = run(['launch', '--nproc', String(cores + 1), '--allow-oversubscribe', 'info', '--json']);
+    expect(r.stderr).toContain(`rank ${cores} of ${cores + 1} started`);
+    expect(JSON.parse(r.stdout).torchVersion).toMatch(/^\d+\.\d+/); // rank 0's output
+  });
+
+  test('threads above the cores: capped to the cores with a warning (API: a warning event; CLI: on stderr; setNumThreads)', async () => {
+    const { info, setNumThreads, train } = await import('../lib');
+    const outDir = path.join(tmp, 'many-threads');
+    const run = train({
+      arch: 'RepOpt-VGG-XS',
+      mode: 'vgg',
+      data: { kind: 'fashion-mnist', trainSubset: 64, testSubset: 20 },
+      epochs: 1,
+      batchSize: 32,
+      threads: 1000,
+      stopAfterSteps: 1,
+      outDir,
+    });
+    const warnings: string[] = [];
+    let threadsWhileTraining = 0;
+    run.on('warning', (e) => warnings.push(e.message));
+    run.on('step', () => (threadsWhileTraining = info().threads));
+    const r = await run.result;
+    r.network.dispose();
+    expect(warnings).toContain(`threads 1000 is more than the ${cores} cores of this machine: using ${cores} threads`);
+    expect(threadsWhileTraining).toBe(cores);
+    expect(await native().threadsAsync()).toBe(cores); // what the native worker threads run with
+
+    // The public setter caps too, with a process warning, and returns the count set.
+    const emitWarning = jest.spyOn(process, 'emitWarning').mockImplementation(() => {});
+    expect(setNumThreads(1000)).toBe(cores);
+    expect(emitWarning.mock.calls).toEqual([[`threads 1000 is more than the ${cores} cores of this machine: using ${cores} threads`]]);
+    emitWarning.mockRestore();
+    expect(setNumThreads(1)).toBe(1);
+    expect(info().threads).toBe(1);
+    setNumThreads(Number(process.env.REPOPT_TEST_THREADS ?? 2));
+
+    // The command line names its flag.
+    const cliRun = spawnSync(process.execPath, [cli, 'eval', '--threads', '1000', '--checkpoint', outDir], {
+      encoding: 'utf8',
+      env: workerEnv(),
+      timeout: 60_000,
+    });
+    expect(cliRun.status).toBe(0);
+    expect(cliRun.stderr).toContain(
+      `repopt: warning: --threads 1000 is more than the ${cores} cores of this machine: using ${cores} threads`,
+    );
+  });
+});
+
+describe('rendezvous', () => {
+  test('a rank that never starts: rank 0 reports who is missing while it waits, then fails after --dist-connect-timeout naming the address, the missing rank and the flag', async () => {
+    const port = await freePort();
+    const rank0 = spawn(
+      process.execPath,
+      [cli, ...LONG, '--threads', '1', '--dist-connect-timeout', '4', '--out', path.join(tmp, 'never-joined')],
+      {
+        // A second node (one worker per node) that never starts.
+        env: workerEnv({
+          RANK: '0',
+          WORLD_SIZE: '2',
+          LOCAL_WORLD_SIZE: '1',
+          MASTER_ADDR: '127.0.0.1',
+          MASTER_PORT: String(port),
+          REPOPT_DIST_REPORT_SECONDS: '1',
+        }),
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
+    const exit = exitOf(rank0);
+    let stderr = '';
+    rank0.stderr!.on('data', (d) => (stderr += d));
+    // While it waits: the store's socket. libtorch 2.x binds it to MASTER_ADDR alone; 1.x's TCPStore
+    // can only listen on every interface (the documented limit of multi-host runs there).
+    await waitFor('the first report', () => stderr.includes('waiting for'));
+    const sockets = listeningOn(rank0.pid!);
+    const major = Number(native().info().torchVersion.split('.')[0]);
+    expect(sockets).toEqual([major >= 2 ? `127.0.0.1:${port}` : `[::]:${port}`]);
+
+    const r = await exit;
+    expect(r.code).toBe(1);
+    expect(r.ms).toBeLessThan(4_000 + 6_000);
+    const reports = r.stderr.split('\n').filter((l) => l.startsWith('warning: waiting for'));
+    expect(reports.length).toBeGreaterThanOrEqual(2);
+    expect(reports[0]).toMatch(
+      new RegExp(
+        `^warning: waiting for rank 1 \\(node 1\\) to join the rendezvous at 127\\.0\\.0\\.1:${port} \\(joined: rank 0 \\(node 0\\); \\d s of 4 s\\)$`,
+      ),
+    );
+    expect(r.stderr).toContain(
+      `repopt: rank 0 of 2: rank 1 (node 1) did not join the rendezvous at 127.0.0.1:${port} within 4 s (--dist-connect-timeout); ` +
+        'joined: rank 0 (node 0).',
+    );
+  });
+
+  test('two workers with one RANK: the second is refused at once naming the rank; rank 0 names the ranks still missing', async () => {
+    const port = await freePort();
+    const env = (rank: number) =>
+      workerEnv({
+        RANK: String(rank),
+        WORLD_SIZE: '4',
+        MASTER_ADDR: '127.0.0.1',
+        MASTER_PORT: String(port),
+        REPOPT_DIST_REPORT_SECONDS: '0.5',
+      });
+    const start = (rank: number) =>
+      spawn(process.execPath, [cli, ...LONG, '--threads', '1', '--dist-connect-timeout', '6', '--out', path.join(tmp, 'same-rank')], {
+        env: env(rank),
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+    const rank0 = start(0);
+    const exit0 = exitOf(rank0);
+    let stderr0 = '';
+    rank0.stderr!.on('data', (d) => (stderr0 += d));
+    const first = exitOf(start(1)); // the exit may come before it is awaited
+    await waitFor('rank 1 to join', () => stderr0.includes('joined: ranks 0-1;'));
+    const twin = await exitOf(start(1));
+    expect(twin.code).toBe(1);
+    expect(twin.stderr).toContain(`repopt: rank 1: another worker already joined the rendezvous at 127.0.0.1:${port} as rank 1`);
+    const r = await exit0;
+    expect(r.stderr).toContain(`rank 0 of 4: ranks 2-3 did not join the rendezvous at 127.0.0.1:${port} within 6 s`);
+    expect(r.stderr).toContain('joined: ranks 0-1.');
+    expect((await first).code).toBe(1); // the store went with rank 0
+  });
+
+  test('one host: nothing listens on another interface; Ctrl-C to the launcher stops the workers with a checkpoint (exit 130) that --resume continues', async () => {
+    const out = path.join(tmp, 'ctrl-c');
+    // Its own process group, as a terminal's foreground job: the Ctrl-C below reaches every process in it.
+    const launcher = spawn(process.execPath, [cli, ...LONG, '--nproc', '2', '--out', out], {
+      env: workerEnv(),
+      stdio: ['ignore', 'ignore', 'pipe'],
+      detached: true,
+    });
+    const exit = exitOf(launcher);
+    let stderr = '';
+    launcher.stderr!.on('data', (d) => (stderr += d));
+    try {
+      const metrics = path.join(out, 'metrics.jsonl');
+      await waitFor('training to start', () => fs.existsSync(metrics) && fs.readFileSync(metrics, 'utf8').includes('"train"'));
+      const pids = [0, 1].map((rank) => Number(new RegExp(`rank ${rank} of 2 started \\(pid (\\d+)\\)`).exec(stderr)![1]));
+      const sockets = [launcher.pid!, ...pids].flatMap(listeningOn);
+      expect(sockets.filter((s) => !isLoopback(s))).toEqual([]);
+
+      process.kill(-launcher.pid!, 'SIGINT');
+      const r = await exit;
+      expect(r.code).toBe(130);
+      expect(r.stderr).toContain('repopt launch: Ctrl-C: the workers stop after the step in flight and write a checkpoint');
+      const stopped = /repopt: interrupted after (\d+) steps; checkpoint (\S+);/.exec(r.stderr)!;
+      expect(stopped).not.toBeNull();
+      const step = Number(stopped[1]);
+      expect(model(out).meta.step).toBe(step);
+      expect(r.stderr).not.toMatch(/killed by|exited with code/);
+      for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
+
+      run([...LONG, '--nproc', '2', '--resume', '--stop-after-steps', String(step + 2), '--out', out]);
+      const steps = fs
+        .readFileSync(path.join(out, 'metrics.jsonl'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l))
+        .filter((l) => l.type === 'train')
+        .map((l) => l.step);
+      expect(steps.slice(-3)).toEqual([step, step + 1, step + 2]);
+    } finally {
+      if (launcher.exitCode === null) process.kill(-launcher.pid!, 'SIGKILL');
+    }
+  });
+});
+
+describe('the launcher and Ctrl-C', () => {
+  // Workers that note each signal in a file and do not stop on SIGINT (a step that never ends).
+  const stubborn = path.join(tmp, 'stubborn-worker.js');
+  fs.writeFileSync(
+    stubborn,
+    "const fs = require('fs'); const note = (what) => fs.appendFileSync(process.argv[2] + '/' + process.env.RANK + '.' + what, 'x');\n" +
+      "process.on('SIGINT', () => note('sigint')); setInterval(() => {}, 1000); note('ready');\n",
+  );
+  const noted = (dir: string, what: string) => [0, 1].every((rank) => fs.existsSync(path.join(dir, `${rank}.${what}`)));
+
+  test.each([
+    ['a second Ctrl-C', 60_000, true, 'repopt launch: Ctrl-C again; stopping the workers'],
+    [
+      'workers that do not stop within interruptTimeoutMs',
+      1_000,
+      false,
+      'repopt launch: the workers did not stop within 1 s of Ctrl-C; stopping the workers',
+    ],
+  ])('%s: SIGINT is passed on once, then the workers get SIGTERM; exit 130', async (_, interruptTimeoutMs, again, message) => {
+    const dir = fs.mkdtempSync(path.join(tmp, 'stubborn-'));
+    const lines: string[] = [];
+    const result = launch({
+      nproc: 2,
+      nnodes: 1,
+      nodeRank: 0,
+      masterAddr: '127.0.0.1',
+      masterPort: 29500,
+      script: stubborn,
+      args: [dir],
+      log: (l) => lines.push(l),
+      interruptTimeoutMs,
+    });
+    await waitFor('the workers to start', () => noted(dir, 'ready'));
+    process.emit('SIGINT', 'SIGINT');
+    await waitFor('the workers to get SIGINT', () => noted(dir, 'sigint'));
+    if (again) process.emit('SIGINT', 'SIGINT');
+    expect(await result).toEqual({ exitCode: 130 });
+    expect(lines).toContain(message);
+    for (const rank of [0, 1]) expect(fs.readFileSync(path.join(dir, `${rank}.sigint`), 'utf8')).toBe('x'); // once
+    expect(lines.filter((l) => l.includes('killed by') || l.includes('exited with'))).toEqual([]);
+    expect(process.listenerCount('SIGINT')).toBe(0); // the launcher's handlers are gone
   });
 });

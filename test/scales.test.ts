@@ -12,9 +12,12 @@ import {
   scalesFromJson,
   scalesFromNetworkState,
   scalesToJson,
+  scaleValueWarnings,
   validateScales,
   type ScaleFileJson,
 } from '../lib/scales';
+import { train } from '../lib';
+import { networkSpec } from '../lib/configs';
 import { parameterInfo, type BlockSpec, type NetworkSpec } from '../lib/spec';
 import { thrown } from './helpers';
 
@@ -327,5 +330,129 @@ describe('scale JSON checksum', () => {
     expect(() => scalesFromJson(damaged, 'damaged.json')).toThrow(/damaged\.json: checksum mismatch/);
     const edited = damaged.replace(/\n\s*"sha256": "[0-9a-f]+",/, '');
     expect(Array.from(scalesFromJson(edited, 'edited.json').get('stage0.scale_conv.weight'))).toEqual([1.5, -0.26].map(Math.fround));
+  });
+});
+
+describe('degenerate scale values', () => {
+  const cli = path.join(__dirname, '..', 'dist', 'cli.js');
+  const repopt = (...args: string[]) =>
+    spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, OMP_NUM_THREADS: '1' } });
+  /** RepOpt-VGG-XS's scale keys (Fashion-MNIST: 1 channel, 10 classes), every value `fill(key, channel)`. */
+  const xsSpec = networkSpec('RepOpt-VGG-XS', { mode: 'hs', numClasses: 10, inChannels: 1 });
+  const xsScales = (fill: (key: string, channel: number) => number) =>
+    ScaleSet.from(
+      parameterInfo(xsSpec)
+        .filter((p) => p.role.startsWith('scale_'))
+        .map((p): [string, number[]] => [p.name, Array.from({ length: p.shape[0]! }, (_, o) => fill(p.name, o))]),
+    );
+  /** Writes the set as JSON without its checksum, as a hand-edited file would be. */
+  const saveEdited = (name: string, set: ScaleSet) => {
+    fs.writeFileSync(temp(name), scalesToJson(set).replace(/\n\s*"sha256": "[0-9a-f]+",/, ''));
+    return temp(name);
+  };
+  const trainFlags = ['--arch', 'RepOpt-VGG-XS', '--mode', 'target', '--train-subset', '200', '--test-subset', '100'];
+  const trainFlagsRun = [...trainFlags, '--epochs', '1', '--batch-size', '50', '--threads', '1'];
+
+  test('all zeros: refused by loadScales, by train (before anything is written) and by scales show', () => {
+    const file = saveEdited(
+      'zeros.json',
+      xsScales(() => 0),
+    );
+    const count = xsScales(() => 0).entries().length;
+    expect(thrown(() => loadScales(file)).message).toMatch(
+      new RegExp(`^${file}: every scale is 0 \\(\\d+ values in ${count} tensors\\): no block could train`),
+    );
+    const r = repopt('train', ...trainFlags, '--scales', file, '--out', temp('zeros-run'));
+    expect(r.stderr).toContain(`repopt: --scales ${file}: every scale is 0`);
+    expect(r.status).toBe(1);
+    expect(fs.existsSync(temp('zeros-run'))).toBe(false);
+    const show = repopt('scales', 'show', file);
+    expect(show.stderr).toContain(`${file}: every scale is 0`);
+    expect(show.status).toBe(1);
+  });
+
+  test('one block with every branch 0 is refused, naming the block and its branches', () => {
+    const file = saveEdited(
+      'block.json',
+      xsScales((key) => (key.startsWith('stage2.0.') ? 0 : 1)),
+    );
+    expect(thrown(() => loadScales(file)).message).toBe(
+      `${file}: block stage2.0 has every branch scale 0 (scale_conv (s), scale_1x1 (t)): its conv could never train`,
+    );
+  });
+
+  test('NaN, infinite and absurdly large values are refused, naming the key, index and value', () => {
+    const nan = ScaleSet.from(
+      xsScales(() => 1)
+        .entries()
+        .map(([k, v]): [string, Float32Array] => [k, k === 'stage1.0.scale_1x1.weight' ? v.fill(Number.NaN, 2) : v]),
+    );
+    saveScales(temp('nan.pth'), nan);
+    expect(thrown(() => loadScales(temp('nan.pth'))).message).toBe(
+      `${temp('nan.pth')}: stage1.0.scale_1x1.weight[2] is NaN: scales must be finite numbers (the hyper-search run that wrote it diverged)`,
+    );
+    const huge = saveEdited(
+      'huge.json',
+      xsScales((key, o) => (key === 'stage0.scale_conv.weight' && o === 1 ? -2e4 : 1)),
+    );
+    expect(thrown(() => loadScales(huge)).message).toBe(
+      `${huge}: stage0.scale_conv.weight[1] is -20000: beyond the |scale| <= 10000 a network can train with (the gradient is multiplied by its square)`,
+    );
+    expect(() =>
+      loadScales(
+        saveEdited(
+          'large.json',
+          xsScales(() => 1e4),
+        ),
+      ),
+    ).not.toThrow();
+  });
+
+  test('negative values and a zero branch are accepted with warnings, through scales show and a training run', async () => {
+    const set = xsScales((key, o) => (key === 'stage1.0.scale_1x1.weight' ? 0 : key === 'stage0.scale_conv.weight' && o < 3 ? -0.5 : 1));
+    const file = saveEdited('negative.json', set);
+    expect(loadScales(file).size).toBe(set.size);
+    const warnings = scaleValueWarnings(set, file);
+    expect(warnings).toEqual([
+      `${file}: block stage1.0 has scale_1x1 (t) 0 throughout: that branch adds nothing to the block`,
+      `${file}: negative scales in 1 tensors (accepted: hyper-search learns some; with SGD the gradient multiplier uses their ` +
+        'squares): stage0.scale_conv.weight (3 of 8)',
+    ]);
+    const show = repopt('scales', 'show', file);
+    expect(show.status).toBe(0);
+    expect(show.stdout).toContain('fits RepOpt-VGG-XS');
+    for (const w of warnings) expect(show.stderr).toContain(`warning: ${w}`);
+
+    const run = train({
+      arch: 'RepOpt-VGG-XS',
+      mode: 'target',
+      scales: file,
+      data: { kind: 'fashion-mnist', trainSubset: 200, testSubset: 100 },
+      epochs: 1,
+      batchSize: 50,
+      threads: 1,
+      outDir: temp('negative-run'),
+    });
+    const heard: string[] = [];
+    run.on('warning', (e) => heard.push(e.message));
+    const r = await run.result;
+    r.network.dispose();
+    expect(r.steps).toBe(4);
+    expect(heard).toEqual(warnings);
+  }, 120_000);
+
+  test('output channels with every branch 0 are warned about', () => {
+    const set = xsScales((key, o) => (key.startsWith('stage3.0.') && o < 2 ? 0 : 1));
+    expect(scaleValueWarnings(set, 'c.json')).toEqual([
+      'c.json: block stage3.0 has 2 of 32 output channels with every branch scale 0: they never train',
+    ]);
+  });
+
+  test('--scales as a folder or /dev/zero fails at once, naming the path', () => {
+    expect(thrown(() => loadScales(tempDir)).message).toBe(`scale file ${tempDir}: is a folder, not a file`);
+    expect(thrown(() => loadScales('/dev/zero', 'scales')).message).toBe('scales /dev/zero: not a regular file (a device, FIFO or socket)');
+    const r = repopt('train', ...trainFlagsRun, '--scales', '/dev/zero', '--out', temp('dev-zero-run'));
+    expect(r.stderr).toContain('repopt: --scales /dev/zero: not a regular file');
+    expect(r.status).toBe(1);
   });
 });

@@ -1,12 +1,16 @@
 // What can be done with a run's checkpoint: evaluate it, fold it into the deploy network, export its
 // weights in PyTorch's or safetensors' format.
+import * as fs from 'fs';
+import * as path from 'path';
 import { EVALUATE_DEFAULTS, TRAIN_DEFAULTS, withDefaults } from '../defaults';
 import { foldToDeploy } from '../fold';
 import type { EpochMetrics } from '../native';
 import { NativeBackendNetwork } from '../native-backend';
+import { OptionError } from '../option-error';
 import { type PthTensor, writePth } from '../pth';
 import { setNumThreads } from '../runtime';
 import { writeSafetensors } from '../safetensors';
+import { checkDevice, checkThreads } from '../train/config';
 import { channelStats, loadSplit, type Normalization, uploadDataset } from '../train/data';
 import { checkpointAt, specOfCheckpoint } from '../train/load';
 import type { TrainCheckpoint } from '../train/trainer';
@@ -36,6 +40,10 @@ export async function normalizationOf(ckpt: TrainCheckpoint): Promise<Normalizat
 /** Test-set loss and accuracy of a checkpoint (eval mode, no augmentation), off the JS thread. */
 export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult> {
   const o = withDefaults({ ...EVALUATE_DEFAULTS, device: TRAIN_DEFAULTS.device as string }, options);
+  if (!(Number.isInteger(o.batchSize) && o.batchSize > 0))
+    throw new OptionError('batchSize', `batchSize must be a positive integer, got ${o.batchSize}`);
+  checkThreads(o.threads);
+  checkDevice(o.device);
   setNumThreads(o.threads);
   const ckpt = checkpointAt(o.checkpoint);
   const c = ckpt.meta.config;
@@ -61,6 +69,19 @@ export function writeWeights(file: string, tensors: ReadonlyMap<string, PthTenso
   else throw new Error(`${file}: choose the format by the extension, .pth or .safetensors`);
 }
 
+/** Checks `out` of convert/export before any work: a .pth/.pt/.safetensors file in an existing folder. */
+function checkWeightsOut(out: string): void {
+  if (typeof out !== 'string' || !/\.(pth|pt|safetensors)$/.test(out))
+    throw new OptionError(
+      'out',
+      `out must be a file named *.pth, *.pt or *.safetensors (the extension picks the format), got '${String(out)}'`,
+    );
+  const dir = path.dirname(out);
+  if (!fs.existsSync(dir)) throw new OptionError('out', `out ${out}: the folder ${dir} does not exist`);
+  if (!fs.statSync(dir).isDirectory()) throw new OptionError('out', `out ${out}: ${dir} is not a folder`);
+  if (fs.existsSync(out) && fs.statSync(out).isDirectory()) throw new OptionError('out', `out ${out} is a folder; name a file in it`);
+}
+
 export interface ConvertResult {
   readonly out: string;
   /** The deploy network's blocks (one conv3x3 + bias each). */
@@ -69,6 +90,7 @@ export interface ConvertResult {
 
 /** Folds a trained repvgg, target (RepOpt-VGG) or vgg checkpoint into the deploy network and writes it. */
 export function convert(options: { readonly checkpoint: string; readonly out: string }): ConvertResult {
+  checkWeightsOut(options.out);
   const ckpt = checkpointAt(options.checkpoint);
   const c = ckpt.meta.config;
   if (c.mode === 'hs')
@@ -93,6 +115,7 @@ export function exportWeights(options: { readonly checkpoint: string; readonly o
   tensors: number;
   checkpoint: string;
 } {
+  checkWeightsOut(options.out);
   const ckpt = checkpointAt(options.checkpoint);
   writeWeights(options.out, ckpt.model);
   return { out: options.out, tensors: ckpt.model.size, checkpoint: ckpt.dir };

@@ -4,15 +4,26 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { QUANTIZE_DEFAULTS, TRAIN_DEFAULTS, withDefaults } from '../defaults';
 import { NativeBackendNetwork } from '../native-backend';
+import { OptionError } from '../option-error';
 import type { EpochMetrics } from '../native';
 import { writePth } from '../pth';
-import { deployNetwork, type PtqResult, quantizeDeploy, rangesOf, spreadTable, weightSpread, writeInt8Model } from '../quant';
+import {
+  checkCalibrationBatches,
+  deployNetwork,
+  type PtqResult,
+  quantizeDeploy,
+  rangesOf,
+  spreadTable,
+  weightSpread,
+  writeInt8Model,
+} from '../quant';
 import { formatPercent, markdownTable } from '../report';
 import { writeSafetensors } from '../safetensors';
 import { setNumThreads } from '../runtime';
-import { resolveTrainConfig } from '../train/config';
+import { checkLr, checkThreads, resolveTrainConfig } from '../train/config';
 import { loadData, uploadDataset } from '../train/data';
 import { checkpointAt, runDirOf, specOfCheckpoint } from '../train/load';
+import { makeOutDir } from '../train/run-folder';
 import { runTraining } from '../train/trainer';
 import { normalizationOf } from './checkpoint';
 import type { RunOptions } from './train';
@@ -63,6 +74,21 @@ function writeReportSection(file: string, section: string): void {
   fs.writeFileSync(file, `${kept.trimEnd()}\n\n${section.trimEnd()}\n`);
 }
 
+function checkQuantizeOptions(
+  o: Omit<QuantizeOptions, 'checkpoint'> & Required<Omit<QuantizeOptions, 'qatLr' | 'out' | 'checkpoint'>>,
+): void {
+  const positive = (v: number) => Number.isInteger(v) && v > 0;
+  if (!positive(o.calibBatches)) throw new OptionError('calibBatches', `calibBatches must be a positive integer, got ${o.calibBatches}`);
+  if (!positive(o.batchSize)) throw new OptionError('batchSize', `batchSize must be a positive integer, got ${o.batchSize}`);
+  if (o.observer !== 'minmax' && o.observer !== 'percentile')
+    throw new OptionError('observer', `observer must be minmax or percentile, got ${String(o.observer)}`);
+  if (!(o.percentile > 50 && o.percentile <= 100))
+    throw new OptionError('percentile', `percentile must be in (50, 100], got ${o.percentile}`);
+  if (!(Number.isInteger(o.qatEpochs) && o.qatEpochs >= 0))
+    throw new OptionError('qatEpochs', `qatEpochs must be an integer >= 0, got ${o.qatEpochs}`);
+  checkThreads(o.threads);
+}
+
 function row(name: string, r: PtqResult): QuantizeRow {
   return { name, float: r.float, simulated: r.simulated, int8: r.int8 };
 }
@@ -76,16 +102,21 @@ export async function quantize(options: QuantizeOptions, run: Pick<RunOptions, '
     },
     options,
   );
+  checkQuantizeOptions(o);
   setNumThreads(o.threads);
   const ckpt = checkpointAt(o.checkpoint);
   const c = ckpt.meta.config;
   if (c.mode === 'hs')
     throw new Error(`${ckpt.dir}: quantize takes trained target, vgg or repvgg checkpoints; this one is a hyper-search (mode hs) model`);
   if (o.qatEpochs > 0 && c.mode === 'repvgg')
-    throw new Error(
-      'quantization-aware training fine-tunes plain networks (RepOpt-VGG, VGG); a repvgg run quantizes post-training ' +
-        'only (drop --qat-epochs)',
+    throw new OptionError(
+      'qatEpochs',
+      'qatEpochs: quantization-aware training fine-tunes plain networks (RepOpt-VGG, VGG); a repvgg run quantizes ' +
+        'post-training only (drop qatEpochs)',
+      ['qatEpochs'],
     );
+  // QAT trains at the run's batch size.
+  if (o.qatLr !== undefined) checkLr(o.qatLr, c.batchSize, 'qatLr', "the run's batch size");
   const spec = specOfCheckpoint(ckpt);
   const source = new NativeBackendNetwork(spec, 'float32');
   try {
@@ -95,12 +126,21 @@ export async function quantize(options: QuantizeOptions, run: Pick<RunOptions, '
   }
   const runDir = runDirOf(ckpt);
   const out = o.out ?? path.join(runDir, 'int8');
-  fs.mkdirSync(out, { recursive: true });
+  makeOutDir(out, 'out');
 
   const data = await loadData(c.data, c.seed);
   const stats = await normalizationOf(ckpt);
   const trainSet = uploadDataset(data.train, stats, 'cpu', c.seed);
   const testSet = uploadDataset(data.test, stats, 'cpu', c.seed);
+  // Both calibrations checked before either runs: QAT calibrates at the run's batch size.
+  checkCalibrationBatches(data.train.count, o.calibBatches, o.batchSize, { batches: 'calibBatches', batchSize: 'batchSize' });
+  if (o.qatEpochs > 0 && o.calibBatches > Math.floor(data.train.count / c.batchSize)) {
+    throw new OptionError(
+      'calibBatches',
+      `calibBatches ${o.calibBatches} is more than quantization-aware training can calibrate on: the training set's ` +
+        `${data.train.count} images make ${Math.floor(data.train.count / c.batchSize)} batch(es) of the run's batch size ${c.batchSize}`,
+    );
+  }
   const calibration = { batches: o.calibBatches, batchSize: o.batchSize, seed: c.seed, observer: o.observer, percentile: o.percentile };
   const deployed: PtqResult[] = [];
   try {
@@ -122,6 +162,7 @@ export async function quantize(options: QuantizeOptions, run: Pick<RunOptions, '
         device: 'cpu',
         autocast: 'none', // fake quantization runs in float32
         outDir: path.join(out, 'qat'),
+        overwrite: true, // quantizing again redoes QAT; the previous one is moved aside
         quant: { calibBatches: o.calibBatches, observer: o.observer, percentile: o.percentile },
       });
       const qat = await runTraining(qatConfig, { ...run, data, emit: () => {} });

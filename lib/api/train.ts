@@ -1,6 +1,8 @@
 // train() and hyperSearch(): a run starts at once and reports through events; `await run.result`.
 import { HYPER_SEARCH_DEFAULTS, withDefaults } from '../defaults';
 import { type HyperSearchResult, runHyperSearch } from '../hypersearch';
+import { OptionError } from '../option-error';
+import { loadScales } from '../scales';
 import { resolveTrainConfig, type TrainOptions } from '../train/config';
 import type { TrainTestData } from '../train/data';
 import { TrainingRun } from '../train/run';
@@ -21,7 +23,18 @@ export interface RunOptions {
 export function train(options: TrainOptions, run: RunOptions = {}): TrainingRun<TrainResult> {
   const config = resolveTrainConfig(options);
   checkPreloaded(options, run);
+  if (config.mode === 'target') checkScaleFile(config.scales!);
   return new TrainingRun((emit) => runTraining(config, { ...run, emit }));
+}
+
+/** Reads the scale file now, so that a missing, unreadable or degenerate one fails before the run starts. */
+function checkScaleFile(file: string): void {
+  try {
+    loadScales(file, 'scales');
+  } catch (e) {
+    const message = (e as Error).message;
+    throw new OptionError('scales', message.startsWith('scales ') ? message : `scales ${message}`);
+  }
 }
 
 function checkPreloaded(options: TrainOptions, run: RunOptions): void {

@@ -3,14 +3,14 @@ import type { Command } from 'commander';
 import { convert, evaluate, exportWeights } from '../api';
 import { EVALUATE_DEFAULTS } from '../defaults';
 import { formatPercent } from '../report';
-import { integer } from './values';
+import { integer, threadsFlag } from './values';
 
 export function addCheckpointCommands(program: Command): void {
   program
     .command('eval')
     .description("evaluate a checkpoint on its data set's test split")
     .requiredOption('--checkpoint <dir>', 'checkpoint folder, or a run folder (its newest checkpoint)')
-    .option('--threads <n>', 'torch threads', integer(1), EVALUATE_DEFAULTS.threads)
+    .option('--threads <n>', 'torch threads (at most the cores)', threadsFlag, EVALUATE_DEFAULTS.threads)
     .option('--batch-size <n>', 'evaluation batch size', integer(1), EVALUATE_DEFAULTS.batchSize)
     .action(async (o: { checkpoint: string; threads: number; batchSize: number }) => {
       const m = await evaluate(o);

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { OUT_DIRS, TRAIN_DEFAULTS } from '../defaults';
 import { demo } from '../demo';
 import { formatPercent } from '../report';
-import { integer } from './values';
+import { integer, threadsFlag } from './values';
 
 export function addDemoCommand(program: Command): void {
   program
@@ -12,7 +12,7 @@ export function addDemoCommand(program: Command): void {
     .option('--quick', 'a 2-minute run on a subset (for tests)')
     .option('--out <dir>', 'report folder', OUT_DIRS.demo)
     .option('--seed <n>', 'seed', integer(0), TRAIN_DEFAULTS.seed)
-    .option('--threads <n>', 'torch threads', integer(1), TRAIN_DEFAULTS.threads)
+    .option('--threads <n>', 'torch threads (at most the cores)', threadsFlag, TRAIN_DEFAULTS.threads)
     .option('--device <name>', "'cpu' or 'cuda[:n]'", TRAIN_DEFAULTS.device)
     .option('--data-dir <dir>', 'Fashion-MNIST folder (IDX files)')
     .action(async (o: { quick?: boolean; out: string; seed: number; threads: number; device: string; dataDir?: string }) => {

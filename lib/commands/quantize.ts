@@ -3,7 +3,7 @@ import { type Command, Option } from 'commander';
 import { quantize } from '../api';
 import { QUANTIZE_DEFAULTS, TRAIN_DEFAULTS } from '../defaults';
 import { formatPercent } from '../report';
-import { integer, real } from './values';
+import { integer, real, threadsFlag } from './values';
 
 export function addQuantizeCommand(program: Command): void {
   const d = QUANTIZE_DEFAULTS;
@@ -19,7 +19,7 @@ export function addQuantizeCommand(program: Command): void {
     .option('--percentile <p>', 'percentile observer: upper percentile in (50, 100]', real(50), d.percentile)
     .option('--qat-epochs <k>', 'quantization-aware fine-tuning epochs (target and vgg runs; GradMults stay on)', integer(0), d.qatEpochs)
     .option('--qat-lr <x>', `QAT learning rate for batch 256 (default: the run's x ${d.qatLrFactor})`, real(0))
-    .option('--threads <n>', 'torch threads', integer(1), TRAIN_DEFAULTS.threads)
+    .option('--threads <n>', 'torch threads (at most the cores)', threadsFlag, TRAIN_DEFAULTS.threads)
     .option('--out <dir>', 'output folder (default <run>/int8)')
     .action(
       async (o: {

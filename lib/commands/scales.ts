@@ -2,7 +2,7 @@
 import { type Command, Option } from 'commander';
 import { ARCHS, networkSpec } from '../configs';
 import { plotScales, scaleStatistics, scaleTable, scaleWarnings } from '../api';
-import { loadScales, validateScales } from '../scales';
+import { loadScales, scaleValueWarnings, validateScales } from '../scales';
 
 export function addScalesCommand(program: Command): void {
   const scales = program.command('scales').description('inspect scale files');
@@ -30,7 +30,7 @@ export function addScalesCommand(program: Command): void {
       validateScales(spec, set);
       const stats = scaleStatistics(spec, set);
       process.stdout.write(`${file}: ${set.size} tensors, fits ${arch}\n${scaleTable(stats)}\n`);
-      for (const w of scaleWarnings(stats)) process.stderr.write(`warning: ${w}\n`);
+      for (const w of [...scaleValueWarnings(set, file), ...scaleWarnings(stats)]) process.stderr.write(`warning: ${w}\n`);
       if (o.plot) await plotScales(o.plot, stats);
     });
 }

@@ -13,7 +13,7 @@ import { showProgress } from '../train/progress';
 import type { TrainingRun } from '../train/run';
 import type { TrainResult } from '../train/trainer';
 import { addDistributedOptions, distributedConfig, type DistributedFlags, launchSelfIfAsked } from './launch';
-import { integer, real } from './values';
+import { integer, real, threadsFlag } from './values';
 
 function strides(value: string): [number, number, number, number, number] {
   const parts = value.split(',').map(Number);
@@ -52,6 +52,8 @@ interface TrainFlags extends DistributedFlags {
   out: string;
   logEvery: number;
   resume?: boolean;
+  overwrite?: boolean;
+  allowConfigChange?: boolean;
   finetune?: string;
   stopAfterSteps?: number;
 }
@@ -89,14 +91,16 @@ function addTrainOptions(cmd: Command, defaults: { out: string; clipNorm: number
     .option('--skip-non-finite', 'skip steps with a NaN/Inf loss or gradient (counted) instead of stopping')
     .option('--strides <list>', 'strides of stage0..stage4, e.g. 1,2,2,2,2 for a CIFAR-style stem', strides)
     .option('--seed <n>', 'seed', integer(0), d.seed)
-    .option('--threads <n>', 'torch threads (never more than free cores)', integer(1), d.threads)
+    .option('--threads <n>', 'torch threads (at most the cores)', threadsFlag, d.threads)
     .option('--device <name>', "'cpu' or 'cuda[:n]'", d.device)
     .option('--channels-last', 'channels-last conv weights and inputs (default on CUDA; on CPU it helps wide networks)')
     .option('--no-channels-last', 'contiguous (NCHW) layout')
     .addOption(new Option('--autocast <dtype>', 'forward pass precision (default: bf16 on CUDA, none on CPU)').choices(['bf16', 'none']))
     .option('--out <dir>', 'output folder (checkpoints, metrics.jsonl)', defaults.out)
     .option('--log-every <n>', 'read metrics from the device every n steps', integer(1), d.logEvery)
-    .option('--resume', 'continue from the newest complete checkpoint in --out')
+    .option('--resume', 'continue from the newest complete checkpoint in --out (with the same settings)')
+    .option('--overwrite', 'start a new run in an --out that holds one, moving the old run aside to <out>.replaced-<UTC time>')
+    .option('--allow-config-change', "with --resume: continue with settings that differ from the checkpoint's (recorded in metrics.jsonl)")
     .option('--finetune <checkpoint>', 'start from these weights, without the init rule')
     .option('--stop-after-steps <n>', 'stop after n steps, with a checkpoint', integer(1));
 }
@@ -128,6 +132,8 @@ function trainOptions(f: TrainFlags, mode: TrainMode, scales?: string): TrainOpt
     outDir: f.out,
     logEvery: f.logEvery,
     resume: f.resume,
+    overwrite: f.overwrite,
+    allowConfigChange: f.allowConfigChange,
     finetune: f.finetune,
     stopAfterSteps: f.stopAfterSteps,
     ...distributedConfig(f),

@@ -1,5 +1,6 @@
 // Parsers of command-line option values (commander), shared by every command.
 import { InvalidArgumentError } from 'commander';
+import { threadCount } from '../runtime';
 
 /** An integer >= min (and <= max when given). */
 export function integer(min: number, max?: number) {
@@ -19,4 +20,11 @@ export function real(min: number) {
     if (!Number.isFinite(n) || n < min) throw new InvalidArgumentError(`expected a number >= ${min}`);
     return n;
   };
+}
+
+/** --threads: an integer >= 1, capped to the cores (with a warning: more threads than cores only wait on each other). */
+export function threadsFlag(value: string): number {
+  const { threads, warning } = threadCount(integer(1)(value), '--threads');
+  if (warning) process.stderr.write(`repopt: warning: ${warning}\n`);
+  return threads;
 }

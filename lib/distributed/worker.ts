@@ -2,6 +2,7 @@
 // variables), the process group, and the distributed sampler.
 import { DISTRIBUTED_DEFAULTS } from '../defaults';
 import { native, type NativeProcessGroup, type Tensor } from '../native';
+import { OptionError } from '../option-error';
 
 /** This process's place in a data-parallel run, as torchrun (and `repopt launch`) describe it. */
 export interface Rendezvous {
@@ -10,6 +11,11 @@ export interface Rendezvous {
   readonly localRank: number;
   readonly masterAddr: string;
   readonly masterPort: number;
+  /** Workers on this host (LOCAL_WORLD_SIZE), when the launcher said: names the node of a missing rank. */
+  readonly localWorldSize?: number;
+  /** One host: the rendezvous store is this file (REPOPT_RENDEZVOUS_FILE, set by this package's
+   * launcher) and nothing listens on the network for it. */
+  readonly storeFile?: string;
 }
 
 export interface GroupSettings {
@@ -39,19 +45,105 @@ export function rendezvousFromEnv(env: NodeJS.ProcessEnv = process.env): Rendezv
   if (rank === undefined) throw new Error('WORLD_SIZE is set but RANK is not (set both, as torchrun does, or neither)');
   const masterAddr = env.MASTER_ADDR || '127.0.0.1';
   const masterPort = intFromEnv(env, 'MASTER_PORT', 1, 65535) ?? 29500;
-  return { rank, worldSize, localRank: intFromEnv(env, 'LOCAL_RANK', 0) ?? rank, masterAddr, masterPort };
+  const localWorldSize = intFromEnv(env, 'LOCAL_WORLD_SIZE', 1);
+  return {
+    rank,
+    worldSize,
+    localRank: intFromEnv(env, 'LOCAL_RANK', 0) ?? rank,
+    masterAddr,
+    masterPort,
+    ...(localWorldSize !== undefined ? { localWorldSize } : {}),
+    ...(env.REPOPT_RENDEZVOUS_FILE ? { storeFile: env.REPOPT_RENDEZVOUS_FILE } : {}),
+  };
 }
 
-/** Joins the group: rank 0 serves the TCPStore at MASTER_ADDR:MASTER_PORT, all connect to it. */
-export function createProcessGroup(r: Rendezvous, settings: GroupSettings = {}, env: NodeJS.ProcessEnv = process.env): NativeProcessGroup {
+/** How a rank reports the wait for the others to join. */
+export interface JoinReporting {
+  /** Rank 0 hears every `reportEveryMs` which ranks are missing (default: REPOPT_DIST_REPORT_SECONDS, else 10 s). */
+  readonly onWaiting?: (message: string) => void;
+  readonly reportEveryMs?: number;
+  /** The name of the connect timeout in the caller's options, for the error when ranks are missing
+   * (default 'connectTimeoutMs'); the error is then an OptionError of that option. */
+  readonly timeoutOption?: string;
+}
+
+/** Where the ranks meet, as messages name it. */
+export function rendezvousAddress(r: Rendezvous): string {
+  return r.storeFile ? `store file ${r.storeFile} (this host)` : `${r.masterAddr}:${r.masterPort}`;
+}
+
+/** "rank 1", "ranks 1-3, 7", with the nodes of a multi-node run: "ranks 2-3 (node 1)"; "none". */
+function describeRanks(ranks: readonly number[], r: Rendezvous): string {
+  if (!ranks.length) return 'none';
+  const runs: [number, number][] = [];
+  for (const k of ranks) {
+    const last = runs[runs.length - 1];
+    if (last && last[1] === k - 1) last[1] = k;
+    else runs.push([k, k]);
+  }
+  const text = `rank${ranks.length > 1 ? 's' : ''} ${runs.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(', ')}`;
+  const perNode = r.localWorldSize;
+  if (!perNode || perNode >= r.worldSize) return text;
+  const nodes = [...new Set(ranks.map((k) => Math.floor(k / perNode)))];
+  return `${text} (node${nodes.length > 1 ? 's' : ''} ${nodes.join(', ')})`;
+}
+
+function reportInterval(env: NodeJS.ProcessEnv): number | undefined {
+  const raw = env.REPOPT_DIST_REPORT_SECONDS;
+  if (raw === undefined || raw === '') return undefined;
+  const s = Number(raw);
+  if (!(Number.isFinite(s) && s > 0))
+    throw new RangeError(`environment variable REPOPT_DIST_REPORT_SECONDS=${raw} must be a positive number`);
+  return Math.round(s * 1000);
+}
+
+/**
+ * Joins the group: rank 0 serves the TCPStore at MASTER_ADDR:MASTER_PORT and all connect to it (or,
+ * on one host, all open the store file); every rank registers and waits until all have, at most
+ * `connectTimeoutMs` (rank 0 reports the missing ranks meanwhile); then the Gloo or NCCL connections.
+ */
+export function createProcessGroup(
+  r: Rendezvous,
+  settings: GroupSettings = {},
+  env: NodeJS.ProcessEnv = process.env,
+  reporting: JoinReporting = {},
+): NativeProcessGroup {
+  const timeoutMs = settings.timeoutMs ?? DISTRIBUTED_DEFAULTS.timeoutMs;
+  const connectTimeoutMs = settings.connectTimeoutMs ?? timeoutMs;
+  const timeoutOption = reporting.timeoutOption ?? 'connectTimeoutMs';
+  const address = rendezvousAddress(r);
+  const all = Array.from({ length: r.worldSize }, (_, k) => k);
+  const onWaiting = (s: { joined: number[]; waitedMs: number; timedOut: boolean }) => {
+    const joinedSet = new Set(s.joined);
+    const missing = all.filter((k) => !joinedSet.has(k));
+    const joined = describeRanks(s.joined, r);
+    if (s.timedOut) {
+      throw new OptionError(
+        timeoutOption,
+        `rank ${r.rank} of ${r.worldSize}: ${describeRanks(missing, r)} did not join the rendezvous at ${address} within ` +
+          `${connectTimeoutMs / 1000} s (${timeoutOption}); joined: ${joined}. Is every worker started, with this ` +
+          `MASTER_ADDR/MASTER_PORT, and can it reach that address?`,
+        [timeoutOption],
+      );
+    }
+    if (r.rank === 0)
+      reporting.onWaiting?.(
+        `waiting for ${describeRanks(missing, r)} to join the rendezvous at ${address} (joined: ${joined}; ` +
+          `${Math.round(s.waitedMs / 1000)} s of ${connectTimeoutMs / 1000} s)`,
+      );
+  };
+  const reportEveryMs = reporting.reportEveryMs ?? reportInterval(env);
   return new (native().ProcessGroup)({
     rank: r.rank,
     worldSize: r.worldSize,
     masterAddr: r.masterAddr,
     masterPort: r.masterPort,
     backend: settings.backend ?? 'gloo',
-    timeoutMs: settings.timeoutMs ?? DISTRIBUTED_DEFAULTS.timeoutMs,
-    ...(settings.connectTimeoutMs ? { connectTimeoutMs: settings.connectTimeoutMs } : {}),
+    timeoutMs,
+    connectTimeoutMs,
+    ...(r.storeFile ? { storeFile: r.storeFile } : {}),
+    ...(reportEveryMs ? { reportEveryMs } : {}),
+    onWaiting,
     ...(env.GLOO_SOCKET_IFNAME ? { interface: env.GLOO_SOCKET_IFNAME } : {}),
   });
 }
@@ -131,5 +223,7 @@ export function distributedError(e: unknown, r: Rendezvous): Error {
   const peer = /closed by peer|Connection reset|Broken pipe|Timed out|timed out|another worker exited|gloo/i.test(message);
   const lost = peer ? 'lost contact with the other workers (one exited or hung); stopping. ' : '';
   const advice = peer ? ' Restart the run with --resume to continue from the last checkpoint.' : '';
-  return new Error(`rank ${r.rank} of ${r.worldSize}: ${lost}${message.trim().replace(/\.?$/, '.')}${advice}`);
+  const text = `rank ${r.rank} of ${r.worldSize}: ${lost}${message.trim().replace(/\.?$/, '.')}${advice}`;
+  // A bad option stays one, so that the command line still names its flag.
+  return e instanceof OptionError ? new OptionError(e.option, text, e.related) : new Error(text);
 }

@@ -1,7 +1,7 @@
 // INT8 quantization: post-training (calibrated observers), simulated and real int8 evaluation, the
 // weight-spread diagnostics and the int8 deployment export.
-export { calibrate, deployNetwork, quantizeDeploy, rangesOf } from './ptq';
-export type { CalibrationOptions, PtqResult } from './ptq';
+export { calibrate, checkCalibrationBatches, deployNetwork, quantizeDeploy, rangesOf } from './ptq';
+export type { CalibrationNames, CalibrationOptions, PtqResult } from './ptq';
 export { spreadTable, weightSpread } from './spread';
 export type { LayerSpread } from './spread';
 export { INT8_BIN, INT8_JSON, readInt8Model, writeInt8Model } from './int8-format';

@@ -1,10 +1,12 @@
 // The int8 deployment export: a JSON description plus one binary file of int8 weights and int32 biases.
 //
-// model.int8.json: { format: 'repopt-int8', version: 1, spec (the deploy network), normalization
+// model.int8.json: { format: 'repopt-int8', version: 2, spec (the deploy network), normalization
 // ({ mean, std } per input channel, applied to [0, 1] pixels before the 'input' point), activations
 // ({ dtype, observer, percentile }), points ([{ name, min, max, scale, zeroPoint, qmin, qmax }] in
 // network order), layers ([{ key, input, output, shape, stride, padding, relu, weight: { offset,
-// length }, weightScales: number[], bias: { offset, length } }]), data ({ file, bytes, sha256 }) }.
+// length }, weightScales: number[], bias: { offset, length } }]), data ({ file, bytes, sha256 }),
+// checksum }: the file vouches for itself as lib/sealed-json.ts describes (indent 1). Version 1, the same
+// without the checksum, is still read.
 //
 // model.int8.bin: each layer's weight as int8 in the float weight's layout (OIHW for convs, [out, in]
 // for the linear layer), zero point 0, real value = q * weightScales[o]; then its bias as little-endian
@@ -15,11 +17,15 @@ import { createHash } from 'node:crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import type { QuantizedLayer, QuantParams } from '../native';
+import { INPUT_LIMITS, readInputFile } from '../input-file';
 import { writeFileAtomic } from '../pth';
+import { sealedJsonText, sealProblem } from '../sealed-json';
 import type { NetworkSpec } from '../spec';
 
 export const INT8_JSON = 'model.int8.json';
 export const INT8_BIN = 'model.int8.bin';
+const INT8_VERSION = 2;
+const JSON_INDENT = 1;
 
 interface Section {
   offset: number;
@@ -41,13 +47,15 @@ export interface Int8LayerMeta {
 
 export interface Int8ModelMeta {
   format: 'repopt-int8';
-  version: 1;
+  version: 1 | 2;
   spec: NetworkSpec;
   normalization: { mean: number[]; std: number[] };
   activations: { dtype: 'uint8' | 'int8'; observer: string; percentile: number };
   points: QuantParams['points'];
   layers: Int8LayerMeta[];
   data: { file: string; bytes: number; sha256: string };
+  /** Version 2: see lib/sealed-json.ts. */
+  checksum?: string;
 }
 
 export interface Int8Model {
@@ -97,7 +105,7 @@ export function writeInt8Model(
   for (const s of sections) bin.set(s.bytes, s.offset);
   const meta: Int8ModelMeta = {
     format: 'repopt-int8',
-    version: 1,
+    version: INT8_VERSION,
     spec,
     normalization,
     activations: { dtype: params.activations, observer: params.observer, percentile: params.percentile },
@@ -107,36 +115,76 @@ export function writeInt8Model(
   };
   fs.mkdirSync(dir, { recursive: true });
   writeFileAtomic(path.join(dir, INT8_BIN), bin);
-  writeFileAtomic(path.join(dir, INT8_JSON), new TextEncoder().encode(JSON.stringify(meta, null, 1) + '\n'));
+  writeFileAtomic(path.join(dir, INT8_JSON), new TextEncoder().encode(sealedJsonText(meta, JSON_INDENT)));
   return path.join(dir, INT8_JSON);
 }
 
-/** Reads an int8 export back, checking its format, checksum and section bounds. */
+const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+const isSection = (v: unknown): v is Section => isRecord(v) && isCount(v.offset) && isCount(v.length);
+
+function isLayer(v: unknown): v is Int8LayerMeta {
+  return (
+    isRecord(v) &&
+    typeof v.key === 'string' &&
+    Array.isArray(v.shape) &&
+    v.shape.every(isCount) &&
+    Array.isArray(v.weightScales) &&
+    v.weightScales.every((s) => typeof s === 'number') &&
+    isSection(v.weight) &&
+    isSection(v.bias)
+  );
+}
+
+/** model.int8.json parsed, its shape checked and (version 2) its checksum and text verified. */
+function readInt8Meta(jsonFile: string): Int8ModelMeta {
+  const fail = (why: string): never => {
+    throw new Error(`${jsonFile}: ${why}`);
+  };
+  const bytes = readInputFile(jsonFile, 'int8 export', INPUT_LIMITS.small);
+  let text = '';
+  let parsed: unknown;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    parsed = JSON.parse(text);
+  } catch (e) {
+    fail(`not a readable int8 export (${(e as Error).message})`);
+  }
+  if (!isRecord(parsed)) return fail('not a JSON object');
+  if (parsed.format !== 'repopt-int8' || (parsed.version !== 1 && parsed.version !== INT8_VERSION))
+    fail(`format ${JSON.stringify(parsed.format)} version ${JSON.stringify(parsed.version)} is not repopt-int8 version 1 or 2`);
+  const data = parsed.data;
+  if (!isRecord(data) || data.file !== INT8_BIN || !isCount(data.bytes) || typeof data.sha256 !== 'string')
+    fail(`'data' does not give ${INT8_BIN} with its size and SHA-256 (damaged)`);
+  if (!Array.isArray(parsed.layers) || !parsed.layers.every(isLayer))
+    fail("'layers' is not a list of layers with key, shape, weightScales and weight and bias sections (damaged)");
+  if (parsed.version === INT8_VERSION) {
+    const problem = sealProblem(parsed, text, JSON_INDENT);
+    if (problem) fail(problem);
+  }
+  return parsed as unknown as Int8ModelMeta;
+}
+
+/** Reads an int8 export back, checking its format, checksums and section bounds. */
 export function readInt8Model(dir: string): Int8Model {
   const jsonFile = path.join(dir, INT8_JSON);
-  let meta: Int8ModelMeta;
-  try {
-    meta = JSON.parse(fs.readFileSync(jsonFile, 'utf8')) as Int8ModelMeta;
-  } catch (e) {
-    throw new Error(`${jsonFile}: not a readable int8 export (${(e as Error).message})`);
-  }
-  if (meta.format !== 'repopt-int8' || meta.version !== 1)
-    throw new Error(`${jsonFile}: format '${meta.format}' version ${meta.version} is not repopt-int8 version 1`);
-  const bin = new Uint8Array(fs.readFileSync(path.join(dir, meta.data.file)));
+  const meta = readInt8Meta(jsonFile);
+  const binFile = path.join(dir, INT8_BIN);
+  const bin = new Uint8Array(readInputFile(binFile, 'int8 export data'));
   if (bin.byteLength !== meta.data.bytes || createHash('sha256').update(bin).digest('hex') !== meta.data.sha256) {
-    throw new Error(`${path.join(dir, meta.data.file)}: size or SHA-256 differs from ${INT8_JSON}; the export is damaged`);
+    throw new Error(`${binFile}: size or SHA-256 differs from ${INT8_JSON}; the export is damaged`);
   }
-  const section = (s: Section, key: string) => {
-    if (!(s.offset >= 0 && s.length >= 0 && s.offset % 16 === 0 && s.offset + s.length <= bin.byteLength))
-      throw new Error(`${jsonFile}: section of ${key} lies outside the data`);
+  const section = (s: Section, key: string, itemBytes: number) => {
+    if (!(s.offset % 16 === 0 && s.length % itemBytes === 0 && s.offset + s.length <= bin.byteLength))
+      throw new Error(`${jsonFile}: a section of ${key} lies outside the data or is misaligned`);
     return bin.slice(s.offset, s.offset + s.length).buffer;
   };
   return {
     meta,
     layers: meta.layers.map((l) => ({
       meta: l,
-      weight: new Int8Array(section(l.weight, l.key)),
-      bias: new Int32Array(section(l.bias, l.key)),
+      weight: new Int8Array(section(l.weight, l.key, Int8Array.BYTES_PER_ELEMENT)),
+      bias: new Int32Array(section(l.bias, l.key, Int32Array.BYTES_PER_ELEMENT)),
     })),
   };
 }

@@ -6,6 +6,7 @@ import { foldToDeploy } from '../fold';
 import type { EpochMetrics, NativeDataset, QuantOptions, QuantParams } from '../native';
 import { NativeBackendNetwork } from '../native-backend';
 import { TRAIN_DEFAULTS } from '../defaults';
+import { OptionError } from '../option-error';
 import type { NetworkSpec } from '../spec';
 
 export interface CalibrationOptions extends QuantOptions {
@@ -25,12 +26,37 @@ export interface PtqResult {
   readonly int8: EpochMetrics;
 }
 
+/** The caller's parameter names for the calibration's batch count and batch size, named in errors. */
+export interface CalibrationNames {
+  readonly batches: string;
+  readonly batchSize: string;
+}
+
+/** Throws unless `batches` whole batches of `batchSize` fit in a training set of `count` images. */
+export function checkCalibrationBatches(count: number, batches: number, batchSize: number, names: CalibrationNames): void {
+  if (!(Number.isInteger(batches) && batches >= 1))
+    throw new OptionError(names.batches, `${names.batches} must be a positive integer, got ${batches}`);
+  const available = Math.floor(count / batchSize);
+  if (batches > available) {
+    throw new OptionError(
+      names.batches,
+      `${names.batches} ${batches} is more than the training set holds: its ${count} images make ${available} ` +
+        `batch(es) of ${names.batchSize} ${batchSize}; lower ${names.batches} or ${names.batchSize}`,
+      [names.batches, names.batchSize],
+    );
+  }
+}
+
 /** Calibrates `network`'s quantization ranges on the first `batches` batches of the data set's epoch-0
  * order for `seed` (off the JS thread). */
-export async function calibrate(network: NativeBackendNetwork, data: NativeDataset, options: CalibrationOptions): Promise<QuantParams> {
-  if (!(Number.isInteger(options.batches) && options.batches >= 1))
-    throw new RangeError(`calibration needs at least 1 batch, got ${options.batches}`);
+export async function calibrate(
+  network: NativeBackendNetwork,
+  data: NativeDataset,
+  options: CalibrationOptions,
+  names: CalibrationNames = { batches: 'calibBatches', batchSize: 'batchSize' },
+): Promise<QuantParams> {
   const { batches, batchSize, seed, ...observer } = options;
+  checkCalibrationBatches(data.count, batches, batchSize, names);
   const order = data.permutation(seed, 0);
   try {
     return await network.calibrate(data, order, batchSize, batches, observer);

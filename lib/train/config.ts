@@ -2,9 +2,13 @@
 // left out comes from TRAIN_DEFAULTS), and the one check of both.
 import { ARCHS } from '../configs';
 import { TRAIN_DEFAULTS, withDefaults } from '../defaults';
+import { OptionError } from '../option-error';
+import { info } from '../runtime';
 import type { GroupSettings } from '../distributed/worker';
 import type { BlockMode } from '../spec';
 import type { DataSpec } from './data';
+import { checkOutDirPath } from './run-folder';
+import { scaledLr } from './schedule';
 
 /** What is trained: target (RepOpt-VGG: target blocks + RepOptSGD from scales), vgg (target blocks,
  * plain SGD), repvgg (three-branch blocks), hs (hyper-search: trainable scales). */
@@ -55,8 +59,16 @@ export interface TrainConfig {
   readonly stopAfterSteps?: number;
   /** Skip steps whose loss or gradients are not finite (counted) instead of stopping. */
   readonly skipNonFinite?: boolean;
-  /** Continue from the newest complete checkpoint in outDir/checkpoints. */
+  /** Continue from the newest complete checkpoint in outDir/checkpoints. Its settings must match
+   * (arch, data, batch size, lr, epochs, ...) unless allowConfigChange. */
   readonly resume?: boolean;
+  /** Start a new run in an outDir that holds one: the old run folder is moved aside whole, to a
+   * sibling named <outDir>.replaced-<UTC time> (without it, such a folder is refused). */
+  readonly overwrite?: boolean;
+  /** With resume: continue with settings that differ from the checkpoint's; the differences are
+   * reported (a 'warning' event) and recorded in metrics.jsonl. The network (arch, mode, data kind)
+   * never changes. */
+  readonly allowConfigChange?: boolean;
   /** Start from these weights (no init rule), e.g. to fine-tune: a checkpoint folder, or a run folder
    * (its newest complete checkpoint). */
   readonly finetune?: string;
@@ -89,6 +101,63 @@ export function blockMode(mode: TrainMode): BlockMode {
   return mode === 'vgg' ? 'target' : mode;
 }
 
+// Bounds of what libtorch and the data split accept, checked here so that the message names the option.
+/** lr, momentum, weight decay and clipping reach float32 tensors as scalars. */
+const FLOAT32_MAX = 3.4028234663852886e38;
+const FLOAT32_TEXT = '3.4e38';
+/** The class-balanced subsets split with seed (train) and seed + 1 (test), seeds below 2^32. */
+const MAX_SEED = 2 ** 32 - 2;
+
+/** Throws unless `lr` (for batch 256) is positive and, scaled to `batchSize` as the schedule runs it,
+ * within float32 (lr 1e308 would overflow it). `option`, `batchName`: how the caller names the two. */
+export function checkLr(lr: number, batchSize: number, option = 'lr', batchName = 'batchSize'): void {
+  if (!(lr > 0 && Number.isFinite(lr))) throw new OptionError(option, `${option} must be a positive number, got ${lr}`);
+  if (!(scaledLr(lr, batchSize) <= FLOAT32_MAX))
+    throw new OptionError(
+      option,
+      `${option} ${lr} is too large for ${batchName} ${batchSize}: the peak learning rate ${option} x ${batchSize} / 256 ` +
+        `must be at most ${FLOAT32_TEXT} (float32), got ${scaledLr(lr, batchSize)}`,
+      [batchName, option],
+    );
+}
+
+/** Throws unless `threads` is a positive integer (more than the cores is capped when used, with a
+ * warning); `option`: the caller's parameter name. */
+export function checkThreads(threads: number, option = 'threads'): void {
+  if (!(Number.isInteger(threads) && threads >= 1)) throw new OptionError(option, `${option} must be a positive integer, got ${threads}`);
+}
+
+/** Throws unless `device` names a device this binary can use: 'cpu', or 'cuda[:n]' with CUDA. */
+export function checkDevice(device: string): void {
+  const cuda = /^cuda(?::(\d+))?$/.exec(device);
+  if (device !== 'cpu' && !cuda) throw new OptionError('device', `device must be 'cpu', 'cuda' or 'cuda:<n>', got '${String(device)}'`);
+  if (!cuda) return;
+  const runtime = info();
+  const index = Number(cuda[1] ?? 0);
+  if (!runtime.cuda)
+    throw new OptionError(
+      'device',
+      `device ${device}: CUDA is not available to this binary (libtorch ${runtime.torchVersion}` +
+        `${runtime.cudaBuild ? ', built for CUDA, but no device is usable' : ', CPU-only build'}; \`repopt info\` shows the build)`,
+    );
+  if (index >= runtime.deviceCount)
+    throw new OptionError('device', `device ${device}: there are ${runtime.deviceCount} CUDA device(s), numbered from 0`);
+}
+
+function checkDataSpec(data: DataSpec): void {
+  if (data.kind !== 'fashion-mnist' && !(typeof data.dir === 'string' && data.dir !== ''))
+    throw new OptionError('data.dir', `data.dir must name the folder of the ${data.kind} data set, got ${JSON.stringify(data.dir)}`, [
+      'data.kind',
+    ]);
+  if (data.kind === 'folder' && !(Number.isInteger(data.size) && data.size > 0))
+    throw new OptionError('data.size', `data.size must be a positive integer (the image size), got ${data.size}`);
+  for (const subset of ['trainSubset', 'testSubset'] as const) {
+    const count = data[subset];
+    if (count !== undefined && !(Number.isInteger(count) && count > 0))
+      throw new OptionError(`data.${subset}`, `data.${subset} must be a positive integer (a number of images), got ${count}`);
+  }
+}
+
 /** The full config: the options over TRAIN_DEFAULTS, checked. Throws an Error saying what to change. */
 export function resolveTrainConfig(options: TrainOptions): TrainConfig {
   if (typeof options !== 'object' || options === null) throw new TypeError('train: expected an options object with at least outDir');
@@ -104,45 +173,66 @@ export function resolveTrainConfig(options: TrainOptions): TrainConfig {
 /** Checks a config before anything runs; throws an Error saying what to change. */
 export function checkConfig(c: TrainConfig): void {
   const positive = (v: number) => Number.isInteger(v) && v > 0;
-  if (typeof c.outDir !== 'string' || c.outDir === '') throw new TypeError('outDir must name the run folder');
+  checkOutDirPath(c.outDir, 'outDir');
   if (!['target', 'vgg', 'repvgg', 'hs'].includes(c.mode))
-    throw new RangeError(`mode must be target, vgg, repvgg or hs, got ${String(c.mode)}`);
-  if (!positive(c.epochs)) throw new RangeError(`epochs must be a positive integer, got ${c.epochs}`);
-  if (!positive(c.batchSize)) throw new RangeError(`batch size must be a positive integer, got ${c.batchSize}`);
-  if (!positive(c.logEvery)) throw new RangeError(`logEvery must be a positive integer, got ${c.logEvery}`);
-  if (!(c.lr > 0 && Number.isFinite(c.lr))) throw new RangeError(`lr must be a positive number, got ${c.lr}`);
-  if (!(c.clipNorm >= 0)) throw new RangeError(`clip norm must be >= 0, got ${c.clipNorm}`);
-  if (!(c.arch in ARCHS)) throw new RangeError(`arch must be one of ${Object.keys(ARCHS).join(', ')}; got ${String(c.arch)}`);
+    throw new OptionError('mode', `mode must be target, vgg, repvgg or hs, got ${String(c.mode)}`);
+  if (!positive(c.epochs)) throw new OptionError('epochs', `epochs must be a positive integer, got ${c.epochs}`);
+  if (!positive(c.batchSize)) throw new OptionError('batchSize', `batchSize must be a positive integer, got ${c.batchSize}`);
+  if (!positive(c.logEvery)) throw new OptionError('logEvery', `logEvery must be a positive integer, got ${c.logEvery}`);
+  checkLr(c.lr, c.batchSize);
+  if (!(c.clipNorm >= 0 && c.clipNorm <= FLOAT32_MAX))
+    throw new OptionError('clipNorm', `clipNorm must be in [0, ${FLOAT32_TEXT}], got ${c.clipNorm}`);
+  if (!(c.arch in ARCHS)) throw new OptionError('arch', `arch must be one of ${Object.keys(ARCHS).join(', ')}; got ${String(c.arch)}`);
   if (!DATA_KINDS.includes(c.data?.kind))
-    throw new RangeError(`data.kind must be one of ${DATA_KINDS.join(', ')}; got ${String(c.data?.kind)}`);
-  if (!(c.labelSmoothing >= 0 && c.labelSmoothing <= 1)) throw new RangeError(`label smoothing must be in [0, 1], got ${c.labelSmoothing}`);
-  if (!(c.momentum >= 0 && Number.isFinite(c.momentum))) throw new RangeError(`momentum must be >= 0, got ${c.momentum}`);
-  if (!(c.weightDecay >= 0 && Number.isFinite(c.weightDecay))) throw new RangeError(`weight decay must be >= 0, got ${c.weightDecay}`);
+    throw new OptionError('data.kind', `data.kind must be one of ${DATA_KINDS.join(', ')}; got ${String(c.data?.kind)}`);
+  checkDataSpec(c.data);
+  if (c.strides !== undefined && !(Array.isArray(c.strides) && c.strides.length === 5 && c.strides.every((s) => s === 1 || s === 2)))
+    throw new OptionError('strides', `strides must be five strides of 1 or 2 (stage0..stage4), got ${JSON.stringify(c.strides)}`);
+  if (!(c.labelSmoothing >= 0 && c.labelSmoothing <= 1))
+    throw new OptionError('labelSmoothing', `labelSmoothing must be in [0, 1], got ${c.labelSmoothing}`);
+  if (!(c.momentum >= 0 && c.momentum <= FLOAT32_MAX))
+    throw new OptionError('momentum', `momentum must be in [0, ${FLOAT32_TEXT}], got ${c.momentum}`);
+  if (!(c.weightDecay >= 0 && c.weightDecay <= FLOAT32_MAX))
+    throw new OptionError('weightDecay', `weightDecay must be in [0, ${FLOAT32_TEXT}], got ${c.weightDecay}`);
   if (!(Number.isInteger(c.warmupEpochs) && c.warmupEpochs >= 0))
-    throw new RangeError(`warmup epochs must be an integer >= 0, got ${c.warmupEpochs}`);
+    throw new OptionError('warmupEpochs', `warmupEpochs must be an integer >= 0, got ${c.warmupEpochs}`);
   if (!(Number.isInteger(c.augment.pad) && c.augment.pad >= 0))
-    throw new RangeError(`augment.pad must be an integer >= 0, got ${c.augment.pad}`);
-  if (!positive(c.threads)) throw new RangeError(`threads must be a positive integer, got ${c.threads}`);
-  if (!positive(c.evalBatchSize)) throw new RangeError(`eval batch size must be a positive integer, got ${c.evalBatchSize}`);
+    throw new OptionError('augment.pad', `augment.pad must be an integer >= 0, got ${c.augment.pad}`);
+  checkThreads(c.threads);
+  if (!positive(c.evalBatchSize))
+    throw new OptionError('evalBatchSize', `evalBatchSize must be a positive integer, got ${c.evalBatchSize}`);
   if (c.stopAfterSteps !== undefined && !positive(c.stopAfterSteps)) {
-    throw new RangeError(`stopAfterSteps must be a positive integer, got ${c.stopAfterSteps}`);
+    throw new OptionError('stopAfterSteps', `stopAfterSteps must be a positive integer, got ${c.stopAfterSteps}`);
   }
+  if (!(Number.isInteger(c.seed) && c.seed >= 0 && c.seed <= MAX_SEED))
+    throw new OptionError('seed', `seed must be an integer in [0, ${MAX_SEED}], got ${c.seed}`);
+  checkDevice(c.device);
   if (c.mode === 'target' && !c.scales)
-    throw new Error(
-      'mode target (RepOpt-VGG) needs --scales: a scale file from `repopt hyper-search` or an official RepOpt-VGG-*-scales.pth',
+    throw new OptionError(
+      'scales',
+      'scales is needed for mode target (RepOpt-VGG): a scale file from `repopt hyper-search` or an official RepOpt-VGG-*-scales.pth',
+      ['mode'],
     );
-  if (c.mode !== 'target' && c.scales) throw new Error(`--scales only applies to mode target, not ${c.mode}`);
+  if (c.mode !== 'target' && c.scales) throw new OptionError('scales', `scales only applies to mode target, not ${c.mode}`, ['mode']);
   if (c.mode === 'target' && c.clipNorm > 0 && !c.forceClip) {
-    throw new Error(
-      'gradient clipping breaks the RepOptimizer equivalence (the GradMult update is no longer the CSLA update); drop ' +
-        '--clip-norm or pass --force-clip',
+    throw new OptionError(
+      'clipNorm',
+      'clipNorm: gradient clipping breaks the RepOptimizer equivalence (the GradMult update is no longer the CSLA update); ' +
+        'drop clipNorm or pass forceClip',
+      ['clipNorm', 'forceClip'],
     );
   }
-  if (c.resume && c.finetune) throw new Error('--resume and --finetune exclude each other');
+  if (c.resume && c.finetune) throw new OptionError('resume', 'resume and finetune exclude each other', ['finetune']);
+  if (c.resume && c.overwrite)
+    throw new OptionError(
+      'overwrite',
+      'overwrite and resume exclude each other (one moves the run in outDir aside, the other continues it)',
+      ['resume', 'outDir'],
+    );
   if (c.quant && c.mode !== 'target' && c.mode !== 'vgg')
-    throw new Error(`quantization-aware training fine-tunes plain networks (target, vgg), not ${c.mode}`);
+    throw new OptionError('quant', `quant: quantization-aware training fine-tunes plain networks (target, vgg), not ${c.mode}`);
   if (c.quant && !positive(c.quant.calibBatches))
-    throw new RangeError(`QAT calibration needs at least 1 batch, got ${c.quant.calibBatches}`);
+    throw new OptionError('quant.calibBatches', `quant.calibBatches must be a positive integer, got ${c.quant.calibBatches}`);
   if (c.batchNorm !== undefined && !['batch', 'frozen', 'sync'].includes(c.batchNorm))
-    throw new RangeError(`batch norm must be batch, frozen or sync, got ${c.batchNorm}`);
+    throw new OptionError('batchNorm', `batchNorm must be batch, frozen or sync, got ${c.batchNorm}`);
 }

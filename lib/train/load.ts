@@ -3,17 +3,24 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { networkSpec } from '../configs';
 import type { NetworkSpec } from '../spec';
-import { readCheckpoint, readLatestCheckpoint } from './checkpoint';
+import { type DamagedCheckpoint, damagedCheckpointWarning, readCheckpoint, readLatestCheckpoint } from './checkpoint';
 import type { TrainConfig } from './config';
 import type { TrainCheckpoint, TrainCheckpointExtra } from './trainer';
 
-/** A checkpoint folder, or the newest complete checkpoint of a checkpoints/ folder or a run's --out. */
-export function checkpointAt(where: string): TrainCheckpoint {
+/** By default a damaged checkpoint passed over is said on stderr: the user asked for the newest one. */
+function warnOnStderr(damaged: DamagedCheckpoint): void {
+  process.stderr.write(`warning: ${damagedCheckpointWarning(damaged)}\n`);
+}
+
+/** A checkpoint folder, or the newest complete checkpoint of a checkpoints/ folder or a run's --out;
+ * each newer damaged checkpoint passed over goes to `onDamaged`. */
+export function checkpointAt(where: string, onDamaged: (damaged: DamagedCheckpoint) => void = warnOnStderr): TrainCheckpoint {
   if (fs.existsSync(path.join(where, 'meta.json'))) return readCheckpoint<TrainConfig, TrainCheckpointExtra>(where);
   const latest = readLatestCheckpoint<TrainConfig, TrainCheckpointExtra>(
     fs.existsSync(path.join(where, 'checkpoints')) ? path.join(where, 'checkpoints') : where,
+    { onDamaged },
   );
-  if (!latest) throw new Error(`no checkpoint at ${where} (give a checkpoint folder, a checkpoints/ folder or a run's --out)`);
+  if (!latest) throw new Error(`no checkpoint at ${where} (give a checkpoint folder, a checkpoints/ folder or a run folder)`);
   return latest;
 }
 

@@ -2,7 +2,6 @@
 // loop stays free for timers, I/O and listeners). Loss and accuracy accumulate on the device and are
 // read every `logEvery` steps; the lr follows the official schedule per iteration.
 import { createHash } from 'crypto';
-import * as fs from 'fs';
 import * as path from 'path';
 import { networkSpec } from '../configs';
 import {
@@ -16,18 +15,20 @@ import {
   sumOverRanks,
 } from '../distributed/worker';
 import { NativeBackendNetwork, type NativeBackendOptimizer } from '../native-backend';
+import { OptionError } from '../option-error';
 import type { EpochMetrics, NativeDataset, NativeProcessGroup, Tensor } from '../native';
 import { calibrate, rangesOf } from '../quant/ptq';
 import { applyInitRule, repConvsOf } from '../repopt';
 import { writeJsonl } from '../report';
-import { setNumThreads } from '../runtime';
-import { loadScales } from '../scales';
+import { useThreads } from '../runtime';
+import { loadScales, scaleValueWarnings } from '../scales';
 import type { NetworkSpec } from '../spec';
-import { type Checkpoint, readLatestCheckpoint, saveCheckpoint } from './checkpoint';
+import { type Checkpoint, damagedCheckpointWarning, readLatestCheckpoint, saveCheckpoint } from './checkpoint';
 import { blockMode, type TrainConfig } from './config';
 import { channelStats, loadData, type Normalization, type TrainTestData, uploadDataset } from './data';
 import { checkpointAt } from './load';
 import { officialParamGroups } from './param-groups';
+import { type ConfigChange, checkResumedConfig, describeChanges, takeRunFolder } from './run-folder';
 import type { Emit, EpochEvent } from './run';
 import { lrAt } from './schedule';
 
@@ -104,21 +105,33 @@ function peakRss(current: number): number {
 
 /** Runs a checked config to its end (or its signal); see TrainingRun for the public form. */
 export async function runTraining(config: TrainConfig, context: RunContext): Promise<TrainResult> {
-  setNumThreads(config.threads);
+  useThreads(config.threads, 'threads', (message) => context.emit('warning', { message }));
   const rendezvous = rendezvousFromEnv();
   if (rendezvous && config.batchSize % rendezvous.worldSize !== 0) {
-    throw new RangeError(
-      `batch size ${config.batchSize} (the global batch) is not divisible by the number of processes (${rendezvous.worldSize})`,
+    throw new OptionError(
+      'batchSize',
+      `batchSize ${config.batchSize} (the global batch) is not divisible by the number of processes (${rendezvous.worldSize})`,
     );
   }
-  // Joined first, so that an unreachable store is reported before data loading.
-  const pg = rendezvous ? createProcessGroup(rendezvous, config.distributed) : undefined;
+  // Rank 0 alone writes, so it alone owns the run folder: taken before anything is read or written.
+  const folder = (rendezvous?.rank ?? 0) === 0 ? takeRunFolder(config, context.emit) : undefined;
   try {
-    return await trainWith(config, context, rendezvous, pg);
-  } catch (e) {
-    throw rendezvous ? distributedError(e, rendezvous) : e;
+    // Joined first, so that an unreachable store is reported before data loading.
+    const pg = rendezvous
+      ? createProcessGroup(rendezvous, config.distributed, process.env, {
+          onWaiting: (message) => context.emit('warning', { message }),
+          timeoutOption: 'distributed.connectTimeoutMs',
+        })
+      : undefined;
+    try {
+      return await trainWith(config, context, rendezvous, pg);
+    } catch (e) {
+      throw rendezvous ? distributedError(e, rendezvous) : e;
+    } finally {
+      pg?.dispose();
+    }
   } finally {
-    pg?.dispose();
+    folder?.release();
   }
 }
 
@@ -131,9 +144,11 @@ interface Setup {
   readonly testSet: NativeDataset;
   readonly normalization: Normalization;
   readonly resumed: TrainCheckpoint | undefined;
+  /** Settings the resumed run changed (allowConfigChange). */
+  readonly configChanges: ConfigChange[];
 }
 
-function setUp(config: TrainConfig, data: TrainTestData, device: string, rank: number, worldSize: number): Setup {
+function setUp(config: TrainConfig, data: TrainTestData, device: string, rank: number, worldSize: number, emit: Emit): Setup {
   const checkpointsDir = path.join(config.outDir, 'checkpoints');
   const spec = networkSpec(config.arch, {
     mode: blockMode(config.mode),
@@ -146,8 +161,15 @@ function setUp(config: TrainConfig, data: TrainTestData, device: string, rank: n
   if (config.channelsLast ?? device.startsWith('cuda')) network.setChannelsLast(true);
 
   // Weights: a resumed run's, a fine-tuning start, or fresh (after the init rule for mode target).
-  const resumed = config.resume ? readLatestCheckpoint<TrainConfig, TrainCheckpointExtra>(checkpointsDir) : undefined;
-  const repConvs = config.mode === 'target' ? repConvsOf(spec, loadScales(config.scales!)) : undefined;
+  const resumed = config.resume
+    ? readLatestCheckpoint<TrainConfig, TrainCheckpointExtra>(checkpointsDir, {
+        onDamaged: (damaged) => emit('warning', { message: damagedCheckpointWarning(damaged) }),
+      })
+    : undefined;
+  const configChanges = resumed ? checkResumedConfig(config, resumed) : [];
+  const scales = config.mode === 'target' ? loadScales(config.scales!, 'scales') : undefined;
+  if (scales && rank === 0) for (const message of scaleValueWarnings(scales, config.scales!)) emit('warning', { message });
+  const repConvs = scales ? repConvsOf(spec, scales) : undefined;
   if (resumed) {
     network.loadStateTensors(resumed.model);
   } else if (config.finetune) {
@@ -176,9 +198,19 @@ function setUp(config: TrainConfig, data: TrainTestData, device: string, rank: n
   if (resumed) {
     const states = resumed.meta.extra?.rngStates;
     const state = states && states.length === worldSize ? states[rank] : rank === 0 ? resumed.meta.rngState : undefined;
-    if (state) trainSet.setRngState(new Uint8Array(Buffer.from(state, 'base64')));
+    if (state) {
+      const bytes = new Uint8Array(Buffer.from(state, 'base64'));
+      // The generator's state size depends on the device type (CPU: mt19937; CUDA: Philox).
+      const expected = trainSet.rngState().length;
+      if (bytes.length !== expected)
+        throw new Error(
+          `${resumed.dir}: its augmentation generator state holds ${bytes.length} bytes where this run's ${device} ` +
+            `generator takes ${expected}: the checkpoint is damaged or was written on another device type`,
+        );
+      trainSet.setRngState(bytes);
+    }
   }
-  return { spec, network, optimizer, trainSet, testSet, normalization, resumed };
+  return { spec, network, optimizer, trainSet, testSet, normalization, resumed, configChanges };
 }
 
 async function trainWith(
@@ -199,9 +231,15 @@ async function trainWith(
   const collectives = pg?.backend === 'nccl' ? device : 'cpu';
   const data = context.data ?? (await loadData(config.data, config.seed));
   const checkpointsDir = path.join(config.outDir, 'checkpoints');
-  fs.mkdirSync(config.outDir, { recursive: true });
 
-  const { spec, network, optimizer, trainSet, testSet, normalization, resumed } = setUp(config, data, device, rank, worldSize);
+  const { spec, network, optimizer, trainSet, testSet, normalization, resumed, configChanges } = setUp(
+    config,
+    data,
+    device,
+    rank,
+    worldSize,
+    emit,
+  );
   const precision = { autocast: config.autocast ?? (device.startsWith('cuda') ? 'bf16' : 'none') } as const;
   if (pg) {
     // Every rank must continue from the same checkpoint (the run folder on every node).
@@ -220,17 +258,27 @@ async function trainWith(
     const saved = resumed?.meta.extra?.quant;
     const { calibBatches, ...observer } = config.quant;
     if (saved) network.setQuantRanges(saved);
-    else await calibrate(network, trainSet, { ...observer, batches: calibBatches, batchSize: config.batchSize, seed: config.seed });
+    else
+      await calibrate(
+        network,
+        trainSet,
+        { ...observer, batches: calibBatches, batchSize: config.batchSize, seed: config.seed },
+        { batches: 'quant.calibBatches', batchSize: 'batchSize' },
+      );
     network.setFakeQuant(true);
   }
 
   const stepsPerEpoch = Math.floor(trainSet.count / config.batchSize);
   if (stepsPerEpoch === 0)
-    throw new RangeError(`batch size ${config.batchSize} is larger than the training set (${trainSet.count} images)`);
+    throw new OptionError('batchSize', `batchSize ${config.batchSize} is larger than the training set (${trainSet.count} images)`);
   const totalSteps = stepsPerEpoch * config.epochs;
   const schedule = { baseLr: config.lr, batchSize: config.batchSize, totalSteps, warmupSteps: stepsPerEpoch * config.warmupEpochs };
   const history: EpochRecord[] = resumed?.meta.extra?.history ?? [];
   const metricsLog = lead ? writeJsonl(path.join(config.outDir, 'metrics.jsonl')) : { file: '', append() {}, close() {} };
+  if (lead && configChanges.length) {
+    emit('warning', { message: `resumed with settings that differ from the checkpoint's: ${describeChanges(configChanges)}` });
+    metricsLog.append({ type: 'config-change', step: resumed!.meta.step, changes: configChanges });
+  }
   const parameterCount = network.parameters().reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
 
   const startStep = resumed?.meta.step ?? 0;
@@ -334,10 +382,14 @@ async function trainWith(
           aborted = aborted || abort;
           skippedSteps += m.skipped ?? 0;
           if (m.count > 0 && !Number.isFinite(m.loss)) {
-            throw new Error(
-              `training diverged: the loss is ${m.loss} in steps ${step - intervalSteps + 1}..${step}; ` +
-                `the last good checkpoint is ${lastCheckpoint || '(none)'}: resume from it with --resume (and a lower ` +
-                `lr), or pass --skip-non-finite`,
+            throw new OptionError(
+              'lr',
+              `lr ${config.lr}: training diverged, the loss read at step ${step} is ${m.loss}; ` +
+                (lastCheckpoint
+                  ? `continue from the last good checkpoint ${lastCheckpoint} with resume, allowConfigChange and a lower lr`
+                  : 'no checkpoint was written yet: start again with a lower lr') +
+                (config.skipNonFinite ? '' : ', or pass skipNonFinite to skip such steps'),
+              ['lr', 'resume', 'allowConfigChange', 'skipNonFinite'],
             );
           }
           if (m.count > 0) {

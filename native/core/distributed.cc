@@ -7,6 +7,7 @@
 #pragma GCC diagnostic ignored "-Wstringop-overflow"
 #include <torch/csrc/autograd/custom_function.h>
 #pragma GCC diagnostic pop
+#include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #ifdef USE_C10D_GLOO
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -19,8 +20,15 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <map>
 #include <sstream>
+#include <thread>
 
 #include "message.h"
 #include "network.h"
@@ -30,6 +38,9 @@ namespace repopt {
 namespace {
 
 std::string where(const GroupOptions& o) { return o.masterAddr + ":" + std::to_string(o.masterPort); }
+
+// The store's address, or its file on one host.
+std::string storeWhere(const GroupOptions& o) { return o.storeFile.empty() ? where(o) : o.storeFile; }
 
 // 2000 ms -> "2", 1500 ms -> "1.5"
 std::string secondsText(std::chrono::milliseconds ms) {
@@ -234,33 +245,150 @@ template <typename B>
 }
 #endif
 
-c10::intrusive_ptr<c10d::ProcessGroup> createGroup(const GroupOptions& o, c10::intrusive_ptr<c10d::Store>& storeOut) {
+#if TORCH_VERSION_MAJOR >= 2
+// A socket bound to host:port only, for the TCPStore server to listen on (its own socket would listen on
+// every interface of the machine).
+int bindTo(const std::string& host, uint16_t port) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  const int rc = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found);
+  if (rc != 0) throw std::runtime_error("cannot resolve " + host + ": " + gai_strerror(rc));
+  std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> list(found, freeaddrinfo);
+  int error = 0;
+  for (const addrinfo* a = found; a; a = a->ai_next) {
+    const int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) {
+      error = errno;
+      continue;
+    }
+    const int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    if (bind(fd, a->ai_addr, a->ai_addrlen) == 0) return fd;
+    error = errno;
+    close(fd);
+  }
+  throw std::runtime_error("cannot bind " + host + ":" + std::to_string(port) + ": " + std::strerror(error) +
+                           (error == EADDRNOTAVAIL ? " (not an address of this host)" : ""));
+}
+#endif
+
+c10::intrusive_ptr<c10d::Store> openStore(const GroupOptions& o) {
+  if (!o.storeFile.empty()) {
+    try {
+      // numWorkers -1: the launcher that made the file removes it.
+      auto store = c10::make_intrusive<c10d::FileStore>(o.storeFile, -1);
+      store->setTimeout(o.connectTimeout);
+      return store;
+    } catch (const std::exception& e) {
+      throw std::runtime_error("rank " + std::to_string(o.rank) + " could not open the rendezvous store file " + o.storeFile + ": " + messageOf(e));
+    }
+  }
   c10d::TCPStoreOptions so;
   so.port = uint16_t(o.masterPort);
   so.isServer = o.rank == 0;
-  so.numWorkers = size_t(o.worldSize);
-  so.waitWorkers = true;
+  // The ranks register themselves and wait for each other afterwards (joinAll), which can say who is
+  // missing; the store's own wait for workers says only "timeout".
+  so.waitWorkers = false;
   so.timeout = o.connectTimeout;
 #if TORCH_VERSION_MAJOR >= 2
   // 2.x defaults to a libuv server, which builds without libuv (Debian's) refuse; the classic server
   // is in every build.
   so.useLibUV = false;
 #endif
-  c10::intrusive_ptr<c10d::Store> tcp;
   try {
-    tcp = c10::make_intrusive<c10d::TCPStore>(o.masterAddr, so);
+#if TORCH_VERSION_MAJOR >= 2
+    // The server listens on the master address only. (libtorch 1.x has no such option: its server
+    // listens on every interface.)
+    if (so.isServer) so.masterListenFd = bindTo(o.masterAddr, so.port);
+#endif
+    return c10::make_intrusive<c10d::TCPStore>(o.masterAddr, so);
   } catch (const std::exception& e) {
     const std::string secs = secondsText(o.connectTimeout);
     if (o.rank == 0) {
-      throw std::runtime_error("rank 0 could not serve the rendezvous store on " + where(o) + " or not all " + std::to_string(o.worldSize) +
-                               " workers connected within " + secs + " s (MASTER_ADDR/MASTER_PORT; is the port in use?): " + messageOf(e));
+      throw std::runtime_error("rank 0 could not serve the rendezvous store on " + where(o) +
+                               " (MASTER_ADDR/MASTER_PORT; is the port in use?): " + messageOf(e));
     }
     throw std::runtime_error("rank " + std::to_string(o.rank) + " could not reach the rendezvous store at " + where(o) + " within " + secs +
                              " s (MASTER_ADDR/MASTER_PORT; is rank 0 running and the address reachable?): " + messageOf(e));
   }
-  tcp->setTimeout(o.timeout);
-  storeOut = tcp;
-  auto store = c10::make_intrusive<c10d::PrefixStore>("repopt/" + o.backend, tcp);
+}
+
+// "0-2, 5"
+std::string rankList(const std::vector<int64_t>& ranks) {
+  std::ostringstream s;
+  for (size_t i = 0; i < ranks.size();) {
+    size_t j = i;
+    while (j + 1 < ranks.size() && ranks[j + 1] == ranks[j] + 1) ++j;
+    s << (i ? ", " : "") << ranks[i];
+    if (j > i) s << "-" << ranks[j];
+    i = j + 1;
+  }
+  return s.str();
+}
+
+// Every rank registers in the store, then waits until all have: a rank that never comes is named
+// (to the observer, and in the timeout error) instead of surfacing as a socket timeout in Gloo.
+void joinAll(c10d::Store& store, const GroupOptions& o, const JoinObserver& observer) {
+  const std::string count = "repopt/joined";
+  const auto key = [](int64_t rank) { return "repopt/joined/" + std::to_string(rank); };
+  const auto lost = [&](const std::exception& e) {
+    return std::runtime_error("rank " + std::to_string(o.rank) + " lost the rendezvous store at " + storeWhere(o) +
+                              " while waiting for the other ranks (did rank 0 exit?): " + messageOf(e));
+  };
+  const auto start = std::chrono::steady_clock::now();
+  auto nextReport = start + o.reportEvery;
+  int64_t sameRank = 0;
+  try {
+    sameRank = store.add(key(o.rank), 1);
+    if (sameRank == 1) store.add(count, 1);
+  } catch (const std::exception& e) {
+    throw lost(e);
+  }
+  // Two workers with one RANK would make the count complete while a rank is missing.
+  if (sameRank > 1)
+    throw std::runtime_error("rank " + std::to_string(o.rank) + ": another worker already joined the rendezvous at " + storeWhere(o) + " as rank " +
+                             std::to_string(o.rank) + " (every worker needs its own RANK; on several hosts, each host its own --node-rank or NODE_RANK)");
+  for (;;) {
+    JoinStatus status;
+    const auto now = std::chrono::steady_clock::now();
+    status.waited = std::chrono::duration_cast<std::chrono::milliseconds>(now - start);
+    status.timedOut = status.waited >= o.connectTimeout;
+    try {
+      if (store.add(count, 0) >= o.worldSize) return;
+      if (!status.timedOut && now < nextReport) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        continue;
+      }
+      for (int64_t r = 0; r < o.worldSize; ++r)
+        if (store.check({key(r)})) status.joined.push_back(r);
+    } catch (const std::exception& e) {
+      throw lost(e);
+    }
+    nextReport += o.reportEvery;
+    if (observer) observer(status);
+    if (status.timedOut) {
+      std::vector<int64_t> missing;
+      for (int64_t r = 0, k = 0; r < o.worldSize; ++r) {
+        if (k < int64_t(status.joined.size()) && status.joined[k] == r)
+          ++k;
+        else
+          missing.push_back(r);
+      }
+      throw std::runtime_error("rank " + std::to_string(o.rank) + ": rank(s) " + rankList(missing) + " did not join the rendezvous at " + storeWhere(o) +
+                               " within " + secondsText(o.connectTimeout) + " s (joined: " + rankList(status.joined) + ")");
+    }
+  }
+}
+
+c10::intrusive_ptr<c10d::ProcessGroup> createGroup(const GroupOptions& o, const JoinObserver& observer, c10::intrusive_ptr<c10d::Store>& storeOut) {
+  c10::intrusive_ptr<c10d::Store> base = openStore(o);
+  joinAll(*base, o, observer);
+  base->setTimeout(o.timeout);
+  storeOut = base;
+  auto store = c10::make_intrusive<c10d::PrefixStore>("repopt/" + o.backend, base);
   if (o.backend == "nccl") {
 #ifdef USE_C10D_NCCL
     auto opts = c10d::ProcessGroupNCCL::Options::create();
@@ -279,7 +407,7 @@ c10::intrusive_ptr<c10d::ProcessGroup> createGroup(const GroupOptions& o, c10::i
     opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(o.interface));
   } else if (!o.hostname.empty()) {
     opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(o.hostname));
-  } else if (isLoopback(o.masterAddr)) {
+  } else if (!o.storeFile.empty() || isLoopback(o.masterAddr)) {
     opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
   } else {
     opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
@@ -296,7 +424,9 @@ c10::intrusive_ptr<c10d::ProcessGroup> createGroup(const GroupOptions& o, c10::i
 
 }  // namespace
 
-ProcessGroupHandle::ProcessGroupHandle(const GroupOptions& options) : options_(options) { group_ = createGroup(options_, store_); }
+ProcessGroupHandle::ProcessGroupHandle(const GroupOptions& options, const JoinObserver& observer) : options_(options) {
+  group_ = createGroup(options_, observer, store_);
+}
 
 at::Tensor ProcessGroupHandle::allreduce(const at::Tensor& t, Reduction op) {
   c10d::AllreduceOptions opts;

@@ -1,14 +1,17 @@
 #pragma once
 // Data-parallel training on PyTorch's c10d, without Node: a process group (rendezvous through a
-// TCPStore, a Gloo process group on CPU or NCCL on CUDA builds), collectives, and the attachment of a
-// group to a Network: gradients averaged by c10d's Reducer (bucketed, overlapped with the backward
-// pass), buffers broadcast from rank 0 before each forward (as DDP), optional SyncBatchNorm.
+// TCPStore, or a FileStore on one host; a Gloo process group on CPU or NCCL on CUDA builds),
+// collectives, and the attachment of a group to a Network: gradients averaged by c10d's Reducer
+// (bucketed, overlapped with the backward pass), buffers broadcast from rank 0 before each forward (as
+// DDP), optional SyncBatchNorm.
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "network.h"
 
@@ -21,8 +24,13 @@ struct GroupOptions {
   std::string backend = "gloo";  // "gloo" | "nccl"
   // Collectives (and the Gloo connection set-up) fail after this long instead of waiting forever.
   std::chrono::milliseconds timeout{300000};
-  // How long a rank tries to reach the store (rank 0: waits for the others to connect).
+  // How long a rank waits for the store and for every rank to join it.
   std::chrono::milliseconds connectTimeout{60000};
+  // While ranks are missing, how often the join observer hears of it.
+  std::chrono::milliseconds reportEvery{10000};
+  // One host: the store is this file (a c10d FileStore), so nothing listens on the network for it.
+  // Empty: a TCPStore that rank 0 serves at masterAddr:masterPort.
+  std::string storeFile;
   // Gloo: the network interface (GLOO_SOCKET_IFNAME) or host name/address to bind; default: loopback
   // when the master address is a loopback address, else this machine's host name.
   std::string interface, hostname;
@@ -35,10 +43,22 @@ struct AttachOptions {
 
 enum class Reduction { Sum, Mean, Max, Min };
 
+// The ranks registered in the store so far, while a rank waits for all of them.
+struct JoinStatus {
+  std::vector<int64_t> joined;
+  std::chrono::milliseconds waited{0};
+  // connectTimeout has passed: the wait ends with an error after this report.
+  bool timedOut = false;
+};
+// Hears of the join every reportEvery while ranks are missing, and once at the timeout; it may throw to
+// end the wait with a message of its own.
+using JoinObserver = std::function<void(const JoinStatus&)>;
+
 class ProcessGroupHandle {
  public:
-  // Rendezvous and connection set-up; throws with a message naming what failed.
-  explicit ProcessGroupHandle(const GroupOptions& options);
+  // Rendezvous (every rank registers in the store, then waits for all) and connection set-up; throws
+  // with a message naming what failed.
+  explicit ProcessGroupHandle(const GroupOptions& options, const JoinObserver& observer = {});
 
   const GroupOptions& options() const { return options_; }
   // A new tensor with the element-wise reduction over all ranks.

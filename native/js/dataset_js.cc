@@ -164,9 +164,16 @@ Napi::Value JsDataset::SetRngState(const Napi::CallbackInfo& info) {
     Args args(info, "Dataset.setRngState");
     args.expectCount(1, 1);
     auto bytes = args.uint8Array(0, "state");
-    at::Tensor s = at::empty({int64_t(bytes.ElementLength())}, at::TensorOptions().dtype(at::kByte));
-    if (bytes.ElementLength() > 0) std::memcpy(s.data_ptr(), bytes.Data(), bytes.ElementLength());
-    live(args.fn()).setRngState(s);
+    DeviceDataset& dataset = live(args.fn());
+    // libtorch would report a wrong size in its own terms; the size is the generator's (CPU or CUDA).
+    const int64_t expected = dataset.rngState().numel();
+    if (int64_t(bytes.ElementLength()) != expected) {
+      args.rangeError("state", "must hold " + std::to_string(expected) + " bytes (what rngState() returns on this dataset's device), got " +
+                                   std::to_string(bytes.ElementLength()));
+    }
+    at::Tensor s = at::empty({expected}, at::TensorOptions().dtype(at::kByte));
+    if (expected > 0) std::memcpy(s.data_ptr(), bytes.Data(), bytes.ElementLength());
+    dataset.setRngState(s);
     return info.Env().Undefined();
   });
 }

@@ -44,7 +44,23 @@ JsProcessGroup::JsProcessGroup(const Napi::CallbackInfo& info) : Napi::ObjectWra
     o.connectTimeout = f.has("connectTimeoutMs") ? std::chrono::milliseconds(f.integer("connectTimeoutMs", 1, int64_t(1) << 40)) : o.timeout;
     o.interface = f.string("interface", "");
     o.hostname = f.string("hostname", "");
-    group_ = std::make_unique<ProcessGroupHandle>(o);
+    o.storeFile = f.string("storeFile", "");
+    if (f.has("reportEveryMs")) o.reportEvery = std::chrono::milliseconds(f.integer("reportEveryMs", 1, int64_t(1) << 40));
+    JoinObserver observer;
+    if (f.has("onWaiting")) {
+      if (!f.raw("onWaiting").IsFunction()) f.fail("onWaiting", "must be a function", false);
+      // Called on this (the JS) thread, inside this constructor: a throw in it ends the wait with its error.
+      observer = [env = info.Env(), fn = f.raw("onWaiting").As<Napi::Function>()](const JoinStatus& s) {
+        auto joined = Napi::Array::New(env, s.joined.size());
+        for (size_t i = 0; i < s.joined.size(); ++i) joined.Set(uint32_t(i), double(s.joined[i]));
+        auto status = Napi::Object::New(env);
+        status.Set("joined", joined);
+        status.Set("waitedMs", double(s.waited.count()));
+        status.Set("timedOut", s.timedOut);
+        fn.Call({status});
+      };
+    }
+    group_ = std::make_unique<ProcessGroupHandle>(o, observer);
     info.This().As<Napi::Object>().TypeTag(&kProcessGroupTag);
   });
 }

@@ -14,7 +14,8 @@ class Addon;
 class JsProcessGroup : public Napi::ObjectWrap<JsProcessGroup> {
  public:
   static void Init(Napi::Env env, Napi::Object exports, Addon& addon);
-  // new ProcessGroup({ rank, worldSize, masterAddr, masterPort, backend?, timeoutMs?, connectTimeoutMs?, interface?, hostname? })
+  // new ProcessGroup({ rank, worldSize, masterAddr, masterPort, backend?, timeoutMs?, connectTimeoutMs?, interface?, hostname?,
+  //                    storeFile?, reportEveryMs?, onWaiting?({ joined, waitedMs, timedOut }) })
   explicit JsProcessGroup(const Napi::CallbackInfo& info);
 
  private:

@@ -159,7 +159,12 @@ Napi::Value Tensor::FromArray(const Napi::CallbackInfo& info) {
     }
     at::Tensor t = at::empty(shape, at::TensorOptions().dtype(entry->type));
     if (length > 0) {
-      const uint8_t* src = static_cast<const uint8_t*>(data.ArrayBuffer().Data()) + data.ByteOffset();
+      // Through napi_get_typedarray_info, which (unlike Napi::ArrayBuffer) also reads a SharedArrayBuffer;
+      // its pointer already includes the byte offset. The bytes are copied, so later writes do not reach the tensor.
+      void* src = nullptr;
+      if (napi_get_typedarray_info(info.Env(), data, nullptr, nullptr, &src, nullptr, nullptr) != napi_ok || src == nullptr) {
+        args.typeError("data", "a typed array whose memory can be read");
+      }
       std::memcpy(t.data_ptr(), src, size_t(length) * t.element_size());
     }
     return Wrap(info.Env(), std::move(t));
