@@ -238,8 +238,9 @@ describe('the lock', () => {
     expect(aborted.status).toBe('aborted');
     expect(fs.existsSync(path.join(abortedOut, 'run.lock'))).toBe(false);
 
-    const missing = path.join(tmp, 'no-such-scales.json');
-    await expect(train(apiOptions(path.join(tmp, 'api-thrown'), { mode: 'target', scales: missing })).result).rejects.toThrow(missing);
+    // A fine-tuning start that is not there fails inside the run, after the folder was taken.
+    const missing = path.join(tmp, 'no-such-run');
+    await expect(train(apiOptions(path.join(tmp, 'api-thrown'), { finetune: missing })).result).rejects.toThrow(missing);
     expect(fs.existsSync(path.join(tmp, 'api-thrown', 'run.lock'))).toBe(false);
   }, 60_000);
 });

@@ -97,7 +97,8 @@ describe('dispose', () => {
     const t = Tensor.zeros([bytes / 4]);
     const during = memory();
     expect(during.tensorBytes - before.tensorBytes).toBe(bytes);
-    expect(during.v8ExternalBytes - before.v8ExternalBytes).toBeGreaterThanOrEqual(bytes);
+    // Other external memory (buffers of earlier suites) may be collected in between: 1 MiB of slack.
+    expect(during.v8ExternalBytes - before.v8ExternalBytes).toBeGreaterThanOrEqual(bytes - 1024 * 1024);
     t.dispose();
     t.dispose();
     const after = memory();

@@ -222,7 +222,7 @@ export function distributedError(e: unknown, r: Rendezvous): Error {
   if (message.startsWith(`rank ${r.rank}`)) return e instanceof Error ? e : new Error(message);
   const peer = /closed by peer|Connection reset|Broken pipe|Timed out|timed out|another worker exited|gloo/i.test(message);
   const lost = peer ? 'lost contact with the other workers (one exited or hung); stopping. ' : '';
-  const advice = peer ? ' Restart the run with --resume to continue from the last checkpoint.' : '';
+  const advice = peer ? ' Restart the run resuming (resume: true; --resume on the command line) to continue from the last checkpoint.' : '';
   const text = `rank ${r.rank} of ${r.worldSize}: ${lost}${message.trim().replace(/\.?$/, '.')}${advice}`;
   // A bad option stays one, so that the command line still names its flag.
   return e instanceof OptionError ? new OptionError(e.option, text, e.related) : new Error(text);

@@ -247,7 +247,7 @@ async function trainWith(
       pg,
       collectives,
       resumed?.meta.step ?? -1,
-      `the step to resume from (-1: no checkpoint found in ${checkpointsDir}; with --resume every node needs the run folder)`,
+      `the step to resume from (-1: no checkpoint found in ${checkpointsDir}; to resume, every node needs the run folder)`,
     );
     network.attach(pg, {
       syncBatchNorm: config.batchNorm === 'sync',
