@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -202,6 +203,22 @@ describe('IDX files that are malformed', () => {
 
   test('the test split of a folder holding only the train split', () => {
     expect(loadError(writeIdx({}), 'test').message).toMatch(/^t10k-images-idx3-ubyte: not found in /);
+  });
+
+  test('a FIFO, a folder or /dev/zero in place of a data file fails at once, naming it', () => {
+    const dir = writeIdx({});
+    const images = path.join(dir, 'train-images-idx3-ubyte');
+    fs.rmSync(images);
+    execFileSync('mkfifo', [images]);
+    const started = Date.now();
+    expect(loadError(dir).message).toBe(`train-images-idx3-ubyte ${images}: not a regular file (a device, FIFO or socket)`);
+    fs.rmSync(images);
+    fs.mkdirSync(images);
+    expect(loadError(dir).message).toBe(`train-images-idx3-ubyte ${images}: is a folder, not a file`);
+    fs.rmSync(images, { recursive: true });
+    fs.symlinkSync('/dev/zero', images);
+    expect(loadError(dir).message).toBe(`train-images-idx3-ubyte ${images}: not a regular file (a device, FIFO or socket)`);
+    expect(Date.now() - started).toBeLessThan(1000);
   });
 
   test('a cut-off gzip stream', () => {

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -154,6 +155,15 @@ describe('image folders that are malformed', () => {
     expect(err.message).toMatch(/^cats\/notes\.jpg: cannot decode: /);
     expect(err.file).toBe(path.join(dir, 'cats', 'notes.jpg'));
     expect(err.offset).toBeUndefined();
+  });
+
+  test('a FIFO among the images fails the load at once, naming it (the decoder would wait on it forever)', async () => {
+    const dir = path.join(root, 'fifo');
+    await write(path.join(dir, 'cats', 'a.png'), solid(8, 8, 10, 20, 30).png());
+    execFileSync('mkfifo', [path.join(dir, 'cats', 'b.png')]);
+    const err = await loadError(dir);
+    expect(err.message).toBe('cats/b.png: not a regular file (a device, FIFO or socket)');
+    expect(err.file).toBe(path.join(dir, 'cats', 'b.png'));
   });
 
   test('a truncated PNG fails the load, naming it', async () => {

@@ -2,6 +2,7 @@
 // the red, green and blue planes of a 32x32 image, each row-major, which is already CHW.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { INPUT_LIMITS, readInputFile } from '../input-file';
 import type { ImageDataset, Split } from './dataset';
 import { DataFormatError, firstExisting, formatError, readDataFile, readLabels, type DataFile } from './files';
 
@@ -129,8 +130,8 @@ function countRecords(file: DataFile, recordSize: number): number {
 /** The names in a one-name-a-line file, or undefined when there is no such file. */
 function readClassNames(file: string, numClasses: number): readonly string[] | undefined {
   if (!fs.existsSync(file)) return undefined;
-  const names = fs
-    .readFileSync(file, 'utf8')
+  const names = readInputFile(file, path.basename(file), INPUT_LIMITS.small)
+    .toString('utf8')
     .split('\n')
     .map((line) => line.trim())
     .filter((line) => line !== '');

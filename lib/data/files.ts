@@ -2,6 +2,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { gunzipSync } from 'node:zlib';
+import { readInputFile } from '../input-file';
 
 /** A data set file that is missing, unreadable or malformed. `file` is the full path; `offset`, where known,
  * is the byte at which the problem was found, counted in the decompressed contents for gzipped files. */
@@ -37,12 +38,12 @@ function missingFile(file: string, hint = ''): DataFormatError {
 
 /** Reads a whole file, gunzipping it when it starts with the gzip magic (whatever its name says). */
 export function readDataFile(file: string): DataFile {
+  if (!fs.existsSync(file)) throw missingFile(file);
   let raw: Buffer;
   try {
-    raw = fs.readFileSync(file);
+    raw = readInputFile(file, path.basename(file));
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw missingFile(file);
-    throw new DataFormatError(file, undefined, `${path.basename(file)}: cannot read: ${(e as Error).message}`);
+    throw new DataFormatError(file, undefined, (e as Error).message);
   }
   const name = path.basename(file);
   if (raw.length < 2 || raw[0] !== 0x1f || raw[1] !== 0x8b) return { path: file, label: name, bytes: raw };

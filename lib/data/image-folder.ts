@@ -108,8 +108,16 @@ function listFilesUnder(folder: string): string[] {
     folders.push({ folder: current, files });
     for (const name of fs.readdirSync(current).filter((entry) => !isHidden(entry))) {
       const entry = path.join(current, name);
-      if (fs.statSync(entry).isDirectory()) walk(entry);
-      else files.push(entry);
+      const stat = fs.statSync(entry);
+      if (stat.isDirectory()) walk(entry);
+      // A FIFO or device would block or never end the decoder.
+      else if (stat.isFile()) files.push(entry);
+      else
+        throw new DataFormatError(
+          entry,
+          undefined,
+          `${path.join(path.basename(folder), path.relative(folder, entry))}: not a regular file (a device, FIFO or socket)`,
+        );
     }
   };
   walk(folder);
