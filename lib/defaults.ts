@@ -60,6 +60,10 @@ export const QUANTIZE_DEFAULTS = {
   qatLrFactor: 0.1,
 } as const;
 
+/** `exportOnnx()` / `repopt export --format onnx|onnx-int8`: the float model; the graph normalises
+ * pixels in [0, 1] itself. */
+export const EXPORT_ONNX_DEFAULTS = { int8: false, normalization: 'graph' } as const;
+
 /** `evaluate()` / `repopt eval`. */
 export const EVALUATE_DEFAULTS = { batchSize: TRAIN_DEFAULTS.evalBatchSize, threads: TRAIN_DEFAULTS.threads } as const;
 

@@ -4,6 +4,7 @@ export {
   convert,
   createProcessGroup,
   evaluate,
+  exportOnnx,
   exportWeights,
   hyperSearch,
   loadData,
@@ -23,13 +24,15 @@ export type {
   ConvertResult,
   EvaluateOptions,
   EvaluateResult,
+  ExportOnnxOptions,
+  ExportOnnxResult,
   HyperSearchOptions,
   QuantizeOptions,
   QuantizeOutcome,
   QuantizeRow,
   RunOptions,
 } from './api';
-export { EVALUATE_DEFAULTS, HYPER_SEARCH_DEFAULTS, QUANTIZE_DEFAULTS, TRAIN_DEFAULTS } from './defaults';
+export { EVALUATE_DEFAULTS, EXPORT_ONNX_DEFAULTS, HYPER_SEARCH_DEFAULTS, QUANTIZE_DEFAULTS, TRAIN_DEFAULTS } from './defaults';
 export type { Augment, TrainConfig, TrainMode, TrainOptions } from './train/config';
 export type { DataSpec, Normalization, TrainTestData } from './train/data';
 export { TrainingRun } from './train/run';
@@ -70,7 +73,20 @@ export {
   scalesFromNetworkState,
 } from './scales';
 export { OptionError } from './option-error';
-export { readPth, writePth, parsePth, serializePth } from './pth';
+export {
+  readPth,
+  writePth,
+  parsePth,
+  serializePth,
+  readPthTree,
+  parsePthTree,
+  isPthTensor,
+  PthUnreadable,
+  type PthValue,
+  type PthDict,
+  type PthKey,
+} from './pth';
+export { officialStateDict, readOfficialStateDict } from './official';
 export type { PthTensor, PthDtype } from './pth';
 export { deploySpec, foldRepVGG, foldTarget, foldToDeploy } from './fold';
 export { deployNetwork, quantizeDeploy, readInt8Model, spreadTable, weightSpread, writeInt8Model } from './quant';

@@ -1,11 +1,17 @@
-// PyTorch `torch.save` files (the zip format of PyTorch >= 1.6) holding a flat dict of tensors, read and
-// written without Python: a small pickle VM for the opcodes torch.save emits for a state dict, and the zip
-// container (read here with every header cross-checked and every entry's CRC-32 verified; written by fflate).
+// PyTorch `torch.save` files (the zip format of PyTorch >= 1.6), read and written without Python: a small
+// pickle VM and the zip container (read here with every header cross-checked and every entry's CRC-32
+// verified; written by fflate). We write flat dicts of tensors; we read what checkpoints hold: nested
+// dicts / lists / tuples of tensors (fp16 and bf16 widened to fp32) and plain values.
 //
 // Layout of such a file: `<prefix>/data.pkl` (pickle protocol 2 of an OrderedDict whose values are
 // `torch._utils._rebuild_tensor_v2(storage, offset, size, stride, requires_grad, hooks)` calls, each storage a
 // persistent id ('storage', torch.XStorage, key, location, numel)), `<prefix>/data/<key>` (raw little-endian
 // storage bytes), `<prefix>/version`.
+//
+// The VM runs no pickled code and imports nothing: it interprets a few whitelisted reconstructors
+// (tensors, storages, OrderedDict, Parameter). Any other class or function a pickle names (a training
+// config object, a numpy scalar) becomes a PthUnreadable leaf, refused only if a caller needs that entry;
+// functions that pickles use to run code (eval, os.system, ...) get the whole file refused.
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -43,7 +49,60 @@ const DTYPES: Readonly<Record<PthDtype, DtypeInfo>> = {
 };
 
 const DTYPE_BY_STORAGE = new Map(Object.entries(DTYPES).map(([dtype, info]) => [info.storage, dtype as PthDtype]));
-const SUPPORTED_STORAGES = [...DTYPE_BY_STORAGE.keys()].map((s) => `torch.${s}`).join(', ');
+
+/** Half-precision storages, read widened to float32 (exactly: every fp16 and bf16 value is a float32 value). */
+const HALF_STORAGES: ReadonlyMap<string, HalfKind> = new Map([
+  ['HalfStorage', 'float16'],
+  ['BFloat16Storage', 'bfloat16'],
+]);
+type HalfKind = 'float16' | 'bfloat16';
+
+const SUPPORTED_STORAGES = [...DTYPE_BY_STORAGE.keys(), ...HALF_STORAGES.keys()].map((s) => `torch.${s}`).join(', ');
+
+/** What a read file holds where it is not a tensor, a container or a plain value: an object of a class the
+ * reader does not rebuild, or a tensor of an unsupported dtype. `what` says which. */
+export class PthUnreadable {
+  constructor(
+    readonly what: string,
+    /** A tensor of an unsupported dtype (else an object). */
+    readonly tensor = false,
+  ) {}
+}
+
+/** A dict key as read: Python's str, int, bool and None keys. */
+export type PthKey = string | number | bigint | boolean | null;
+
+/** A value as read: tensors, dicts (OrderedDict included), lists and tuples (both arrays), str, int
+ * (bigint beyond 2^53), float, bool, None. */
+export type PthValue = PthTensor | PthDict | readonly PthValue[] | PthKey | PthUnreadable;
+
+export type PthDict = ReadonlyMap<PthKey, PthValue>;
+
+export function isPthTensor(value: PthValue): value is PthTensor {
+  return (
+    typeof value === 'object' && value !== null && !(value instanceof Map) && !Array.isArray(value) && !(value instanceof PthUnreadable)
+  );
+}
+
+/** A short description of a read value, for messages ('a tensor', 'a dict', 'an object made by yacs.config.CfgNode'). */
+export function describePthValue(value: PthValue): string {
+  if (value === null) return 'None';
+  if (value instanceof PthUnreadable) return value.what;
+  if (value instanceof Map) return 'a dict';
+  if (Array.isArray(value)) return `a list or tuple of ${value.length}`;
+  if (isPthTensor(value)) return 'a tensor';
+  return `${typeof value === 'bigint' ? 'int' : typeof value} ${JSON.stringify(typeof value === 'bigint' ? value.toString() : value)}`;
+}
+
+/** Why `value` is not a (readable) tensor: 'number 3, not a tensor', or an unsupported dtype. */
+export function notATensor(value: Exclude<PthValue, PthTensor>): string {
+  return value instanceof PthUnreadable && value.tensor ? value.what : `${describePthValue(value)}, not a tensor`;
+}
+
+/** The dotted path of an entry ('model.stage1.0.conv.weight', 'optimizer.param_groups.0'), as errors name it. */
+export function pthPath(parts: readonly PthKey[]): string {
+  return parts.map(String).join('.');
+}
 
 /** The zip folder torch.save names every entry under. */
 const ARCHIVE_PREFIX = 'archive';
@@ -80,8 +139,8 @@ function withFileName<T>(name: string, body: () => T): T {
 // ---------------------------------------------------------------------------------------------------------
 // Reading
 
-/** Parses the bytes of a torch.save zip file holding a flat dict of tensors. `name` appears in errors. */
-export function parsePth(bytes: Uint8Array, name: string): Map<string, PthTensor> {
+/** Parses the bytes of any torch.save zip file into its tree of values. `name` appears in errors. */
+export function parsePthTree(bytes: Uint8Array, name: string): PthValue {
   return withFileName(name, () => {
     requireLittleEndianHost();
     const entries = readZipEntries(bytes);
@@ -89,14 +148,38 @@ export function parsePth(bytes: Uint8Array, name: string): Map<string, PthTensor
     if (pickleNames.length === 0) fail("missing data.pkl: no '<prefix>/data.pkl' entry, so this zip is not a torch.save file");
     if (pickleNames.length > 1) fail(`several data.pkl entries (${pickleNames.join(', ')})`);
     const prefix = pickleNames[0].slice(0, -'/data.pkl'.length);
-    const root = runPickle(entries.get(pickleNames[0]));
-    return materialiseDict(root, new StorageLoader(entries, prefix));
+    const pickle = runPickle(entries.get(pickleNames[0]));
+    const root = new Materialiser(new StorageLoader(entries, prefix)).value(pickle.root, []);
+    // A code-running function that no entry holds (popped, or a dict key) is refused all the same.
+    if (pickle.codeRunners.length > 0) fail(codeRunnerMessage(pickle.codeRunners[0], undefined));
+    return root;
+  });
+}
+
+/** Parses the bytes of a torch.save zip file holding a flat dict of tensors. `name` appears in errors. */
+export function parsePth(bytes: Uint8Array, name: string): Map<string, PthTensor> {
+  const root = parsePthTree(bytes, name);
+  return withFileName(name, () => {
+    if (!(root instanceof Map)) fail(`data.pkl holds ${describePthValue(root)}, not a dict of tensors`);
+    const out = new Map<string, PthTensor>();
+    for (const [key, value] of root) {
+      if (typeof key !== 'string') fail(`dict key ${describePthValue(key)} is not a string`);
+      if (!isPthTensor(value)) fail(`entry '${key}' is ${notATensor(value)}`);
+      out.set(key, value);
+    }
+    return out;
   });
 }
 
 /** Reads a torch.save zip file holding a flat dict (dict or OrderedDict) of tensors. */
 export function readPth(file: string): Map<string, PthTensor> {
   return parsePth(readInputFile(file, '.pth file'), file);
+}
+
+/** Reads any torch.save zip file (a checkpoint: nested dicts, lists, tensors, plain values) into its tree.
+ * `what` names the file's role in errors about the file itself. */
+export function readPthTree(file: string, what = '.pth file'): PthValue {
+  return parsePthTree(readInputFile(file, what), file);
 }
 
 class ZipEntries {
@@ -392,47 +475,110 @@ function readZipEntries(file: Uint8Array): ZipEntries {
   return entries;
 }
 
-/** Reads each storage entry once, typed by the storage class that refers to it. */
+/** How a storage class's elements are read: their size, and the dtype of the tensors made from them
+ * (float32 for the widened half types); undefined for a storage class not read. */
+function storageFormat(storageClass: string): StorageFormat | undefined {
+  const dtype = DTYPE_BY_STORAGE.get(storageClass);
+  if (dtype) return { itemBytes: DTYPES[dtype].array.BYTES_PER_ELEMENT, dtype, stored: dtype };
+  const half = HALF_STORAGES.get(storageClass);
+  return half ? { itemBytes: 2, dtype: 'float32', stored: half, half } : undefined;
+}
+
+interface StorageFormat {
+  readonly itemBytes: number;
+  readonly dtype: PthDtype;
+  /** The element type in the file. */
+  readonly stored: string;
+  readonly half?: HalfKind;
+}
+
+/** Reads each storage entry once, checked against the size the storage class and numel imply. */
 class StorageLoader {
-  private readonly loaded = new Map<string, { dtype: PthDtype; numel: number; bytes: Uint8Array }>();
+  private readonly loaded = new Map<string, { storageClass: string; numel: number; bytes: Uint8Array }>();
 
   constructor(
     private readonly entries: ZipEntries,
     private readonly prefix: string,
   ) {}
 
-  load(ref: StorageRef): Uint8Array {
+  load(ref: StorageRef, format: StorageFormat): Uint8Array {
     const previous = this.loaded.get(ref.key);
     if (previous) {
-      if (previous.dtype !== ref.dtype || previous.numel !== ref.numel) {
-        fail(`storage '${ref.key}' is referred to as ${previous.numel} ${previous.dtype} and as ${ref.numel} ${ref.dtype} elements`);
+      if (previous.storageClass !== ref.storageClass || previous.numel !== ref.numel) {
+        fail(
+          `storage '${ref.key}' is referred to as ${previous.numel} elements of torch.${previous.storageClass} and as ` +
+            `${ref.numel} of torch.${ref.storageClass}`,
+        );
       }
       return previous.bytes;
     }
     const entryName = `${this.prefix}/data/${ref.key}`;
     const bytes = this.entries.get(entryName);
-    const needed = ref.numel * DTYPES[ref.dtype].array.BYTES_PER_ELEMENT;
+    const needed = ref.numel * format.itemBytes;
     if (bytes.length < needed)
-      fail(`storage entry '${entryName}' has ${bytes.length} bytes, too short for ${ref.numel} ${ref.dtype} elements (${needed} bytes)`);
-    this.loaded.set(ref.key, { dtype: ref.dtype, numel: ref.numel, bytes });
+      fail(
+        `storage entry '${entryName}' has ${bytes.length} bytes, too short for ${ref.numel} ${format.stored} elements (${needed} bytes)`,
+      );
+    this.loaded.set(ref.key, { storageClass: ref.storageClass, numel: ref.numel, bytes });
     return bytes;
   }
 }
 
-function materialiseDict(root: PyValue, storages: StorageLoader): Map<string, PthTensor> {
-  if (!(root instanceof PyDict)) fail(`data.pkl holds ${describe(root)}, not a dict of tensors`);
-  const out = new Map<string, PthTensor>();
-  for (const [key, value] of root.entries) {
-    if (typeof key !== 'string') fail(`dict key ${describe(key)} is not a string`);
-    if (!(value instanceof TensorRef)) fail(`entry '${key}' is ${describe(value)}, not a tensor`);
-    out.set(key, materialiseTensor(key, value, storages.load(value.storage)));
+/** Deeper nesting than any checkpoint has; also keeps a hostile file from overflowing the JS stack. */
+const MAX_NESTING = 256;
+
+/** Turns the pickle's objects into PthValues, each object once (a file may share one object many times),
+ * naming the entry's path in every error. */
+class Materialiser {
+  private readonly done = new Map<object, PthValue>();
+  private readonly open = new Set<object>();
+
+  constructor(private readonly storages: StorageLoader) {}
+
+  value(v: PyValue, path: PthKey[]): PthValue {
+    if (v === null || typeof v !== 'object') return v;
+    const cached = this.done.get(v);
+    if (cached !== undefined) return cached;
+    if (this.open.has(v)) return new PthUnreadable('a container that holds itself');
+    if (path.length > MAX_NESTING) fail(`entry '${pthPath(path.slice(0, 8))}...' is nested deeper than ${MAX_NESTING} levels`);
+    this.open.add(v);
+    const result = this.build(v, path);
+    this.open.delete(v);
+    this.done.set(v, result);
+    return result;
   }
-  return out;
+
+  private build(v: Exclude<PyValue, PthKey>, path: PthKey[]): PthValue {
+    if (v instanceof TensorRef) return this.tensor(v, path);
+    if (v instanceof PyList || v instanceof PyTuple) return v.items.map((item, i) => this.value(item, [...path, i]));
+    if (v instanceof PyDict) {
+      const out = new Map<PthKey, PthValue>();
+      for (const [key, item] of v.entries) {
+        if (key !== null && typeof key === 'object') return new PthUnreadable(`a dict with ${describe(key)} as a key`);
+        out.set(key, this.value(item, [...path, key]));
+      }
+      return out;
+    }
+    const global = v instanceof PyGlobal ? v : v instanceof PyOpaque ? v.made : undefined;
+    if (global?.runsCode) fail(codeRunnerMessage(global.qualifiedName, path));
+    if (v instanceof PyOpaque) return new PthUnreadable(`an object made by ${v.made.qualifiedName}`);
+    return new PthUnreadable(describe(v));
+  }
+
+  private tensor(ref: TensorRef, path: PthKey[]): PthValue {
+    const format = storageFormat(ref.storage.storageClass);
+    if (!format)
+      return new PthUnreadable(
+        `a tensor of torch.${ref.storage.storageClass}, an unsupported dtype (supported: ${SUPPORTED_STORAGES})`,
+        true,
+      );
+    return materialiseTensor(pthPath(path), ref, format, this.storages.load(ref.storage, format));
+  }
 }
 
-/** Copies a (possibly strided, offset) view of a storage into a fresh contiguous tensor. */
-function materialiseTensor(key: string, ref: TensorRef, storageBytes: Uint8Array): PthTensor {
-  const { dtype, numel: storageNumel } = ref.storage;
+/** Copies a (possibly strided, offset) view of a storage into a fresh contiguous tensor; half types widened. */
+function materialiseTensor(key: string, ref: TensorRef, format: StorageFormat, storageBytes: Uint8Array): PthTensor {
+  const storageNumel = ref.storage.numel;
   const { size, stride, offset } = ref;
   const numel = size.reduce((a, b) => a * b, 1);
   if (!Number.isSafeInteger(numel)) fail(`tensor '${key}' has too many elements (size [${size.join(', ')}])`);
@@ -445,25 +591,55 @@ function materialiseTensor(key: string, ref: TensorRef, storageBytes: Uint8Array
       );
     }
   }
-  const itemSize = DTYPES[dtype].array.BYTES_PER_ELEMENT;
+  const itemSize = format.itemBytes;
   let bytes: Uint8Array;
   if (isContiguous(size, stride)) {
     bytes = storageBytes.slice(offset * itemSize, (offset + numel) * itemSize);
   } else {
     // Gather whole elements as integers (never through floats, which could alter NaN payloads).
-    const wordBytes = itemSize === 1 ? 1 : 4;
-    const source = wordBytes === 1 ? storageBytes : uint32View(storageBytes);
-    const target = wordBytes === 1 ? new Uint8Array(numel) : new Uint32Array((numel * itemSize) / 4);
+    const wordBytes = Math.min(itemSize, 4);
+    const source = wordsView(storageBytes, wordBytes);
+    const target =
+      wordBytes === 1 ? new Uint8Array(numel) : wordBytes === 2 ? new Uint16Array(numel) : new Uint32Array((numel * itemSize) / 4);
     gatherStrided(source, target, itemSize / wordBytes, size, stride, offset);
     bytes = new Uint8Array(target.buffer);
   }
-  return { dtype, shape: [...size], data: new DTYPES[dtype].array(bytes.buffer as ArrayBuffer, bytes.byteOffset, numel) };
+  if (format.half) return { dtype: 'float32', shape: [...size], data: widenHalf(wordsView(bytes, 2) as Uint16Array, format.half) };
+  return {
+    dtype: format.dtype,
+    shape: [...size],
+    data: new DTYPES[format.dtype].array(bytes.buffer as ArrayBuffer, bytes.byteOffset, numel),
+  };
 }
 
-/** The bytes as 32-bit words (copied first when they do not start at a 4-byte-aligned address). */
-function uint32View(bytes: Uint8Array): Uint32Array {
-  const aligned = bytes.byteOffset % 4 === 0 ? bytes : bytes.slice();
-  return new Uint32Array(aligned.buffer, aligned.byteOffset, Math.floor(aligned.length / 4));
+/** fp16 or bf16 bit patterns as float32 values; exact, NaN payloads and -0 kept. */
+function widenHalf(halves: Uint16Array, kind: HalfKind): Float32Array {
+  const out = new Float32Array(halves.length);
+  const bits = new Uint32Array(out.buffer);
+  for (let i = 0; i < halves.length; i++) {
+    const h = halves[i];
+    if (kind === 'bfloat16') {
+      bits[i] = h << 16;
+      continue;
+    }
+    const sign = (h & 0x8000) << 16;
+    const exponent = (h >> 10) & 0x1f;
+    const fraction = h & 0x3ff;
+    if (exponent === 0x1f) bits[i] = sign | 0x7f800000 | (fraction << 13);
+    else if (exponent !== 0) bits[i] = sign | ((exponent + 112) << 23) | (fraction << 13);
+    else out[i] = (sign ? -1 : 1) * fraction * 2 ** -24; // zero or subnormal: a normal float32
+  }
+  return out;
+}
+
+/** The bytes as 1-, 2- or 4-byte words (copied first when they do not start at an aligned address). */
+function wordsView(bytes: Uint8Array, wordBytes: number): Uint8Array | Uint16Array | Uint32Array {
+  if (wordBytes === 1) return bytes;
+  const aligned = bytes.byteOffset % wordBytes === 0 ? bytes : bytes.slice();
+  const count = Math.floor(aligned.length / wordBytes);
+  return wordBytes === 2
+    ? new Uint16Array(aligned.buffer, aligned.byteOffset, count)
+    : new Uint32Array(aligned.buffer, aligned.byteOffset, count);
 }
 
 /** Row-major contiguity; dimensions of size 1 may have any stride. */
@@ -478,8 +654,8 @@ function isContiguous(size: readonly number[], stride: readonly number[]): boole
 }
 
 function gatherStrided(
-  source: Uint8Array | Uint32Array,
-  target: Uint8Array | Uint32Array,
+  source: Uint8Array | Uint16Array | Uint32Array,
+  target: Uint8Array | Uint16Array | Uint32Array,
   wordsPerItem: number,
   size: readonly number[],
   stride: readonly number[],
@@ -502,15 +678,60 @@ function gatherStrided(
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// The pickle VM: only what torch.save writes for a dict of tensors.
+// The pickle VM: what torch.save writes for checkpoints (protocols 2 to 5), running no pickled code.
 
 class PyTuple {
   constructor(readonly items: readonly PyValue[]) {}
 }
 
+class PyList {
+  readonly items: PyValue[] = [];
+}
+
 class PyDict {
   readonly entries = new Map<PyValue, PyValue>();
 }
+
+/** Modules whose every function can run code or touch the system, and such builtins: what malicious
+ * pickles call. No checkpoint needs them, so a file naming one is refused even where it is not read. */
+const CODE_RUNNING_MODULES = new Set([
+  'os',
+  'posix',
+  'nt',
+  'subprocess',
+  'sys',
+  'socket',
+  'shutil',
+  'runpy',
+  'importlib',
+  'pickle',
+  '_pickle',
+  'marshal',
+  'ctypes',
+  'code',
+  'pty',
+  'webbrowser',
+  'commands',
+  'multiprocessing',
+  'asyncio',
+]);
+const CODE_RUNNING_BUILTINS = new Set([
+  'eval',
+  'exec',
+  'execfile',
+  'compile',
+  'open',
+  '__import__',
+  'getattr',
+  'setattr',
+  'delattr',
+  'globals',
+  'locals',
+  'vars',
+  'input',
+  'breakpoint',
+  'apply',
+]);
 
 class PyGlobal {
   constructor(
@@ -520,12 +741,23 @@ class PyGlobal {
   get qualifiedName(): string {
     return `${this.module}.${this.name}`;
   }
+  get runsCode(): boolean {
+    const root = this.module.split('.')[0];
+    return CODE_RUNNING_MODULES.has(root) || ((root === 'builtins' || root === '__builtin__') && CODE_RUNNING_BUILTINS.has(this.name));
+  }
+}
+
+/** An object the VM does not rebuild: what a call of `made` (a class or function) returned. Items and
+ * state given to it are dropped. */
+class PyOpaque {
+  constructor(readonly made: PyGlobal) {}
 }
 
 class StorageRef {
   constructor(
     readonly key: string,
-    readonly dtype: PthDtype,
+    /** torch's storage class name ('FloatStorage'), read or not. */
+    readonly storageClass: string,
     readonly numel: number,
   ) {}
 }
@@ -539,7 +771,15 @@ class TensorRef {
   ) {}
 }
 
-type PyValue = null | boolean | number | bigint | string | PyTuple | PyDict | PyGlobal | StorageRef | TensorRef;
+type PyValue = null | boolean | number | bigint | string | PyTuple | PyList | PyDict | PyGlobal | PyOpaque | StorageRef | TensorRef;
+
+function codeRunnerMessage(global: string, path: PthKey[] | undefined): string {
+  const where = path === undefined ? 'data.pkl' : path.length === 0 ? 'data.pkl (its root)' : `entry '${pthPath(path)}'`;
+  return (
+    `${where} refers to ${global}, a function that runs code or touches the system: no checkpoint needs it, so the file is ` +
+    'refused (it is not run; open it only if you trust where it came from)'
+  );
+}
 
 const OPCODE_NAMES: Readonly<Record<number, string>> = {
   0x28: 'MARK',
@@ -612,10 +852,15 @@ const OPCODE_NAMES: Readonly<Record<number, string>> = {
   0x98: 'READONLY_BUFFER',
 };
 
-/** Opcodes written by pickle protocol 2 for what torch.save stores: dicts, tuples, ints, bools, strings, globals. */
+/** Opcodes of pickle protocols 2 to 5 for what checkpoints hold: containers, numbers, strings, bytes,
+ * globals and calls. (Text-protocol opcodes, which torch.save never writes, stay unsupported.) */
 const OP = {
   MARK: 0x28,
   STOP: 0x2e,
+  POP: 0x30,
+  POP_MARK: 0x31,
+  DUP: 0x32,
+  BINFLOAT: 0x47,
   BININT: 0x4a,
   BININT1: 0x4b,
   BININT2: 0x4d,
@@ -623,11 +868,18 @@ const OP = {
   BINPERSID: 0x51,
   REDUCE: 0x52,
   BINUNICODE: 0x58,
+  BINBYTES: 0x42,
+  SHORT_BINBYTES: 0x43,
+  EMPTY_LIST: 0x5d,
+  APPEND: 0x61,
   BUILD: 0x62,
   GLOBAL: 0x63,
+  DICT: 0x64,
+  APPENDS: 0x65,
   EMPTY_DICT: 0x7d,
   BINGET: 0x68,
   LONG_BINGET: 0x6a,
+  LIST: 0x6c,
   BINPUT: 0x71,
   LONG_BINPUT: 0x72,
   SETITEM: 0x73,
@@ -635,33 +887,59 @@ const OP = {
   EMPTY_TUPLE: 0x29,
   SETITEMS: 0x75,
   PROTO: 0x80,
+  NEWOBJ: 0x81,
   TUPLE1: 0x85,
   TUPLE2: 0x86,
   TUPLE3: 0x87,
   NEWTRUE: 0x88,
   NEWFALSE: 0x89,
   LONG1: 0x8a,
+  LONG4: 0x8b,
+  SHORT_BINUNICODE: 0x8c,
+  BINUNICODE8: 0x8d,
+  BINBYTES8: 0x8e,
+  EMPTY_SET: 0x8f,
+  ADDITEMS: 0x90,
+  FROZENSET: 0x91,
+  NEWOBJ_EX: 0x92,
+  STACK_GLOBAL: 0x93,
+  MEMOIZE: 0x94,
+  FRAME: 0x95,
 } as const;
 
 const REBUILD_TENSOR = 'torch._utils._rebuild_tensor_v2';
 const REBUILD_PARAMETER = 'torch._utils._rebuild_parameter';
 const ORDERED_DICT = 'collections.OrderedDict';
+/** Integers wider than this many bytes are no checkpoint's (and would cost quadratic time to decode). */
+const MAX_LONG_BYTES = 64;
+/** Stand-ins for values the VM keeps only as opaque objects. */
+const BYTES = new PyGlobal('builtins', 'bytes');
+const SET = new PyGlobal('builtins', 'set');
 
 function describe(value: PyValue): string {
   if (value === null) return 'None';
   if (value instanceof PyTuple) return `a tuple of ${value.items.length}`;
+  if (value instanceof PyList) return `a list of ${value.items.length}`;
   if (value instanceof PyDict) return 'a dict';
   if (value instanceof PyGlobal) return `the global ${value.qualifiedName}`;
+  if (value instanceof PyOpaque) return `an object made by ${value.made.qualifiedName}`;
   if (value instanceof StorageRef) return 'a storage';
   if (value instanceof TensorRef) return 'a tensor';
   return `${typeof value === 'bigint' ? 'int' : typeof value} ${JSON.stringify(typeof value === 'bigint' ? value.toString() : value)}`;
 }
 
-function runPickle(bytes: Uint8Array): PyValue {
+interface Pickle {
+  readonly root: PyValue;
+  /** Code-running globals the pickle names (qualified names). */
+  readonly codeRunners: string[];
+}
+
+function runPickle(bytes: Uint8Array): Pickle {
   const stack: PyValue[] = [];
   /** Stack heights at each open MARK. */
   const marks: number[] = [];
   const memo = new Map<number, PyValue>();
+  const codeRunners: string[] = [];
   const utf8 = new TextDecoder('utf-8', { fatal: true });
   const latin1 = new TextDecoder('latin1');
   let pos = 0;
@@ -680,6 +958,22 @@ function runPickle(bytes: Uint8Array): PyValue {
     if (end < 0) fail(`data.pkl is truncated (${where()} has no end of line)`);
     return latin1.decode(take(end - pos + 1).subarray(0, -1));
   };
+  const text = (n: number) => {
+    const raw = take(n);
+    try {
+      return utf8.decode(raw);
+    } catch {
+      return fail(`invalid UTF-8 in a string (${where()})`);
+    }
+  };
+  const signed = (digits: Uint8Array): number | bigint => {
+    if (digits.length > MAX_LONG_BYTES) fail(`an integer of ${digits.length} bytes (${where()}); at most ${MAX_LONG_BYTES} are read`);
+    const value = BigInt.asIntN(
+      Math.max(digits.length * 8, 1),
+      digits.reduceRight((acc, b) => (acc << 8n) | BigInt(b), 0n),
+    );
+    return value >= BigInt(Number.MIN_SAFE_INTEGER) && value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : value;
+  };
   const pop = (): PyValue => {
     if (stack.length === 0 || (marks.length > 0 && marks[marks.length - 1] === stack.length)) fail(`stack underflow (${where()})`);
     return stack.pop() as PyValue;
@@ -694,9 +988,23 @@ function runPickle(bytes: Uint8Array): PyValue {
     if (mark === undefined) fail(`no MARK to pop to (${where()})`);
     return stack.splice(mark);
   };
+  const global = (module: PyValue, name: PyValue): PyGlobal => {
+    if (typeof module !== 'string' || typeof name !== 'string')
+      fail(`${where()} names ${describe(module)}.${describe(name)}, not a global`);
+    const g = new PyGlobal(module, name);
+    if (g.runsCode) codeRunners.push(g.qualifiedName);
+    return g;
+  };
+  // Items given to an object the VM does not rebuild (a dict or list subclass, a set) are dropped.
   const setItems = (dict: PyValue, items: PyValue[]) => {
+    if (dict instanceof PyOpaque) return;
     if (!(dict instanceof PyDict)) fail(`${where()} sets items on ${describe(dict)}, not on a dict`);
     for (let i = 0; i + 1 < items.length; i += 2) dict.entries.set(items[i], items[i + 1]);
+  };
+  const append = (list: PyValue, items: PyValue[]) => {
+    if (list instanceof PyOpaque) return;
+    if (!(list instanceof PyList)) fail(`${where()} appends to ${describe(list)}, not to a list`);
+    list.items.push(...items);
   };
 
   for (;;) {
@@ -709,11 +1017,23 @@ function runPickle(bytes: Uint8Array): PyValue {
         if (protocol > 5) fail(`unknown pickle protocol ${protocol}`);
         break;
       }
+      case OP.FRAME:
+        uint(8); // frames only group opcodes for buffered readers
+        break;
       case OP.STOP:
         if (stack.length !== 1 || marks.length > 0) fail(`data.pkl stops with ${stack.length} values on the stack instead of 1`);
-        return stack[0];
+        return { root: stack[0], codeRunners };
       case OP.MARK:
         marks.push(stack.length);
+        break;
+      case OP.POP:
+        pop();
+        break;
+      case OP.POP_MARK:
+        popToMark();
+        break;
+      case OP.DUP:
+        stack.push(top());
         break;
       case OP.NONE:
         stack.push(null);
@@ -733,24 +1053,32 @@ function runPickle(bytes: Uint8Array): PyValue {
       case OP.BININT:
         stack.push(uint(4) | 0);
         break;
-      case OP.LONG1: {
-        const digits = take(uint(1));
-        const value = BigInt.asIntN(
-          digits.length * 8,
-          digits.reduceRight((acc, b) => (acc << 8n) | BigInt(b), 0n),
-        );
-        stack.push(value >= BigInt(Number.MIN_SAFE_INTEGER) && value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : value);
+      case OP.LONG1:
+        stack.push(signed(take(uint(1))));
+        break;
+      case OP.LONG4:
+        stack.push(signed(take(uint(4))));
+        break;
+      case OP.BINFLOAT: {
+        const raw = take(8);
+        stack.push(new DataView(raw.buffer, raw.byteOffset, 8).getFloat64(0, false));
         break;
       }
-      case OP.BINUNICODE: {
-        const raw = take(uint(4));
-        try {
-          stack.push(utf8.decode(raw));
-        } catch {
-          fail(`invalid UTF-8 in a string (${where()})`);
-        }
+      case OP.SHORT_BINUNICODE:
+        stack.push(text(uint(1)));
         break;
-      }
+      case OP.BINUNICODE:
+        stack.push(text(uint(4)));
+        break;
+      case OP.BINUNICODE8:
+        stack.push(text(uint(8)));
+        break;
+      case OP.SHORT_BINBYTES:
+      case OP.BINBYTES:
+      case OP.BINBYTES8:
+        take(uint(code === OP.SHORT_BINBYTES ? 1 : code === OP.BINBYTES ? 4 : 8));
+        stack.push(new PyOpaque(BYTES));
+        break;
       case OP.EMPTY_TUPLE:
         stack.push(new PyTuple([]));
         break;
@@ -766,9 +1094,36 @@ function runPickle(bytes: Uint8Array): PyValue {
       case OP.TUPLE:
         stack.push(new PyTuple(popToMark()));
         break;
+      case OP.EMPTY_LIST:
+        stack.push(new PyList());
+        break;
+      case OP.LIST: {
+        const list = new PyList();
+        list.items.push(...popToMark());
+        stack.push(list);
+        break;
+      }
+      case OP.APPEND: {
+        const value = pop();
+        append(top(), [value]);
+        break;
+      }
+      case OP.APPENDS: {
+        const items = popToMark();
+        append(top(), items);
+        break;
+      }
       case OP.EMPTY_DICT:
         stack.push(new PyDict());
         break;
+      case OP.DICT: {
+        const items = popToMark();
+        if (items.length % 2 !== 0) fail(`DICT with an odd number of values (${where()})`);
+        const dict = new PyDict();
+        setItems(dict, items);
+        stack.push(dict);
+        break;
+      }
       case OP.SETITEM: {
         const value = pop();
         const key = pop();
@@ -781,11 +1136,27 @@ function runPickle(bytes: Uint8Array): PyValue {
         setItems(top(), items);
         break;
       }
+      case OP.EMPTY_SET:
+        stack.push(new PyOpaque(SET));
+        break;
+      case OP.ADDITEMS: {
+        popToMark();
+        const set = top();
+        if (!(set instanceof PyOpaque)) fail(`${where()} adds items to ${describe(set)}, not to a set`);
+        break;
+      }
+      case OP.FROZENSET:
+        popToMark();
+        stack.push(new PyOpaque(SET));
+        break;
       case OP.BINPUT:
         memo.set(uint(1), top());
         break;
       case OP.LONG_BINPUT:
         memo.set(uint(4), top());
+        break;
+      case OP.MEMOIZE:
+        memo.set(memo.size, top());
         break;
       case OP.BINGET:
       case OP.LONG_BINGET: {
@@ -795,8 +1166,13 @@ function runPickle(bytes: Uint8Array): PyValue {
         break;
       }
       case OP.GLOBAL:
-        stack.push(resolveGlobal(line(), line()));
+        stack.push(global(line(), line()));
         break;
+      case OP.STACK_GLOBAL: {
+        const name = pop();
+        stack.push(global(pop(), name));
+        break;
+      }
       case OP.BINPERSID:
         stack.push(storageFromPersistentId(pop()));
         break;
@@ -806,13 +1182,22 @@ function runPickle(bytes: Uint8Array): PyValue {
         stack.push(reduce(callable, args));
         break;
       }
+      case OP.NEWOBJ:
+      case OP.NEWOBJ_EX: {
+        if (code === OP.NEWOBJ_EX) pop(); // keyword arguments
+        const args = pop();
+        const cls = pop();
+        if (!(cls instanceof PyGlobal)) fail(`${where()} instantiates ${describe(cls)}, not a class`);
+        if (!(args instanceof PyTuple)) fail(`${where()} passes ${describe(args)} to ${cls.qualifiedName}, not a tuple`);
+        stack.push(cls.qualifiedName === ORDERED_DICT ? new PyDict() : new PyOpaque(cls));
+        break;
+      }
       case OP.BUILD: {
-        // torch.save(module.state_dict()) sets the OrderedDict's `_metadata` attribute this way; a flat dict of
-        // tensors does not need it, so instance state on dicts is dropped.
-        const state = pop();
+        // Instance state: a state dict's `_metadata` (torch.save(module.state_dict())), an unread object's
+        // attributes. Neither is needed, so it is dropped.
+        pop();
         const target = top();
-        if (!(target instanceof PyDict) || !(state instanceof PyDict))
-          fail(`BUILD of ${describe(target)} from ${describe(state)} is not supported`);
+        if (!(target instanceof PyDict) && !(target instanceof PyOpaque)) fail(`BUILD of ${describe(target)} is not supported`);
         break;
       }
       default:
@@ -825,14 +1210,6 @@ function runPickle(bytes: Uint8Array): PyValue {
   }
 }
 
-function resolveGlobal(module: string, name: string): PyGlobal {
-  const global = new PyGlobal(module, name);
-  if (module === 'torch' && DTYPE_BY_STORAGE.has(name)) return global;
-  if (module === 'torch' && name.endsWith('Storage')) fail(`unsupported dtype: torch.${name} (supported: ${SUPPORTED_STORAGES})`);
-  if ([ORDERED_DICT, REBUILD_TENSOR, REBUILD_PARAMETER].includes(global.qualifiedName)) return global;
-  return fail(`unsupported pickle global ${global.qualifiedName}`);
-}
-
 function isCount(value: PyValue): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
 }
@@ -843,20 +1220,23 @@ function countsOf(value: PyValue, what: string): number[] {
   return value.items as number[];
 }
 
-/** ('storage', torch.XStorage, key, location, numel) -> a reference to `<prefix>/data/<key>`. */
+/** ('storage', torch.XStorage, key, location, numel) -> a reference to `<prefix>/data/<key>`. Storage
+ * classes not read are kept by name: a tensor on one is unreadable, not the file. */
 function storageFromPersistentId(pid: PyValue): StorageRef {
   if (!(pid instanceof PyTuple) || pid.items.length !== 5 || pid.items[0] !== 'storage')
     fail(`persistent id ${describe(pid)} is not a ('storage', ...) tuple of 5`);
   const [, storageClass, key, location, numel] = pid.items;
-  if (!(storageClass instanceof PyGlobal) || !DTYPE_BY_STORAGE.has(storageClass.name))
+  if (!(storageClass instanceof PyGlobal) || storageClass.module !== 'torch' || !storageClass.name.endsWith('Storage'))
     fail(`storage type ${describe(storageClass)} is not a torch storage class`);
   if (typeof key !== 'string' || key === '' || key.includes('/')) fail(`storage key ${describe(key)} is not a plain name`);
   if (typeof location !== 'string') fail(`storage location ${describe(location)} is not a string`);
   if (!isCount(numel)) fail(`storage size ${describe(numel)} is not a non-negative integer`);
-  return new StorageRef(key, DTYPE_BY_STORAGE.get(storageClass.name) as PthDtype, numel);
+  return new StorageRef(key, storageClass.name, numel);
 }
 
+/** A call: the whitelisted reconstructors are interpreted; anything else gives an opaque object. */
 function reduce(callable: PyValue, args: PyValue): PyValue {
+  if (callable instanceof PyOpaque) return new PyOpaque(callable.made);
   if (!(callable instanceof PyGlobal)) fail(`REDUCE calls ${describe(callable)}, not a global`);
   if (!(args instanceof PyTuple)) fail(`REDUCE passes ${describe(args)} to ${callable.qualifiedName}, not a tuple`);
   const a = args.items;
@@ -880,7 +1260,7 @@ function reduce(callable: PyValue, args: PyValue): PyValue {
       if (a.length !== 3 || !(a[0] instanceof TensorRef)) fail(`${REBUILD_PARAMETER} called without a tensor`);
       return a[0];
     default:
-      return fail(`REDUCE of ${callable.qualifiedName} is not supported`);
+      return new PyOpaque(callable);
   }
 }
 

@@ -6,7 +6,8 @@ import * as path from 'node:path';
 import type { HostTensor } from './backend';
 import { INPUT_LIMITS, readInputFile } from './input-file';
 import { parameterInfo, type NetworkSpec } from './spec';
-import { parsePth, serializePth, writeFileAtomic, type PthTensor } from './pth';
+import { officialStateDict, scaleEntries } from './official';
+import { parsePthTree, serializePth, writeFileAtomic, type PthTensor } from './pth';
 
 export type ScaleRole = 'scale_conv' | 'scale_1x1' | 'scale_identity';
 
@@ -155,7 +156,7 @@ export interface ScaleFileJson {
 }
 
 /** SHA-256 over each key (UTF-8, then a NUL) and its float32 values (little-endian), in order. */
-function scalesDigest(entries: ReadonlyArray<readonly [string, Float32Array]>): string {
+export function scalesDigest(entries: ReadonlyArray<readonly [string, Float32Array]>): string {
   const hash = createHash('sha256');
   for (const [key, vector] of entries) {
     hash.update(Buffer.from(key + '\0', 'utf8'));
@@ -234,9 +235,11 @@ export function scalesToPth(set: ScaleSet, name?: string): Uint8Array {
   return serializePth(tensors, name);
 }
 
-/** Parses a torch.save scale file: a dict of 1-D float tensors (float64 is rounded to float32). */
+/** Parses a torch.save scale file: a dict of 1-D float tensors (float64 is rounded to float32, fp16 / bf16
+ * widened), or an official hyper-search checkpoint (its state dict, flat or under 'model' / 'state_dict',
+ * 'module.' prefixes allowed): its scale entries. */
 export function scalesFromPth(bytes: Uint8Array, name: string): ScaleSet {
-  const tensors = parsePth(bytes, name);
+  const tensors = scaleEntries(officialStateDict(parsePthTree(bytes, name), name), name);
   const notVectors = [...tensors].filter(([, t]) => t.shape.length !== 1 || (t.dtype !== 'float32' && t.dtype !== 'float64'));
   if (notVectors.length > 0) {
     const described = notVectors.map(([key, t]) => `${key} (${t.dtype} [${t.shape.join(', ')}])`);
@@ -254,12 +257,14 @@ function formatOfName(file: string): ScaleFileFormat | undefined {
   return undefined;
 }
 
-/** Reads a scale file: JSON for '.json', torch.save for '.pth' / '.pt', otherwise told apart by content.
- * Refuses scales no network can train with (checkScaleValues). `what` names the file's role in errors
- * about the file itself (missing, a folder, too big). */
+/** Reads a scale file: JSON for '.json', torch.save for '.pth' / '.pt' (a scale file or an official
+ * hyper-search checkpoint), otherwise told apart by content. Refuses scales no network can train with
+ * (checkScaleValues). `what` names the file's role in errors about the file itself (missing, a folder,
+ * too big). */
 export function loadScales(file: string, what = 'scale file'): ScaleSet {
-  const bytes = readInputFile(file, what, INPUT_LIMITS.small);
   let format = formatOfName(file);
+  // A hyper-search checkpoint holds the whole model (and optimizer): a weights file's limit.
+  const bytes = readInputFile(file, what, format === 'pth' ? INPUT_LIMITS.large : INPUT_LIMITS.small);
   if (format === undefined) {
     if (bytes.subarray(0, 2).toString('latin1') === ZIP_MAGIC) format = 'pth';
     else if (bytes.toString('utf8').trimStart().startsWith('{')) format = 'json';

@@ -34,6 +34,8 @@ fi
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || apt_missing+=(fonts-dejavu-core)
 # The tests read back the .pth files we write with real PyTorch (Debian's, for /usr/bin/python3).
 if [ $with_python_torch = 1 ] && ! /usr/bin/python3 -c 'import torch' >/dev/null 2>&1; then apt_missing+=(python3-torch); fi
+# ... and check the ONNX models we write with ONNX's own checker.
+if [ $with_python_torch = 1 ] && ! /usr/bin/python3 -c 'import onnx' >/dev/null 2>&1; then apt_missing+=(python3-onnx); fi
 if [ ${#apt_missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     echo "[setup] missing: ${apt_missing[*]}. Install them (Debian/Ubuntu: apt-get install ${apt_missing[*]}) or see README." >&2
@@ -49,6 +51,17 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
   # Scripts off: the native build below is ordered so that prebuildify (node-gyp rebuild wipes build/)
   # runs before the cmake-js build.
   npm ci --ignore-scripts --no-audit --no-fund
+fi
+
+# The packaging test installs the packed tarball with `npm install --offline`, which resolves the
+# package's dependency ranges from npm's cache, while `npm ci` caches only the locked versions: the
+# newest match of each runtime dependency is cached here (quick when present). Inside the Debian 13
+# roots, which share the cache but not the registry, what is missing is left to the test to report.
+if [ $with_prebuild = 1 ]; then
+  prime=$(mktemp -d /tmp/repopt-npm-prime.XXXXXX)
+  node -e 'const p=require("./package.json");require("fs").writeFileSync(process.argv[1]+"/package.json",JSON.stringify({name:"prime",version:"1.0.0",private:true,dependencies:p.dependencies}))' "$prime"
+  (cd "$prime" && npm install --prefer-offline --ignore-scripts --no-audit --no-fund >/dev/null 2>&1) || log "npm cache for the packaging test: not complete (no registry here)"
+  rm -rf "$prime"
 fi
 
 # True when $1 is missing or older than any native input.

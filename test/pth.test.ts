@@ -1,35 +1,13 @@
-import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { unzipSync, zipSync, type Zippable } from 'fflate';
 import { parsePth, readPth, serializePth, writePth, type PthTensor } from '../lib/pth';
-import { thrown } from './helpers';
+import { runTorch, thrown } from './helpers';
 
 const FIXTURES = path.join(__dirname, 'fixtures', 'official-scales');
 const B1 = path.join(FIXTURES, 'RepOpt-VGG-B1-scales.pth');
 const B2 = path.join(FIXTURES, 'RepOpt-VGG-B2-scales.pth');
-
-// Debian's python3-torch lives with the system interpreter only; the python3 on PATH has no torch.
-const TORCH_PYTHON = '/usr/bin/python3';
-let torchChecked = false;
-
-/** Runs a Python script under real PyTorch and returns its stdout. Fails (never skips) without torch. */
-function runTorch(script: string, args: string[]): string {
-  const run = (code: string, argv: string[]) =>
-    spawnSync(TORCH_PYTHON, ['-c', code, ...argv], { encoding: 'utf8', timeout: 120_000, env: { ...process.env, OMP_NUM_THREADS: '1' } });
-  if (!torchChecked) {
-    const probe = run('import torch', []);
-    if (probe.status !== 0)
-      throw new Error(
-        `${TORCH_PYTHON} cannot import torch (${probe.error?.message ?? probe.stderr.trim().split('\n').pop()}); install it: apt-get install python3-torch`,
-      );
-    torchChecked = true;
-  }
-  const result = run(script, args);
-  if (result.status !== 0) throw new Error(`python failed (${result.status}): ${result.stderr}`);
-  return result.stdout;
-}
 
 /** Python: prints, for each .pth file in argv, [key, dtype, shape, hex of the contiguous bytes] per entry. */
 const DUMP_PY = `
@@ -275,20 +253,26 @@ describe('errors name the file and what is wrong', () => {
     expectPthError(compressed, /zip entry 'archive\/data\/0' is compressed \(method 8\)/);
   });
 
-  test('unsupported opcodes, globals and dtypes; non-tensor values', () => {
-    const binfloat = [...PROTO2, 0x47, 0, 0, 0, 0, 0, 0, 0, 0, STOP];
-    expectPthError(pthOfPickle(binfloat), /unsupported pickle opcode BINFLOAT \(0x47\) at byte 2 of data\.pkl/);
+  test('unsupported opcodes, code-running globals and dtypes; non-tensor values', () => {
+    const ext1 = [...PROTO2, 0x82, 1, STOP];
+    expectPthError(pthOfPickle(ext1), /unsupported pickle opcode EXT1 \(0x82\) at byte 2 of data\.pkl/);
     expectPthError(pthOfPickle([...PROTO2, 0xff, STOP]), /unknown pickle opcode 0xff at byte 2/);
-    expectPthError(pthOfPickle([...PROTO2, ...glob('os', 'system'), STOP]), /unsupported pickle global os\.system/);
-    const half = editEntries(good(), (e) => {
+    expectPthError(
+      pthOfPickle([...PROTO2, ...glob('os', 'system'), STOP]),
+      /data\.pkl \(its root\) refers to os\.system, a function that runs code/,
+    );
+    // Named, then dropped: still refused.
+    const popped = [...PROTO2, ...glob('builtins', 'eval'), 0x30, 0x7d, STOP];
+    expectPthError(pthOfPickle(popped), /data\.pkl refers to builtins\.eval/);
+    const complex = editEntries(good(), (e) => {
       e['archive/data.pkl'] = Buffer.from(
-        Buffer.from(e['archive/data.pkl']).toString('latin1').replace('FloatStorage', 'HalfStorage'),
+        Buffer.from(e['archive/data.pkl']).toString('latin1').replace('FloatStorage', 'ComplexFloatStorage'),
         'latin1',
       );
     });
-    expectPthError(half, /unsupported dtype: torch\.HalfStorage \(supported: torch\.FloatStorage, torch\.DoubleStorage/);
+    expectPthError(complex, /entry 'w' is a tensor of torch\.ComplexFloatStorage, an unsupported dtype \(supported: torch\.FloatStorage, /);
     expectPthError(pthOfPickle([...PROTO2, 0x7d, ...str('a'), 0x4b, 3, 0x73, STOP]), /entry 'a' is number 3, not a tensor/);
-    expectPthError(pthOfPickle([...PROTO2, 0x29, STOP]), /data\.pkl holds a tuple of 0, not a dict of tensors/);
+    expectPthError(pthOfPickle([...PROTO2, 0x29, STOP]), /data\.pkl holds a list or tuple of 0, not a dict of tensors/);
     expectPthError(pthOfPickle([...PROTO2, 0x7d]), /data\.pkl is truncated \(.* at byte 3/);
     expectPthError(pthOfPickle([...PROTO2, 0x73, STOP]), /stack underflow \(SETITEM at byte 3/);
   });

@@ -135,13 +135,14 @@ describe('gradient clipping', () => {
 });
 
 describe('lr schedule', () => {
+  // As timm's CosineLRScheduler in the official loop (test/fidelity.test.ts): the cosine runs over the raw
+  // step (half-way at 55 of 110, not at 60), and iteration i runs with the scheduler's value for i - 1.
   test('linear scaling, linear warm-up, cosine per iteration', () => {
     const s = { baseLr: 0.1, batchSize: 128, totalSteps: 110, warmupSteps: 10 };
     expect(lrAt(0, s)).toBe(0);
-    expect(lrAt(5, s)).toBeCloseTo(0.025, 12);
-    expect(lrAt(10, s)).toBeCloseTo(0.05, 12); // 0.1 * 128 / 256
-    expect(lrAt(60, s)).toBeCloseTo(0.025, 12); // half-way down the cosine
-    expect(lrAt(110, s)).toBeCloseTo(0, 12);
+    expect(lrAt(6, s)).toBeCloseTo(0.025, 12); // half-way up the warm-up to 0.1 * 128 / 256
+    expect(lrAt(56, s)).toBeCloseTo(0.025, 12); // half-way down the cosine
+    expect(lrAt(111, s)).toBeCloseTo(0, 12);
   });
 });
 

@@ -10,14 +10,20 @@ import { OptionError } from '../option-error';
 import { type PthTensor, writePth } from '../pth';
 import { setNumThreads } from '../runtime';
 import { writeSafetensors } from '../safetensors';
-import { checkDevice, checkThreads } from '../train/config';
-import { channelStats, loadSplit, type Normalization, uploadDataset } from '../train/data';
-import { checkpointAt, specOfCheckpoint } from '../train/load';
+import { checkDataSpec, checkDevice, checkThreads } from '../train/config';
+import { damagedCheckpointWarning } from '../train/checkpoint';
+import { channelStats, type DataSpec, loadSplit, type Normalization, uploadDataset } from '../train/data';
+import { checkpointAt, isCheckpointFile, specOfCheckpoint } from '../train/load';
 import type { TrainCheckpoint } from '../train/trainer';
 
 export interface EvaluateOptions {
-  /** A checkpoint folder, a checkpoints/ folder or a run folder (its newest complete checkpoint). */
+  /** A checkpoint folder, a checkpoints/ folder or a run folder (its newest complete checkpoint), or an
+   * official checkpoint / state dict file (.pth), which needs `data`. */
   readonly checkpoint: string;
+  /** Official checkpoint files only: the architecture (default: the one whose shapes the weights have). */
+  readonly arch?: string;
+  /** Official checkpoint files only (they do not record it): the data set, normalised by its training split. */
+  readonly data?: DataSpec;
   readonly batchSize?: number;
   readonly threads?: number;
   readonly device?: string;
@@ -26,6 +32,10 @@ export interface EvaluateOptions {
 export interface EvaluateResult extends EpochMetrics {
   /** The checkpoint folder evaluated. */
   readonly checkpoint: string;
+  /** The data set whose test split was evaluated (the checkpoint's). */
+  readonly data: DataSpec;
+  /** Newer damaged checkpoints passed over on the way, one message each (the CLI prints them). */
+  readonly warnings: readonly string[];
 }
 
 /** The normalisation a checkpoint's network was trained with: kept in the checkpoint; older
@@ -45,7 +55,18 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   checkThreads(o.threads);
   checkDevice(o.device);
   setNumThreads(o.threads);
-  const ckpt = checkpointAt(o.checkpoint);
+  const warnings: string[] = [];
+  if (isCheckpointFile(o.checkpoint)) {
+    if (o.data === undefined)
+      throw new OptionError('data', `data is needed: ${o.checkpoint} is an official checkpoint file, which does not record its data set`);
+    checkDataSpec(o.data);
+  } else if (o.data !== undefined || o.arch !== undefined) {
+    throw new OptionError(
+      o.data !== undefined ? 'data' : 'arch',
+      `${o.data !== undefined ? 'data' : 'arch'} is only for official checkpoint files: ${o.checkpoint} records its own`,
+    );
+  }
+  const ckpt = checkpointAt(o.checkpoint, (d) => warnings.push(damagedCheckpointWarning(d)), { arch: o.arch, data: o.data });
   const c = ckpt.meta.config;
   const net = new NativeBackendNetwork(specOfCheckpoint(ckpt), 'float32');
   try {
@@ -53,7 +74,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
     if (o.device !== 'cpu') net.to(o.device);
     const test = uploadDataset(await loadSplit(c.data, 'test', c.seed), await normalizationOf(ckpt), o.device, 0);
     try {
-      return { checkpoint: ckpt.dir, ...(await net.evaluate(test, o.batchSize)) };
+      return { checkpoint: ckpt.dir, data: c.data, warnings, ...(await net.evaluate(test, o.batchSize)) };
     } finally {
       test.dispose();
     }
@@ -88,10 +109,12 @@ export interface ConvertResult {
   readonly blocks: number;
 }
 
-/** Folds a trained repvgg, target (RepOpt-VGG) or vgg checkpoint into the deploy network and writes it. */
-export function convert(options: { readonly checkpoint: string; readonly out: string }): ConvertResult {
+/** Folds a trained repvgg, target (RepOpt-VGG) or vgg checkpoint into the deploy network and writes it.
+ * `checkpoint` may be an official checkpoint file; `arch` then checks its architecture (default: the one
+ * whose shapes its weights have). */
+export function convert(options: { readonly checkpoint: string; readonly out: string; readonly arch?: string }): ConvertResult {
   checkWeightsOut(options.out);
-  const ckpt = checkpointAt(options.checkpoint);
+  const ckpt = checkpointAt(options.checkpoint, undefined, { arch: options.arch });
   const c = ckpt.meta.config;
   if (c.mode === 'hs')
     throw new Error(

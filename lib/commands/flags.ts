@@ -5,6 +5,7 @@ import { OptionError } from '../option-error';
 export const CLI_FLAGS: Readonly<Record<string, string>> = {
   arch: '--arch',
   mode: '--mode',
+  data: '--dataset',
   'data.kind': '--dataset',
   'data.dir': '--data-dir',
   'data.size': '--image-size',
@@ -54,6 +55,8 @@ export const CLI_FLAGS: Readonly<Record<string, string>> = {
   'quant.percentile': '--percentile',
   qatEpochs: '--qat-epochs',
   qatLr: '--qat-lr',
+  int8: '--format',
+  normalization: '--normalization',
 };
 
 /** The flag for an API parameter path; the path itself where no flag sets it (e.g. evalBatchSize). */

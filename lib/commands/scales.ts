@@ -2,7 +2,7 @@
 import { type Command, Option } from 'commander';
 import { ARCHS, networkSpec } from '../configs';
 import { plotScales, scaleStatistics, scaleTable, scaleWarnings } from '../api';
-import { loadScales, scaleValueWarnings, validateScales } from '../scales';
+import { loadScales, scalesDigest, scaleValueWarnings, validateScales } from '../scales';
 
 export function addScalesCommand(program: Command): void {
   const scales = program.command('scales').description('inspect scale files');
@@ -11,7 +11,8 @@ export function addScalesCommand(program: Command): void {
     .description('per-block statistics of a scale file (JSON or .pth); with --arch, also check that it fits')
     .addOption(new Option('--arch <name>', 'check the file against this architecture').choices(Object.keys(ARCHS)))
     .option('--plot <png>', 'also plot the statistics')
-    .action(async (file: string, o: { arch?: string; plot?: string }) => {
+    .option('--json', 'print JSON (file, arch, sha256 of the scales, per-branch statistics, warnings) instead')
+    .action(async (file: string, o: { arch?: string; plot?: string; json?: boolean }) => {
       const set = loadScales(file);
       // Without --arch, find the architecture whose scale keys the file has.
       const arch =
@@ -29,8 +30,15 @@ export function addScalesCommand(program: Command): void {
       const spec = networkSpec(arch, { mode: 'hs' });
       validateScales(spec, set);
       const stats = scaleStatistics(spec, set);
-      process.stdout.write(`${file}: ${set.size} tensors, fits ${arch}\n${scaleTable(stats)}\n`);
-      for (const w of [...scaleValueWarnings(set, file), ...scaleWarnings(stats)]) process.stderr.write(`warning: ${w}\n`);
+      const warnings = [...scaleValueWarnings(set, file), ...scaleWarnings(stats)];
+      if (o.json) {
+        // sha256: what a JSON scale file records for these values, so files of either format compare.
+        const doc = { file, arch, tensors: set.size, sha256: scalesDigest(set.entries()), statistics: stats, warnings };
+        process.stdout.write(JSON.stringify(doc, null, 2) + '\n');
+      } else {
+        process.stdout.write(`${file}: ${set.size} tensors, fits ${arch}\n${scaleTable(stats)}\n`);
+        for (const w of warnings) process.stderr.write(`warning: ${w}\n`);
+      }
       if (o.plot) await plotScales(o.plot, stats);
     });
 }

@@ -58,7 +58,7 @@ interface TrainFlags extends DistributedFlags {
   stopAfterSteps?: number;
 }
 
-function dataSpec(f: Pick<TrainFlags, 'dataset' | 'dataDir' | 'imageSize' | 'trainSubset' | 'testSubset'>): DataSpec {
+export function dataSpec(f: Pick<TrainFlags, 'dataset' | 'dataDir' | 'imageSize' | 'trainSubset' | 'testSubset'>): DataSpec {
   const subsets = { ...(f.trainSubset ? { trainSubset: f.trainSubset } : {}), ...(f.testSubset ? { testSubset: f.testSubset } : {}) };
   if (f.dataset === 'fashion-mnist') return { kind: 'fashion-mnist', ...(f.dataDir ? { dir: f.dataDir } : {}), ...subsets };
   if (!f.dataDir) throw new Error(`--dataset ${f.dataset} needs --data-dir`);
@@ -101,7 +101,7 @@ function addTrainOptions(cmd: Command, defaults: { out: string; clipNorm: number
     .option('--resume', 'continue from the newest complete checkpoint in --out (with the same settings)')
     .option('--overwrite', 'start a new run in an --out that holds one, moving the old run aside to <out>.replaced-<UTC time>')
     .option('--allow-config-change', "with --resume: continue with settings that differ from the checkpoint's (recorded in metrics.jsonl)")
-    .option('--finetune <checkpoint>', 'start from these weights, without the init rule')
+    .option('--finetune <checkpoint>', 'start from these weights (a checkpoint, a run, or an official .pth), without the init rule')
     .option('--stop-after-steps <n>', 'stop after n steps, with a checkpoint', integer(1));
 }
 

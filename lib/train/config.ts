@@ -69,8 +69,8 @@ export interface TrainConfig {
    * reported (a 'warning' event) and recorded in metrics.jsonl. The network (arch, mode, data kind)
    * never changes. */
   readonly allowConfigChange?: boolean;
-  /** Start from these weights (no init rule), e.g. to fine-tune: a checkpoint folder, or a run folder
-   * (its newest complete checkpoint). */
+  /** Start from these weights (no init rule), e.g. to fine-tune: a checkpoint folder, a run folder (its
+   * newest complete checkpoint), or an official checkpoint / state dict file (.pth) of this arch. */
   readonly finetune?: string;
   /** Quantization-aware training (target and vgg): calibrate the int8 ranges on this many training
    * batches, then train the fake-quantized network (ranges follow the batches; GradMults stay on). */
@@ -144,7 +144,7 @@ export function checkDevice(device: string): void {
     throw new OptionError('device', `device ${device}: there are ${runtime.deviceCount} CUDA device(s), numbered from 0`);
 }
 
-function checkDataSpec(data: DataSpec): void {
+export function checkDataSpec(data: DataSpec): void {
   if (data.kind !== 'fashion-mnist' && !(typeof data.dir === 'string' && data.dir !== ''))
     throw new OptionError('data.dir', `data.dir must name the folder of the ${data.kind} data set, got ${JSON.stringify(data.dir)}`, [
       'data.kind',

@@ -173,7 +173,8 @@ function setUp(config: TrainConfig, data: TrainTestData, device: string, rank: n
   if (resumed) {
     network.loadStateTensors(resumed.model);
   } else if (config.finetune) {
-    network.loadStateTensors(checkpointAt(config.finetune).model);
+    // A repopt checkpoint, or an official checkpoint file of this architecture.
+    network.loadStateTensors(checkpointAt(config.finetune, undefined, { arch: config.arch }).model);
   } else if (repConvs) {
     network.loadStateDict(
       applyInitRule(network.stateDict(), repConvs, { identityInit: config.identityInit ?? 'trained', seed: config.seed }),
