@@ -23,7 +23,36 @@ export const TRAIN_DEFAULTS = {
   threads: 2,
   logEvery: 25,
   evalBatchSize: 500,
+  /** Micro-batches per optimizer step. */
+  accumulate: 1,
 } as const;
+
+/** `mixup` (`--mixup`, `--cutmix`): what a mixup option leaves out. The alphas are 0 (off) as in the
+ * official config; prob and switchProb are timm's. */
+export const MIXUP_DEFAULTS = { mixupAlpha: 0, cutmixAlpha: 0, prob: 1, switchProb: 0.5 } as const;
+
+/** `recipe: 'imagenet'` (`--recipe imagenet`): the official RepOpt-VGG ImageNet recipe over TRAIN_DEFAULTS;
+ * the options given override it. `folder` applies to image-folder data. */
+export const RECIPES = {
+  imagenet: {
+    epochs: 120,
+    /** 8 GPUs x 32 in the official runs. */
+    batchSize: 256,
+    lr: 0.1,
+    momentum: 0.9,
+    nesterov: true,
+    weightDecay: 4e-5,
+    warmupEpochs: 5,
+    labelSmoothing: 0.1,
+    clipNorm: 0,
+    /** AUG.PRESET raug15: RandomResizedCrop, flip, the official RandAugPolicy(magnitude=15); no mixup. */
+    augment: { flip: true, randAugment: 'raug15' },
+    /** The official evaluation: shorter side to 224, centre crop 224. */
+    folder: { size: 224, cropFraction: 1, normalization: 'imagenet' },
+  },
+} as const;
+
+export type RecipeName = keyof typeof RECIPES;
 
 /** Image-folder data sets (`data: { kind: 'folder', size }`): resize + centre-crop size. */
 export const IMAGE_FOLDER_DEFAULTS = { size: 224 } as const;

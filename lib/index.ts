@@ -19,6 +19,10 @@ export {
   uploadDataset,
 } from './api';
 export type { ImageDataset } from './data';
+// Image folders larger than memory: batches decoded on the addon's loader threads.
+export { ImageFolderStream, IMAGE_STREAM_DEFAULTS } from './data/image-stream';
+export type { BatchesOptions, ImageStreamOptions, SkippedImage, StreamAugment, StreamBatch } from './data/image-stream';
+export { IMAGENET_NORMALIZATION } from './train/stream-data';
 export type { NativeDataset, NativeProcessGroup, EpochMetrics } from './native';
 export type {
   ConvertResult,
@@ -32,9 +36,18 @@ export type {
   QuantizeRow,
   RunOptions,
 } from './api';
-export { EVALUATE_DEFAULTS, EXPORT_ONNX_DEFAULTS, HYPER_SEARCH_DEFAULTS, QUANTIZE_DEFAULTS, TRAIN_DEFAULTS } from './defaults';
+export {
+  EVALUATE_DEFAULTS,
+  EXPORT_ONNX_DEFAULTS,
+  HYPER_SEARCH_DEFAULTS,
+  MIXUP_DEFAULTS,
+  QUANTIZE_DEFAULTS,
+  RECIPES,
+  TRAIN_DEFAULTS,
+} from './defaults';
 export type { Augment, TrainConfig, TrainMode, TrainOptions } from './train/config';
-export type { DataSpec, Normalization, TrainTestData } from './train/data';
+export type { MixupConfig } from './train/mixup';
+export type { DataSpec, FolderSpec, Normalization, TrainTestData } from './train/data';
 export { TrainingRun } from './train/run';
 export type { CheckpointEvent, EpochEvent, StartEvent, StepEvent, TrainEvents, WarningEvent } from './train/run';
 export type { TrainResult } from './train/trainer';

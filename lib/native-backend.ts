@@ -13,6 +13,7 @@ import {
   type QuantOptions,
   type QuantParams,
   type Tensor,
+  type TrainBatchOptions,
 } from './native';
 import { nativeOptimizerConfig, resolveOptimizerSpec, type SgdImplementation } from './optimizer-spec';
 import { frameOptimizerState, unframeOptimizerState } from './optimizer-state';
@@ -53,6 +54,24 @@ function optimizerHandle(optimizer: NativeBackendOptimizer): NativeOptimizer {
 
 function networkHandle(network: NativeBackendNetwork): NativeNetwork {
   return networkHandles.get(network)!;
+}
+
+/** trainBatch's options, the EMA network given as a network of this backend. */
+export type BackendBatchOptions = Omit<TrainBatchOptions, 'ema'> & {
+  readonly ema?: { readonly network: NativeBackendNetwork; readonly decay: number };
+};
+export type BackendBatchSelection = [
+  dataset: BatchSelection[0],
+  permutation: BatchSelection[1],
+  batchIndex: number,
+  batchSize: number,
+  options?: BackendBatchOptions,
+  count?: number,
+];
+
+function nativeSelection([dataset, permutation, batchIndex, batchSize, options, count]: BackendBatchSelection): BatchSelection {
+  const ema = options?.ema && { network: networkHandle(options.ema.network), decay: options.ema.decay };
+  return [dataset, permutation, batchIndex, batchSize, ema ? { ...options, ema } : (options as TrainBatchOptions | undefined), count];
 }
 
 export interface AttachOptions {
@@ -238,14 +257,14 @@ export class NativeBackendNetwork implements Network {
 
   /** One training step on batch `batchIndex` of `permutation` (or `count` consecutive ones), off the
    * JS thread. Until it settles, the network, the optimizer and the dataset refuse every call. */
-  async trainBatch(optimizer: NativeBackendOptimizer, ...batches: BatchSelection): Promise<void> {
+  async trainBatch(optimizer: NativeBackendOptimizer, ...batches: BackendBatchSelection): Promise<void> {
     // async: a refused call (busy, bad argument) rejects like a failed step, never throws.
-    return this.handle.trainBatchAsync(optimizerHandle(optimizer), ...batches);
+    return this.handle.trainBatchAsync(optimizerHandle(optimizer), ...nativeSelection(batches));
   }
 
   /** trainBatch on the JS thread. */
-  trainBatchSync(optimizer: NativeBackendOptimizer, ...batches: BatchSelection): void {
-    this.handle.trainBatch(optimizerHandle(optimizer), ...batches);
+  trainBatchSync(optimizer: NativeBackendOptimizer, ...batches: BackendBatchSelection): void {
+    this.handle.trainBatch(optimizerHandle(optimizer), ...nativeSelection(batches));
   }
 
   /** Means since the last call (one device synchronisation). */

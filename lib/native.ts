@@ -2,7 +2,9 @@
 // `repopt --help` work where the addon cannot load.
 import * as path from 'path';
 import { chooseBinary, describeLibtorch, HOW_TO_FIX } from './binary';
+import type { RandAugmentOpName, RandAugmentSpec } from './data/randaugment';
 import type { NativeOptimizerConfig } from './optimizer-spec';
+import type { MixDraw } from './train/mixup';
 
 export type DType = 'float32' | 'float64' | 'int32' | 'int64' | 'uint8';
 
@@ -143,6 +145,14 @@ export interface TrainBatchOptions extends Augmentation, PrecisionOptions {
   readonly clipNorm?: number;
   /** Skip the optimizer step when the loss or a gradient is not finite (costs a sync per step). */
   readonly skipNonFinite?: boolean;
+  /** Micro-batches per optimizer step (divides batchSize): each forward + backward with the loss / n,
+   * then one optimizer step. Not on a network attached to a process group. */
+  readonly accumulate?: number;
+  /** After each optimizer step: network = decay * network + (1 - decay) * this network over every
+   * floating parameter and buffer (integer buffers copied); same architecture, device and dtype. */
+  readonly ema?: { readonly network: NativeNetwork; readonly decay: number };
+  /** Mixup / CutMix of each step of the call (lib/train/mixup.ts): one entry per step, null: not mixed. */
+  readonly mix?: readonly (MixDraw | null)[];
 }
 
 /** Which training batches a step takes: batch `batchIndex` of `permutation` in `dataset` (or `count`
@@ -301,9 +311,63 @@ export interface ProcessGroupOptions {
   onWaiting?: (status: { joined: number[]; waitedMs: number; timedOut: boolean }) => void;
 }
 
+/** What the image loader does to each image (lib/data/image-stream.ts validates it). 'train': torchvision's
+ * RandomResizedCrop(size, scale, ratio), a flip with p 0.5 when `flip`, then RandAugment when set; 'eval': the
+ * shorter side resized to floor(size / cropFraction), then CenterCrop(size). Random draws are keyed by
+ * (seed, epoch, image index). */
+export interface ImageTransformSpec {
+  mode: 'train' | 'eval';
+  size: number;
+  cropFraction: number;
+  scale: readonly [number, number];
+  ratio: readonly [number, number];
+  flip: boolean;
+  /** JPEG: decode at 1/8, 1/4 or 1/2 scale (DCT scaling) where the crop keeps `size` pixels: faster, not pixel-equal to PIL. */
+  shrinkOnLoad: boolean;
+  seed: number;
+  epoch: number;
+  randAugment?: RandAugmentSpec;
+}
+
+/** One loaded batch: images [n, 3, size, size] uint8 (a failed image's slot is 0); per image a status
+ * (0 loaded, 1 failed, 2 not JPEG or PNG: decode it elsewhere and use transformPixels) and a message ('' when loaded). */
+export interface LoadedBatch {
+  images: Uint8Array;
+  status: Uint8Array;
+  messages: string[];
+}
+
+/** The native loader's decoding threads (its own pool, not libuv's). */
+export interface NativeImageLoader {
+  readonly threads: number;
+  /** Decodes and transforms files[k] as image indices[k]; several calls may be in flight (queued in order). */
+  loadBatch(files: readonly string[], indices: Int32Array, spec: ImageTransformSpec): Promise<LoadedBatch>;
+  /** The same transform on decoded HWC RGB pixels, into slot `slot` of out (synchronous). */
+  transformPixels(
+    rgb: Uint8Array,
+    width: number,
+    height: number,
+    index: number,
+    spec: ImageTransformSpec,
+    out: Uint8Array,
+    slot: number,
+  ): void;
+  /** The training crop (and flip) of image `index` of a width x height image ('train' spec). */
+  cropBox(
+    width: number,
+    height: number,
+    index: number,
+    spec: ImageTransformSpec,
+  ): { top: number; left: number; height: number; width: number; flip: boolean };
+  /** Cancels queued batches (their promises reject) and joins the threads. Idempotent. */
+  dispose(): void;
+}
+
 export interface NativeBinding {
   Tensor: TensorStatics;
   Network: new (spec: object, options?: { precision?: 'float32' | 'float64'; seed?: number }) => NativeNetwork;
+  /** The sample order Dataset.permutation(seed, epoch) gives a data set of `count` samples (int64, CPU). */
+  permutation(count: number, seed: number, epoch: number): Tensor<'int64'>;
   Dataset: new (
     images: Uint8Array,
     shape: readonly [number, number, number, number],
@@ -328,7 +392,30 @@ export interface NativeBinding {
   observeRange(batches: readonly Tensor[], options?: QuantOptions): { min: number; max: number; scale: number; zeroPoint: number };
   /** Per-output-channel symmetric int8 scales (max |w| / 127.5). */
   channelScales(weight: Tensor): Float64Array;
+  /** One RandAugment op at a given magnitude on an HWC uint8 RGB image; returns the changed copy. sign -1
+   * negates signed ops; seed places Cutout. */
+  randAugmentOp(
+    hwc: Uint8Array,
+    height: number,
+    width: number,
+    op: RandAugmentOpName,
+    magnitude: number,
+    options?: { sign?: 1 | -1; interpolation?: 'bilinear' | 'bicubic'; fill?: readonly number[]; solarizeAddMax?: number; seed?: number },
+  ): Uint8Array;
+  /** The whole RandAugment of one image as the loader applies it, its draws keyed by (seed, epoch, index). */
+  randAugment(
+    hwc: Uint8Array,
+    height: number,
+    width: number,
+    spec: RandAugmentSpec,
+    seed: number,
+    epoch: number,
+    index: number,
+  ): Uint8Array;
   ProcessGroup: new (options: ProcessGroupOptions) => NativeProcessGroup;
+  ImageLoader: new (options: { threads: number }) => NativeImageLoader;
+  /** A JPEG or PNG file as HWC RGB (EXIF orientation applied); throws with the reason it cannot be read. */
+  decodeImage(file: string): { width: number; height: number; rgb: Uint8Array };
 }
 
 export const packageRoot = path.resolve(__dirname, '..');

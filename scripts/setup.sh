@@ -30,12 +30,19 @@ if { [ ${#apt_missing[@]} -gt 0 ] || node scripts/torch-config.js json 2>/dev/nu
   apt_missing+=(libgloo-dev)
 fi
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || apt_missing+=(dataset-fashion-mnist)
+# The image loader decodes JPEG and PNG natively (libjpeg-turbo, libpng).
+[ -f /usr/include/jpeglib.h ] || apt_missing+=(libjpeg62-turbo-dev)
+[ -f /usr/include/png.h ] || apt_missing+=(libpng-dev)
 # Text in the report's PNG plots (sharp's SVG renderer uses the system's fonts).
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || apt_missing+=(fonts-dejavu-core)
 # The tests read back the .pth files we write with real PyTorch (Debian's, for /usr/bin/python3).
 if [ $with_python_torch = 1 ] && ! /usr/bin/python3 -c 'import torch' >/dev/null 2>&1; then apt_missing+=(python3-torch); fi
 # ... and check the ONNX models we write with ONNX's own checker.
 if [ $with_python_torch = 1 ] && ! /usr/bin/python3 -c 'import onnx' >/dev/null 2>&1; then apt_missing+=(python3-onnx); fi
+# ... and compare the image loader's crops with torchvision's transforms on PIL images (bench: its DataLoader).
+if [ $with_python_torch = 1 ] && ! /usr/bin/python3 -c 'import torchvision, PIL' >/dev/null 2>&1; then apt_missing+=(python3-torchvision python3-pil); fi
+# ... and compare RandAugment's ops with Pillow's, which timm's RandAugment runs.
+if [ $with_python_torch = 1 ] && ! /usr/bin/python3 -c 'import PIL' >/dev/null 2>&1; then apt_missing+=(python3-pil); fi
 if [ ${#apt_missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     echo "[setup] missing: ${apt_missing[*]}. Install them (Debian/Ubuntu: apt-get install ${apt_missing[*]}) or see README." >&2

@@ -189,6 +189,9 @@ function compatIncludes(t) {
   ];
 }
 
+// System libraries the addon links besides libtorch (CMakeLists.txt finds the same with find_package).
+const IMAGE_LIBS = ['-ljpeg', '-lpng16'];
+
 // The addon's source folders under native/; each is also an include root ("core/network.h").
 const SOURCE_DIRS = ['core', 'js'];
 
@@ -199,8 +202,9 @@ function gypField(t, field) {
       return [...t.includeDirs, nativeDir, ...compatIncludes(t)];
     case 'libdirs':
       return [t.libDir];
+    // The image loader's decoders (native/core/image_decode.cc): libjpeg-turbo and libpng.
     case 'libs':
-      return t.libs.map((l) => `-l${l}`);
+      return [...t.libs.map((l) => `-l${l}`), ...IMAGE_LIBS];
     case 'ldflags': {
       const flags = ['-Wl,--no-as-needed', `-L${t.libDir}`];
       if (!SYSTEM_LIB_DIRS.has(t.libDir)) flags.push(`-Wl,-rpath,${t.libDir}`, '-Wl,--enable-new-dtags');

@@ -67,4 +67,5 @@ def main():
     print(json.dumps({'msPerStep': runs, 'torch': torch.__version__, 'threads': torch.get_num_threads()}))
 
 
-main()
+if __name__ == '__main__':
+    main()

@@ -12,7 +12,8 @@ import { setNumThreads } from '../runtime';
 import { writeSafetensors } from '../safetensors';
 import { checkDataSpec, checkDevice, checkThreads } from '../train/config';
 import { damagedCheckpointWarning } from '../train/checkpoint';
-import { channelStats, type DataSpec, loadSplit, type Normalization, uploadDataset } from '../train/data';
+import { channelStats, type DataSpec, isStreamed, loadSplit, type Normalization, uploadDataset } from '../train/data';
+import { StreamData } from '../train/stream-data';
 import { checkpointAt, isCheckpointFile, specOfCheckpoint } from '../train/load';
 import type { TrainCheckpoint } from '../train/trainer';
 
@@ -44,6 +45,14 @@ export async function normalizationOf(ckpt: TrainCheckpoint): Promise<Normalizat
   const kept = ckpt.meta.extra?.normalization;
   if (kept) return kept;
   const c = ckpt.meta.config;
+  if (isStreamed(c.data)) {
+    const stream = StreamData.open(c.data, c.seed);
+    try {
+      return await stream.normalization(c.seed);
+    } finally {
+      stream.close();
+    }
+  }
   return channelStats(await loadSplit(c.data, 'train', c.seed));
 }
 
@@ -72,7 +81,24 @@ export async function evaluate(options: EvaluateOptions): Promise<EvaluateResult
   try {
     net.loadStateTensors(ckpt.model);
     if (o.device !== 'cpu') net.to(o.device);
-    const test = uploadDataset(await loadSplit(c.data, 'test', c.seed), await normalizationOf(ckpt), o.device, 0);
+    const normalization = await normalizationOf(ckpt);
+    if (isStreamed(c.data)) {
+      // Streamed as in training: the evaluation transform, batch by batch.
+      const stream = StreamData.open(c.data, c.seed);
+      try {
+        const m = await stream.evaluate(net, {
+          batchSize: o.batchSize,
+          normalization,
+          device: o.device,
+          onSkipped: (skipped) =>
+            warnings.push(`skipped ${skipped.length} unreadable image(s): ${skipped.map((s) => s.message).join('; ')}`),
+        });
+        return { checkpoint: ckpt.dir, data: c.data, warnings, ...m };
+      } finally {
+        stream.close();
+      }
+    }
+    const test = uploadDataset(await loadSplit(c.data, 'test', c.seed), normalization, o.device, 0);
     try {
       return { checkpoint: ckpt.dir, data: c.data, warnings, ...(await net.evaluate(test, o.batchSize)) };
     } finally {

@@ -76,10 +76,25 @@ export function splitDataset(ds: ImageDataset, fraction: number, seed: number): 
   if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32) {
     throw new RangeError(`splitDataset: seed ${seed} is not an integer in [0, 2^32)`);
   }
-  const quotas = classQuotas(classCounts(ds), fraction, Math.round(fraction * ds.count));
-  const picked = new Uint8Array(ds.count);
-  for (const i of seededPermutation(ds.count, seed)) {
-    const label = ds.labels[i];
+  const { subset, rest } = stratifiedSplit(ds.labels, ds.numClasses, fraction, seed);
+  const tag = `split ${fraction} seed ${seed}`;
+  return { subset: subsetDataset(ds, subset, `${ds.name}[${tag}]`), rest: subsetDataset(ds, rest, `${ds.name}[${tag}, rest]`) };
+}
+
+/** The indices splitDataset puts in each part (ascending), from the labels alone: for data sets that are
+ * not held in memory. Arguments as splitDataset's, checked there. */
+export function stratifiedSplit(
+  labels: Int32Array,
+  numClasses: number,
+  fraction: number,
+  seed: number,
+): { subset: number[]; rest: number[] } {
+  const counts = new Int32Array(numClasses);
+  for (const label of labels) counts[label]++;
+  const quotas = classQuotas(counts, fraction, Math.round(fraction * labels.length));
+  const picked = new Uint8Array(labels.length);
+  for (const i of seededPermutation(labels.length, seed)) {
+    const label = labels[i];
     if (quotas[label] > 0) {
       quotas[label]--;
       picked[i] = 1;
@@ -87,9 +102,8 @@ export function splitDataset(ds: ImageDataset, fraction: number, seed: number): 
   }
   const subset: number[] = [];
   const rest: number[] = [];
-  for (let i = 0; i < ds.count; i++) (picked[i] ? subset : rest).push(i);
-  const tag = `split ${fraction} seed ${seed}`;
-  return { subset: subsetDataset(ds, subset, `${ds.name}[${tag}]`), rest: subsetDataset(ds, rest, `${ds.name}[${tag}, rest]`) };
+  for (let i = 0; i < labels.length; i++) (picked[i] ? subset : rest).push(i);
+  return { subset, rest };
 }
 
 /** Per-class shares of `total`: floor(fraction * count), plus one for the classes with the largest remainders

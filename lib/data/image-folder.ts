@@ -20,10 +20,9 @@ export interface ImageFolderOptions {
   readonly name?: string;
 }
 
-/** Reads `dir/<class>/**` (hidden entries skipped; class k is the k-th folder in code-unit order, and images
- * follow torchvision's ImageFolder order). Each image is scaled so that it covers height x width, then centre-cropped ' +
-   'to it; EXIF orientation
- * is ignored, as in PIL-based pipelines. Every file must decode: a bad one fails the load, naming it. */
+/** Reads `dir/<class>/**` into memory (listed as listImageFolder does). Each image is scaled so that it covers
+ * height x width, then centre-cropped to it; EXIF orientation is ignored, as in PIL-based pipelines. Every file
+ * must decode: a bad one fails the load, naming it. For data sets larger than memory, see ImageFolderStream. */
 export async function loadImageFolder(dir: string, options: ImageFolderOptions): Promise<ImageDataset> {
   const { height, width, channels = 3, concurrency = os.availableParallelism() } = options;
   for (const [what, value] of [
@@ -35,18 +34,7 @@ export async function loadImageFolder(dir: string, options: ImageFolderOptions):
   }
   if (channels !== 1 && channels !== 3) throw new RangeError(`loadImageFolder: channels ${String(channels)} is not 1 or 3`);
 
-  const classNames = listClasses(dir);
-  const files: string[] = [];
-  const fileLabels: number[] = [];
-  classNames.forEach((className, label) => {
-    const classFiles = listFilesUnder(path.join(dir, className));
-    if (classFiles.length === 0)
-      throw new DataFormatError(path.join(dir, className), undefined, `${className}/: no images in class folder`);
-    for (const file of classFiles) {
-      files.push(file);
-      fileLabels.push(label);
-    }
-  });
+  const { classNames, files, labels: fileLabels } = listImageFolder(dir);
 
   const imageSize = channels * height * width;
   const images = new Uint8Array(files.length * imageSize);
@@ -67,7 +55,7 @@ export async function loadImageFolder(dir: string, options: ImageFolderOptions):
   return {
     name: options.name ?? path.basename(path.resolve(dir)),
     images,
-    labels: Int32Array.from(fileLabels),
+    labels: fileLabels,
     count: files.length,
     channels,
     height,
@@ -75,6 +63,31 @@ export async function loadImageFolder(dir: string, options: ImageFolderOptions):
     numClasses: classNames.length,
     classNames,
   };
+}
+
+/** The files of an image folder and their labels, in torchvision's ImageFolder order. */
+export interface ImageFolderListing {
+  readonly classNames: string[];
+  readonly files: string[];
+  readonly labels: Int32Array;
+}
+
+/** Lists `dir/<class>/**` (hidden entries skipped; class k is the k-th folder in code-unit order). A folder
+ * without class sub-folders, a class folder without files, or a FIFO / device among them is an error naming it. */
+export function listImageFolder(dir: string): ImageFolderListing {
+  const classNames = listClasses(dir);
+  const files: string[] = [];
+  const labels: number[] = [];
+  classNames.forEach((className, label) => {
+    const classFiles = listFilesUnder(path.join(dir, className));
+    if (classFiles.length === 0)
+      throw new DataFormatError(path.join(dir, className), undefined, `${className}/: no images in class folder`);
+    for (const file of classFiles) {
+      files.push(file);
+      labels.push(label);
+    }
+  });
+  return { classNames, files, labels: Int32Array.from(labels) };
 }
 
 function isHidden(name: string): boolean {

@@ -1,4 +1,5 @@
-// Checkpoints: a folder per save (model.pth, optimizer.bin, meta.json with SHA-256 of both files),
+// Checkpoints: a folder per save (model.pth, optimizer.bin, ema.pth when the run keeps an EMA of the
+// weights, meta.json with the SHA-256 of each file),
 // written under a temporary name and renamed, then `latest` pointed at it (also by rename). A crash at
 // any moment leaves the previous complete checkpoint reachable; loading verifies everything it reads.
 //
@@ -18,6 +19,8 @@ export const CHECKPOINT_VERSION = 2;
 /** Versions readCheckpoint reads. */
 const READABLE_VERSIONS = [1, 2];
 const FILES = ['model.pth', 'optimizer.bin'] as const;
+/** Kept only by runs that have it. */
+const OPTIONAL_FILES = ['ema.pth'] as const;
 const META_INDENT = 2;
 
 export interface CheckpointMeta<C = unknown, E = Record<string, unknown>> {
@@ -41,6 +44,8 @@ export interface Checkpoint<C = unknown, E = Record<string, unknown>> {
   readonly model: Map<string, PthTensor>;
   /** The optimizer's framed state (NativeBackendOptimizer.loadStateBytes takes it). */
   readonly optimizer: Uint8Array;
+  /** The EMA of the weights (a run with ema). */
+  readonly ema?: Map<string, PthTensor>;
 }
 
 /** A checkpoint folder readLatestCheckpoint passed over, and why. */
@@ -81,6 +86,8 @@ export function saveCheckpoint<C, E>(
     model: ReadonlyMap<string, PthTensor>;
     /** The optimizer's framed state (stateBytes()). */
     optimizer: Uint8Array;
+    /** The EMA of the weights, when the run keeps one. */
+    ema?: ReadonlyMap<string, PthTensor>;
     extra?: E;
   },
 ): string {
@@ -88,7 +95,11 @@ export function saveCheckpoint<C, E>(
   const name = checkpointName(content.step);
   const tmp = fs.mkdtempSync(path.join(root, `.${name}.tmp-`));
   const model = serializePth(content.model, 'model.pth');
-  const files: Record<(typeof FILES)[number], Uint8Array> = { 'model.pth': model, 'optimizer.bin': content.optimizer };
+  const files: Record<string, Uint8Array> = {
+    'model.pth': model,
+    'optimizer.bin': content.optimizer,
+    ...(content.ema ? { 'ema.pth': serializePth(content.ema, 'ema.pth') } : {}),
+  };
   for (const [file, bytes] of Object.entries(files)) writeFileAtomic(path.join(tmp, file), bytes);
   const meta: CheckpointMeta<C, E> = {
     format: CHECKPOINT_FORMAT,
@@ -156,7 +167,8 @@ function readMeta<C, E>(metaFile: string): CheckpointMeta<C, E> {
   const files = unchecked.files;
   if (!isRecord(files)) return fail(`'files' is missing or not an object (it lists ${FILES.join(' and ')} with their SHA-256)`);
   const names = Object.keys(files).sort();
-  if (names.join() !== [...FILES].sort().join())
+  const required = names.filter((n) => !(OPTIONAL_FILES as readonly string[]).includes(n));
+  if (required.join() !== [...FILES].sort().join())
     fail(`'files' lists ${names.length ? names.map((n) => JSON.stringify(n)).join(', ') : 'nothing'}, expected ${FILES.join(' and ')}`);
   for (const name of names)
     if (typeof files[name] !== 'string' || !SHA256_HEX.test(files[name])) fail(`'files' gives ${name} no SHA-256 of 64 hex digits`);
@@ -176,7 +188,7 @@ function readMeta<C, E>(metaFile: string): CheckpointMeta<C, E> {
 export function readCheckpoint<C, E = Record<string, unknown>>(dir: string): Checkpoint<C, E> {
   const meta = readMeta<C, E>(path.join(dir, 'meta.json'));
   const bytes: Record<string, Uint8Array> = {};
-  for (const file of FILES) {
+  for (const file of Object.keys(meta.files)) {
     const full = path.join(dir, file);
     bytes[file] = readInputFile(full, `checkpoint ${file}`);
     if (sha256(bytes[file]) !== meta.files[file]) throw new Error(`checkpoint ${full}: checksum mismatch (corrupt or truncated)`);
@@ -187,6 +199,7 @@ export function readCheckpoint<C, E = Record<string, unknown>>(dir: string): Che
     model: parsePth(bytes['model.pth'], path.join(dir, 'model.pth')),
     // Version 1 wrote libtorch's bytes unframed; their digest in meta.json vouches for them.
     optimizer: meta.version === 1 ? frameOptimizerState(bytes['optimizer.bin']) : bytes['optimizer.bin'],
+    ...(bytes['ema.pth'] ? { ema: parsePth(bytes['ema.pth'], path.join(dir, 'ema.pth')) } : {}),
   };
 }
 

@@ -1,12 +1,14 @@
 // What a training run is: the full config (every field set), the options a caller gives (anything
 // left out comes from TRAIN_DEFAULTS), and the one check of both.
 import { ARCHS } from '../configs';
-import { TRAIN_DEFAULTS, withDefaults } from '../defaults';
+import { IMAGE_FOLDER_DEFAULTS, MIXUP_DEFAULTS, RECIPES, type RecipeName, TRAIN_DEFAULTS, withDefaults } from '../defaults';
 import { OptionError } from '../option-error';
 import { info } from '../runtime';
 import type { GroupSettings } from '../distributed/worker';
 import type { BlockMode } from '../spec';
-import type { DataSpec } from './data';
+import { type DataSpec, type FolderSpec, isStreamed } from './data';
+import type { MixupConfig } from './mixup';
+import { parseRandAugment } from '../data/randaugment';
 import { checkOutDirPath } from './run-folder';
 import { scaledLr } from './schedule';
 
@@ -18,11 +20,20 @@ export interface Augment {
   /** Random crop of the original size out of the image zero-padded by `pad` pixels (0: no crop). */
   readonly pad: number;
   readonly flip: boolean;
-  /** torchvision's RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3) instead of the padded crop. */
+  /** torchvision's RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3) instead of the padded crop (always on for
+   * a streamed image folder). */
   readonly resizedCrop?: boolean;
+  /** RandomResizedCrop's area fraction and aspect-ratio ranges (default [0.08, 1] and [3/4, 4/3]). */
+  readonly cropScale?: readonly [number, number];
+  readonly cropRatio?: readonly [number, number];
+  /** RandAugment after the crop and flip (a streamed image folder): timm's 'rand-m9-mstd0.5-inc1' form, or the
+   * official preset 'raug15'. */
+  readonly randAugment?: string;
 }
 
 export interface TrainConfig {
+  /** The recipe the settings started from (see RECIPES), for the record. */
+  readonly recipe?: RecipeName;
   readonly arch: string;
   readonly mode: TrainMode;
   readonly data: DataSpec;
@@ -87,12 +98,24 @@ export interface TrainConfig {
     /** Checks after every step that all ranks hold bit-identical parameters (costs a collective). */
     readonly checkReplicas?: boolean;
   };
+  /** Micro-batches per optimizer step: batchSize stays the batch of one step, split into this many
+   * forward + backward passes of batchSize / accumulate (BatchNorm statistics are per micro-batch). */
+  readonly accumulate?: number;
+  /** An EMA of the weights, updated after every optimizer step: ema = decay * ema + (1 - decay) * weights
+   * over every parameter and BatchNorm buffer; evaluated each epoch, kept in every checkpoint (ema.pth). */
+  readonly ema?: { readonly decay: number };
+  /** Mixup / CutMix with soft-target cross-entropy (timm's Mixup, mode 'batch', correct_lam); the
+   * fields not given come from MIXUP_DEFAULTS. */
+  readonly mixup?: MixupConfig;
 }
 
 /** What a caller gives: where to write, and anything else that differs from TRAIN_DEFAULTS. */
-export type TrainOptions = Partial<Omit<TrainConfig, 'outDir' | 'augment'>> & {
+export type TrainOptions = Partial<Omit<TrainConfig, 'outDir' | 'augment' | 'mixup' | 'data'>> & {
   readonly outDir: string;
+  /** An image folder's size defaults to IMAGE_FOLDER_DEFAULTS.size (or the recipe's). */
+  readonly data?: Exclude<DataSpec, FolderSpec> | (Omit<FolderSpec, 'size'> & { readonly size?: number });
   readonly augment?: Partial<Augment>;
+  readonly mixup?: Partial<MixupConfig>;
 };
 
 const DATA_KINDS: readonly string[] = ['fashion-mnist', 'cifar10', 'cifar100', 'folder'] satisfies DataSpec['kind'][];
@@ -149,8 +172,7 @@ export function checkDataSpec(data: DataSpec): void {
     throw new OptionError('data.dir', `data.dir must name the folder of the ${data.kind} data set, got ${JSON.stringify(data.dir)}`, [
       'data.kind',
     ]);
-  if (data.kind === 'folder' && !(Number.isInteger(data.size) && data.size > 0))
-    throw new OptionError('data.size', `data.size must be a positive integer (the image size), got ${data.size}`);
+  if (data.kind === 'folder') checkFolderSpec(data);
   for (const subset of ['trainSubset', 'testSubset'] as const) {
     const count = data[subset];
     if (count !== undefined && !(Number.isInteger(count) && count > 0))
@@ -158,13 +180,76 @@ export function checkDataSpec(data: DataSpec): void {
   }
 }
 
+function checkFolderSpec(data: FolderSpec): void {
+  const positive = (v: unknown) => Number.isInteger(v) && (v as number) > 0;
+  if (!positive(data.size)) throw new OptionError('data.size', `data.size must be a positive integer (the image size), got ${data.size}`);
+  if (data.loader !== undefined && data.loader !== 'stream' && data.loader !== 'memory')
+    throw new OptionError('data.loader', `data.loader must be stream or memory, got ${String(data.loader)}`);
+  const streamOnly = ['threads', 'prefetch', 'cropFraction', 'shrinkOnLoad', 'normalization'] as const;
+  if (data.loader === 'memory')
+    for (const key of streamOnly)
+      if (data[key] !== undefined)
+        throw new OptionError(`data.${key}`, `data.${key} applies to data.loader stream, not memory`, ['data.loader']);
+  for (const key of ['threads', 'prefetch'] as const)
+    if (data[key] !== undefined && !positive(data[key]))
+      throw new OptionError(`data.${key}`, `data.${key} must be a positive integer, got ${data[key]}`);
+  if (data.cropFraction !== undefined && !(data.cropFraction > 0 && data.cropFraction <= 1))
+    throw new OptionError('data.cropFraction', `data.cropFraction must be in (0, 1], got ${data.cropFraction}`);
+  if (data.shrinkOnLoad !== undefined && typeof data.shrinkOnLoad !== 'boolean')
+    throw new OptionError('data.shrinkOnLoad', `data.shrinkOnLoad must be true or false, got ${String(data.shrinkOnLoad)}`);
+  const n = data.normalization;
+  const channels = (v: unknown, low: number) =>
+    Array.isArray(v) && v.length === 3 && v.every((x) => typeof x === 'number' && Number.isFinite(x) && x > low);
+  if (
+    n !== undefined &&
+    n !== 'sample' &&
+    n !== 'imagenet' &&
+    !(typeof n === 'object' && channels(n.mean, -Infinity) && channels(n.std, 0))
+  )
+    throw new OptionError(
+      'data.normalization',
+      `data.normalization must be sample, imagenet or { mean, std } with 3 finite numbers each (std > 0), got ${JSON.stringify(n)}`,
+    );
+}
+
+/** Throws unless a [min, max] range satisfies 0 < min <= max (<= 1 for areas). */
+function checkRange(option: string, range: unknown, maximum: number): void {
+  const ok =
+    Array.isArray(range) &&
+    range.length === 2 &&
+    range.every((v) => typeof v === 'number') &&
+    range[0] > 0 &&
+    range[0] <= range[1] &&
+    range[1] <= maximum;
+  if (!ok)
+    throw new OptionError(
+      option,
+      `${option} must be [min, max] with 0 < min <= max${maximum < Infinity ? ` <= ${maximum}` : ''}, got ${JSON.stringify(range)}`,
+    );
+}
+
 /** The full config: the options over TRAIN_DEFAULTS, checked. Throws an Error saying what to change. */
 export function resolveTrainConfig(options: TrainOptions): TrainConfig {
   if (typeof options !== 'object' || options === null) throw new TypeError('train: expected an options object with at least outDir');
-  const augment: Augment = withDefaults(TRAIN_DEFAULTS.augment, options.augment ?? {});
+  if (options.recipe !== undefined && !Object.hasOwn(RECIPES, options.recipe))
+    throw new OptionError('recipe', `recipe must be one of ${Object.keys(RECIPES).join(', ')}; got ${String(options.recipe)}`);
+  const {
+    folder: recipeFolder,
+    augment: recipeAugment,
+    ...recipe
+  } = options.recipe ? RECIPES[options.recipe] : { folder: {}, augment: {} };
+  const data = options.data?.kind === 'folder' ? withDefaults({ ...IMAGE_FOLDER_DEFAULTS, ...recipeFolder }, options.data) : options.data;
+  // A streamed image folder is cropped as ImageNet recipes do (RandomResizedCrop), not padded.
+  const streamed = isStreamed(data ?? TRAIN_DEFAULTS.data);
+  const augment: Augment = withDefaults(
+    { ...TRAIN_DEFAULTS.augment, ...(streamed ? { pad: 0, resizedCrop: true } : {}), ...recipeAugment },
+    options.augment ?? {},
+  );
   const config: TrainConfig = {
-    ...withDefaults(TRAIN_DEFAULTS, options),
-    augment: augment.resizedCrop ? { ...augment, pad: 0 } : augment,
+    ...withDefaults({ ...TRAIN_DEFAULTS, ...recipe }, { ...options, ...(data ? { data } : {}) }),
+    // (A pad given with a streamed folder is left for checkConfig to refuse.)
+    augment: augment.resizedCrop && !streamed ? { ...augment, pad: 0 } : augment,
+    mixup: options.mixup ? withDefaults(MIXUP_DEFAULTS, options.mixup) : undefined,
   };
   checkConfig(config);
   return config;
@@ -198,6 +283,29 @@ export function checkConfig(c: TrainConfig): void {
     throw new OptionError('warmupEpochs', `warmupEpochs must be an integer >= 0, got ${c.warmupEpochs}`);
   if (!(Number.isInteger(c.augment.pad) && c.augment.pad >= 0))
     throw new OptionError('augment.pad', `augment.pad must be an integer >= 0, got ${c.augment.pad}`);
+  if (c.augment.cropScale !== undefined) checkRange('augment.cropScale', c.augment.cropScale, 1);
+  if (c.augment.cropRatio !== undefined) checkRange('augment.cropRatio', c.augment.cropRatio, Infinity);
+  if (c.augment.randAugment !== undefined) {
+    if (!isStreamed(c.data))
+      throw new OptionError('augment.randAugment', 'augment.randAugment applies to a streamed image folder (data.kind folder)', [
+        'data.kind',
+      ]);
+    parseRandAugment(c.augment.randAugment, {}, 'augment.randAugment');
+  }
+  if (isStreamed(c.data)) {
+    if (c.augment.pad > 0 || !c.augment.resizedCrop)
+      throw new OptionError(
+        'augment.pad',
+        'a streamed image folder is cropped with RandomResizedCrop (augment.cropScale, augment.cropRatio), not padded; drop augment.pad',
+        ['augment.resizedCrop', 'data.loader'],
+      );
+    if (c.quant)
+      throw new OptionError(
+        'quant',
+        'quant: quantization-aware training reads an in-memory data set; use data.loader memory for the image folder',
+        ['data.loader'],
+      );
+  }
   checkThreads(c.threads);
   if (!positive(c.evalBatchSize))
     throw new OptionError('evalBatchSize', `evalBatchSize must be a positive integer, got ${c.evalBatchSize}`);
@@ -235,4 +343,33 @@ export function checkConfig(c: TrainConfig): void {
     throw new OptionError('quant.calibBatches', `quant.calibBatches must be a positive integer, got ${c.quant.calibBatches}`);
   if (c.batchNorm !== undefined && !['batch', 'frozen', 'sync'].includes(c.batchNorm))
     throw new OptionError('batchNorm', `batchNorm must be batch, frozen or sync, got ${c.batchNorm}`);
+  checkRecipeOptions(c);
+}
+
+/** accumulate, ema and mixup. */
+function checkRecipeOptions(c: TrainConfig): void {
+  const accumulate = c.accumulate ?? 1;
+  if (!(Number.isInteger(accumulate) && accumulate >= 1))
+    throw new OptionError('accumulate', `accumulate must be a positive integer, got ${accumulate}`);
+  if (c.batchSize % accumulate !== 0)
+    throw new OptionError(
+      'accumulate',
+      `accumulate ${accumulate} must divide batchSize ${c.batchSize} (the batch of one optimizer step, split into micro-batches)`,
+      ['batchSize'],
+    );
+  if (c.ema !== undefined) {
+    const decay = c.ema?.decay;
+    if (!(typeof decay === 'number' && decay >= 0 && decay < 1))
+      throw new OptionError('ema.decay', `ema.decay must be a number in [0, 1), got ${String(decay)}`);
+    if (c.quant)
+      throw new OptionError('ema', 'ema: the EMA network is not fake-quantized; drop ema for quantization-aware training', ['quant']);
+  }
+  if (c.mixup !== undefined) {
+    const m = c.mixup;
+    for (const key of ['mixupAlpha', 'cutmixAlpha'] as const)
+      if (!(m[key] >= 0 && Number.isFinite(m[key])))
+        throw new OptionError(`mixup.${key}`, `mixup.${key} must be a number >= 0 (0: off), got ${m[key]}`);
+    for (const key of ['prob', 'switchProb'] as const)
+      if (!(m[key] >= 0 && m[key] <= 1)) throw new OptionError(`mixup.${key}`, `mixup.${key} must be in [0, 1], got ${m[key]}`);
+  }
 }

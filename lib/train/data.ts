@@ -6,7 +6,35 @@ import { native, type NativeDataset } from '../native';
 export type DataSpec =
   | { readonly kind: 'fashion-mnist'; readonly dir?: string; readonly trainSubset?: number; readonly testSubset?: number }
   | { readonly kind: 'cifar10' | 'cifar100'; readonly dir: string; readonly trainSubset?: number; readonly testSubset?: number }
-  | { readonly kind: 'folder'; readonly dir: string; readonly size: number; readonly trainSubset?: number; readonly testSubset?: number };
+  | FolderSpec;
+
+/** An image folder with train/ and val/ (one sub-folder per class in each). */
+export interface FolderSpec {
+  readonly kind: 'folder';
+  readonly dir: string;
+  /** Images are size x size. */
+  readonly size: number;
+  /** 'stream' (default): decoded per batch with torchvision's RandomResizedCrop / resize + centre crop, memory
+   * bounded by the prefetch depth; 'memory': decoded once, resized + centre-cropped, held in memory (small sets). */
+  readonly loader?: 'stream' | 'memory';
+  /** Stream: decoding threads (default: the core count) and batches decoded ahead (default 2). */
+  readonly threads?: number;
+  readonly prefetch?: number;
+  /** Stream evaluation: resize the shorter side to floor(size / cropFraction), centre-crop (default 0.875). */
+  readonly cropFraction?: number;
+  /** Stream: JPEG DCT-domain downscaling where the crop allows (default true). */
+  readonly shrinkOnLoad?: boolean;
+  /** Stream: 'sample' (default: mean and std of 512 training images), 'imagenet' (the official constants), or
+   * given per channel (R, G, B). */
+  readonly normalization?: 'sample' | 'imagenet' | Normalization;
+  readonly trainSubset?: number;
+  readonly testSubset?: number;
+}
+
+/** True when the data set is read from files batch by batch rather than held in memory. */
+export function isStreamed(spec: DataSpec): spec is FolderSpec {
+  return spec.kind === 'folder' && spec.loader !== 'memory';
+}
 
 export interface TrainTestData {
   readonly train: ImageDataset;

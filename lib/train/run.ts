@@ -38,7 +38,13 @@ export interface EpochEvent {
   readonly trainAccuracy: number;
   readonly testLoss: number;
   readonly testAccuracy: number;
+  /** With ema: the EMA network's test loss and accuracy. */
+  readonly testLossEma?: number;
+  readonly testAccuracyEma?: number;
   readonly seconds: number;
+  /** Streamed image folders: images left out of the epoch (training and evaluation) because they could not
+   * be read; each is named once in a 'warning' event. */
+  readonly skippedImages?: number;
 }
 
 export interface CheckpointEvent {

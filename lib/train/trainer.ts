@@ -14,9 +14,12 @@ import {
   shardPermutation,
   sumOverRanks,
 } from '../distributed/worker';
-import { NativeBackendNetwork, type NativeBackendOptimizer } from '../native-backend';
+import { type BackendBatchOptions, NativeBackendNetwork, type NativeBackendOptimizer } from '../native-backend';
 import { OptionError } from '../option-error';
-import type { EpochMetrics, NativeDataset, NativeProcessGroup, Tensor } from '../native';
+import type { EpochMetrics, NativeDataset, NativeProcessGroup } from '../native';
+import { IMAGE_STREAM_DEFAULTS, type SkippedImage, type StreamBatch } from '../data/image-stream';
+import { parseRandAugment } from '../data/randaugment';
+import { Tensor } from '../tensor';
 import { calibrate, rangesOf } from '../quant/ptq';
 import { applyInitRule, repConvsOf } from '../repopt';
 import { writeJsonl } from '../report';
@@ -25,12 +28,14 @@ import { loadScales, scaleValueWarnings } from '../scales';
 import type { NetworkSpec } from '../spec';
 import { type Checkpoint, damagedCheckpointWarning, readLatestCheckpoint, saveCheckpoint } from './checkpoint';
 import { blockMode, type TrainConfig } from './config';
-import { channelStats, loadData, type Normalization, type TrainTestData, uploadDataset } from './data';
+import { channelStats, isStreamed, loadData, type Normalization, type TrainTestData, uploadDataset } from './data';
 import { checkpointAt } from './load';
 import { officialParamGroups } from './param-groups';
 import { type ConfigChange, checkResumedConfig, describeChanges, takeRunFolder } from './run-folder';
 import type { Emit, EpochEvent } from './run';
+import { mixDraw, mixes } from './mixup';
 import { lrAt } from './schedule';
+import { StreamData, uploadBatch } from './stream-data';
 
 export type EpochRecord = EpochEvent;
 
@@ -81,6 +86,8 @@ export interface TrainResult {
   /** This process's rank and the number of processes (0 and 1 without data parallelism). */
   readonly rank: number;
   readonly worldSize: number;
+  /** With config.ema: the EMA of the weights (dispose() it when done) and its test metrics. */
+  readonly ema?: { readonly network: NativeBackendNetwork; readonly test: EpochMetrics };
 }
 
 export interface RunContext {
@@ -113,6 +120,13 @@ export async function runTraining(config: TrainConfig, context: RunContext): Pro
       `batchSize ${config.batchSize} (the global batch) is not divisible by the number of processes (${rendezvous.worldSize})`,
     );
   }
+  if (rendezvous && (config.accumulate ?? 1) > 1)
+    throw new OptionError(
+      'accumulate',
+      `accumulate ${config.accumulate}: gradient accumulation does not run data-parallel (${rendezvous.worldSize} processes); ` +
+        'drop accumulate, or give each process a smaller batch by using more of them',
+      ['batchSize'],
+    );
   // Rank 0 alone writes, so it alone owns the run folder: taken before anything is read or written.
   const folder = (rendezvous?.rank ?? 0) === 0 ? takeRunFolder(config, context.emit) : undefined;
   try {
@@ -135,30 +149,57 @@ export async function runTraining(config: TrainConfig, context: RunContext): Pro
   }
 }
 
+/** Where a run's images come from: data sets in memory (uploaded to the device once), or an image folder
+ * read batch by batch. */
+type RunData =
+  | { readonly memory: TrainTestData; readonly stream?: undefined }
+  | { readonly stream: StreamData; readonly memory?: undefined };
+
 /** The network, its optimizer and the device data of a run, fresh or from its newest checkpoint. */
 interface Setup {
   readonly spec: NetworkSpec;
   readonly network: NativeBackendNetwork;
   readonly optimizer: NativeBackendOptimizer;
-  readonly trainSet: NativeDataset;
-  readonly testSet: NativeDataset;
+  /** In-memory data only (a streamed run uploads each batch). */
+  readonly trainSet?: NativeDataset;
+  readonly testSet?: NativeDataset;
   readonly normalization: Normalization;
   readonly resumed: TrainCheckpoint | undefined;
   /** Settings the resumed run changed (allowConfigChange). */
   readonly configChanges: ConfigChange[];
+  /** config.ema: the EMA of the weights. */
+  readonly ema?: NativeBackendNetwork;
 }
 
-function setUp(config: TrainConfig, data: TrainTestData, device: string, rank: number, worldSize: number, emit: Emit): Setup {
+/** The EMA network of a run: the resumed checkpoint's EMA, else a copy of the weights trained from. */
+function emaNetwork(
+  spec: NetworkSpec,
+  network: NativeBackendNetwork,
+  device: string,
+  channelsLast: boolean,
+  resumed: TrainCheckpoint | undefined,
+  emit: Emit,
+): NativeBackendNetwork {
+  const ema = new NativeBackendNetwork(spec, 'float32');
+  if (device !== 'cpu') ema.to(device);
+  if (channelsLast) ema.setChannelsLast(true);
+  if (resumed && !resumed.ema) emit('warning', { message: `${resumed.dir} keeps no EMA of the weights: the EMA starts from its weights` });
+  ema.loadStateTensors(resumed?.ema ?? network.stateTensors());
+  return ema;
+}
+
+async function setUp(config: TrainConfig, data: RunData, device: string, rank: number, worldSize: number, emit: Emit): Promise<Setup> {
   const checkpointsDir = path.join(config.outDir, 'checkpoints');
   const spec = networkSpec(config.arch, {
     mode: blockMode(config.mode),
-    numClasses: data.train.numClasses,
-    inChannels: data.train.channels,
+    numClasses: data.memory ? data.memory.train.numClasses : data.stream.numClasses,
+    inChannels: data.memory ? data.memory.train.channels : 3,
     ...(config.strides ? { strides: config.strides } : {}),
   });
   const network = new NativeBackendNetwork(spec, 'float32', config.seed);
   if (device !== 'cpu') network.to(device);
-  if (config.channelsLast ?? device.startsWith('cuda')) network.setChannelsLast(true);
+  const channelsLast = config.channelsLast ?? device.startsWith('cuda');
+  if (channelsLast) network.setChannelsLast(true);
 
   // Weights: a resumed run's, a fine-tuning start, or fresh (after the init rule for mode target).
   const resumed = config.resume
@@ -190,12 +231,15 @@ function setUp(config: TrainConfig, data: TrainTestData, device: string, rank: n
   });
   if (resumed) optimizer.loadStateBytes(resumed.optimizer);
   if (config.batchNorm === 'frozen') network.setBatchNormMode('frozen');
+  const ema = config.ema ? emaNetwork(spec, network, device, channelsLast, resumed, emit) : undefined;
 
   // A resumed run normalises as it did (the checkpoint keeps the statistics).
-  const normalization = resumed?.meta.extra?.normalization ?? channelStats(data.train);
+  const normalization =
+    resumed?.meta.extra?.normalization ?? (data.memory ? channelStats(data.memory.train) : await data.stream.normalization(config.seed));
+  if (!data.memory) return { spec, network, optimizer, normalization, resumed, configChanges, ema };
   // Each rank its own augmentation stream (rank 0: the one-process stream).
-  const trainSet = uploadDataset(data.train, normalization, device, config.seed + 1000 * rank);
-  const testSet = uploadDataset(data.test, normalization, device, config.seed);
+  const trainSet = uploadDataset(data.memory.train, normalization, device, config.seed + 1000 * rank);
+  const testSet = uploadDataset(data.memory.test, normalization, device, config.seed);
   if (resumed) {
     const states = resumed.meta.extra?.rngStates;
     const state = states && states.length === worldSize ? states[rank] : rank === 0 ? resumed.meta.rngState : undefined;
@@ -211,7 +255,7 @@ function setUp(config: TrainConfig, data: TrainTestData, device: string, rank: n
       trainSet.setRngState(bytes);
     }
   }
-  return { spec, network, optimizer, trainSet, testSet, normalization, resumed, configChanges };
+  return { spec, network, optimizer, trainSet, testSet, normalization, resumed, configChanges, ema };
 }
 
 async function trainWith(
@@ -230,17 +274,33 @@ async function trainWith(
   const device = rendezvous && config.device === 'cuda' ? `cuda:${rendezvous.localRank}` : config.device;
   // Gloo reduces host tensors, NCCL device tensors.
   const collectives = pg?.backend === 'nccl' ? device : 'cpu';
-  const data = context.data ?? (await loadData(config.data, config.seed));
+  const data: RunData =
+    !context.data && isStreamed(config.data)
+      ? { stream: StreamData.open(config.data, config.seed) }
+      : { memory: context.data ?? (await loadData(config.data, config.seed)) };
   const checkpointsDir = path.join(config.outDir, 'checkpoints');
 
-  const { spec, network, optimizer, trainSet, testSet, normalization, resumed, configChanges } = setUp(
-    config,
-    data,
-    device,
-    rank,
-    worldSize,
-    emit,
-  );
+  let setup: Setup;
+  try {
+    setup = await setUp(config, data, device, rank, worldSize, emit);
+  } catch (e) {
+    data.stream?.close();
+    throw e;
+  }
+  const { spec, network, optimizer, trainSet, testSet, normalization, resumed, configChanges, ema } = setup;
+  const stream = data.stream;
+  // Unreadable images of a streamed folder: each named once, counted per epoch.
+  const reportedImages = new Set<string>();
+  let skippedImages = 0;
+  const onSkipped = (skipped: readonly { file: string; message: string }[]) => {
+    skippedImages += skipped.length;
+    const fresh = skipped.filter((s) => !reportedImages.has(s.file));
+    for (const s of fresh) reportedImages.add(s.file);
+    if (fresh.length && lead)
+      emit('warning', {
+        message: `skipped ${fresh.length} unreadable image(s): ${fresh.map((s) => s.message).join('; ')}`,
+      });
+  };
   const precision = { autocast: config.autocast ?? (device.startsWith('cuda') ? 'bf16' : 'none') } as const;
   if (pg) {
     // Every rank must continue from the same checkpoint (the run folder on every node).
@@ -262,16 +322,17 @@ async function trainWith(
     else
       await calibrate(
         network,
-        trainSet,
+        trainSet!, // checkConfig refuses quant with a streamed folder
         { ...observer, batches: calibBatches, batchSize: config.batchSize, seed: config.seed },
         { batches: 'quant.calibBatches', batchSize: 'batchSize' },
       );
     network.setFakeQuant(true);
   }
 
-  const stepsPerEpoch = Math.floor(trainSet.count / config.batchSize);
+  const trainCount = trainSet ? trainSet.count : stream!.train.count;
+  const stepsPerEpoch = Math.floor(trainCount / config.batchSize);
   if (stepsPerEpoch === 0)
-    throw new OptionError('batchSize', `batchSize ${config.batchSize} is larger than the training set (${trainSet.count} images)`);
+    throw new OptionError('batchSize', `batchSize ${config.batchSize} is larger than the training set (${trainCount} images)`);
   const totalSteps = stepsPerEpoch * config.epochs;
   const schedule = { baseLr: config.lr, batchSize: config.batchSize, totalSteps, warmupSteps: stepsPerEpoch * config.warmupEpochs };
   const history: EpochRecord[] = resumed?.meta.extra?.history ?? [];
@@ -293,7 +354,9 @@ async function trainWith(
   let carried = step % stepsPerEpoch !== 0 ? resumed?.meta.extra?.epochProgress : undefined;
   const save = (epoch: number, epochProgress?: EpochProgress) => {
     // Every rank's augmentation state (a collective), so that a resumed run continues each stream.
-    const rngStates = pg ? gatherBytes(pg, trainSet.rngState(), collectives).map((b) => Buffer.from(b).toString('base64')) : undefined;
+    // (A streamed run draws its augmentations from (seed, epoch, image): it has no generator state.)
+    const rngStates =
+      pg && trainSet ? gatherBytes(pg, trainSet.rngState(), collectives).map((b) => Buffer.from(b).toString('base64')) : undefined;
     if (!lead) return;
     const extra: TrainCheckpointExtra = {
       history,
@@ -306,18 +369,24 @@ async function trainWith(
       step,
       epoch,
       config,
-      rngState: trainSet.rngState(),
+      rngState: trainSet ? trainSet.rngState() : new Uint8Array(0),
       model: network.stateTensors(),
       optimizer: optimizer.stateBytes(),
+      ...(ema ? { ema: ema.stateTensors() } : {}),
       extra,
     });
     emit('checkpoint', { step, epoch, dir: lastCheckpoint });
   };
   // Evaluation sees rank 0's BatchNorm statistics on every rank (per-process statistics differ).
-  const evaluate = () => {
-    if (pg) network.broadcastState(pg);
-    return network.evaluate(testSet, config.evalBatchSize, precision);
+  // The EMA network (net) is not attached to the process group: each rank averages its own weights.
+  const evaluate = (net = network) => {
+    if (pg && net === network) network.broadcastState(pg);
+    const skipped = net === network ? { onSkipped } : {};
+    if (stream) return stream.evaluate(net, { batchSize: config.evalBatchSize, normalization, device, precision, ...skipped });
+    return net.evaluate(testSet!, config.evalBatchSize, precision);
   };
+  // Mixup / CutMix: each step's draw from (seed, step), for images of this size.
+  const [imageHeight, imageWidth] = trainSet ? [trainSet.shape[1]!, trainSet.shape[2]!] : [stream!.spec.size, stream!.spec.size];
   // Aborting: in one process right after the step; with data parallelism at the next log step or
   // epoch end, once every rank has agreed (a rank that stopped alone would leave the others waiting
   // in a collective).
@@ -344,12 +413,26 @@ async function trainWith(
   let aborted = agreedAbort();
   // The last evaluation, while no step has run since (the result reuses the final epoch's).
   let lastTest: EpochMetrics | undefined;
+  let lastTestEma: EpochMetrics | undefined;
   try {
     while (step < stopAt && !aborted) {
       const epoch = Math.floor(step / stepsPerEpoch);
-      const full = trainSet.permutation(config.seed, epoch);
-      const permutation: Tensor = pg ? shardPermutation(full, rank, worldSize, config.batchSize) : full;
-      if (pg) full.dispose();
+      const full = trainSet?.permutation(config.seed, epoch);
+      const permutation: Tensor | undefined = full && pg ? shardPermutation(full, rank, worldSize, config.batchSize) : full;
+      if (full && pg) full.dispose();
+      const streamBatches = stream?.trainBatches({
+        seed: config.seed,
+        epoch,
+        batchSize: localBatch,
+        startBatch: step - epoch * stepsPerEpoch,
+        augment: {
+          scale: config.augment.cropScale ?? IMAGE_STREAM_DEFAULTS.augment.scale,
+          ratio: config.augment.cropRatio ?? IMAGE_STREAM_DEFAULTS.augment.ratio,
+          flip: config.augment.flip,
+          ...(config.augment.randAugment ? { randAugment: parseRandAugment(config.augment.randAugment) } : {}),
+        },
+        ...(pg ? { shard: { rank, worldSize, batchSize: config.batchSize } } : {}),
+      });
       const epochStart = process.hrtime.bigint();
       let intervalStart = epochStart;
       let intervalSteps = 0;
@@ -360,16 +443,26 @@ async function trainWith(
       while (step < epochEnd) {
         lr = lrAt(step, schedule);
         optimizer.setLr(lr);
-        await network.trainBatch(optimizer, trainSet, permutation, step - epoch * stepsPerEpoch, localBatch, {
-          ...config.augment,
+        const stepOptions = {
           labelSmoothing: config.labelSmoothing,
           clipNorm: config.clipNorm,
           skipNonFinite: config.skipNonFinite ?? false,
           ...precision,
-        });
+          ...((config.accumulate ?? 1) > 1 ? { accumulate: config.accumulate } : {}),
+          ...(ema ? { ema: { network: ema, decay: config.ema!.decay } } : {}),
+          ...(mixes(config.mixup) ? { mix: [mixDraw(config.mixup, config.seed, step, imageHeight, imageWidth)] } : {}),
+        };
+        if (streamBatches)
+          await trainStreamBatch(network, optimizer, streamBatches, stepOptions, normalization, device, onSkipped, step, pg);
+        else
+          await network.trainBatch(optimizer, trainSet!, permutation!, step - epoch * stepsPerEpoch, localBatch, {
+            ...config.augment,
+            ...stepOptions,
+          });
         step++;
         intervalSteps++;
         lastTest = undefined;
+        lastTestEma = undefined;
         // Stops after the step in flight; the checkpoint below keeps it.
         if (!pg) aborted = localAbort() > 0;
         if (pg && config.distributed?.checkReplicas) {
@@ -410,13 +503,16 @@ async function trainWith(
         if (!pg) aborted = aborted || localAbort() > 0;
         if (aborted) break;
       }
-      permutation.dispose();
+      permutation?.dispose();
+      await streamBatches?.return();
       const seconds = Number(process.hrtime.bigint() - epochStart) / 1e9;
       progress.seconds += seconds;
       trainSeconds += seconds;
       if (step === (epoch + 1) * stepsPerEpoch) {
         const test = await evaluate();
         lastTest = test;
+        const testEma = ema ? await evaluate(ema) : undefined;
+        lastTestEma = testEma;
         const record: EpochRecord = {
           epoch: epoch + 1,
           step,
@@ -425,8 +521,11 @@ async function trainWith(
           trainAccuracy: progress.correct / progress.seen,
           testLoss: test.loss,
           testAccuracy: test.accuracy,
+          ...(testEma ? { testLossEma: testEma.loss, testAccuracyEma: testEma.accuracy } : {}),
           seconds: progress.seconds,
+          ...(stream ? { skippedImages } : {}),
         };
+        skippedImages = 0;
         history.push(record);
         metricsLog.append({ type: 'eval', ...record });
         emit('epoch', record);
@@ -438,6 +537,7 @@ async function trainWith(
       }
     }
     const test = lastTest ?? (await evaluate());
+    const testEma = ema ? (lastTestEma ?? (await evaluate(ema))) : undefined;
     if (pg) {
       pg.barrier();
       network.detach(pg);
@@ -458,14 +558,52 @@ async function trainWith(
       parameterCount,
       checkpoint: lastCheckpoint,
       skippedSteps,
+      ...(ema && testEma ? { ema: { network: ema, test: testEma } } : {}),
     };
   } catch (e) {
     network.dispose();
+    ema?.dispose();
     throw e;
   } finally {
     metricsLog.close();
     optimizer.dispose();
-    trainSet.dispose();
-    testSet.dispose();
+    trainSet?.dispose();
+    testSet?.dispose();
+    stream?.close();
+  }
+}
+
+/** One training step on the next batch of a streamed folder (uploaded, normalised on the device; the crop and
+ * flip were done by the loader). */
+async function trainStreamBatch(
+  network: NativeBackendNetwork,
+  optimizer: NativeBackendOptimizer,
+  batches: AsyncGenerator<StreamBatch, void, undefined>,
+  options: BackendBatchOptions,
+  normalization: Normalization,
+  device: string,
+  onSkipped: (skipped: readonly SkippedImage[]) => void,
+  step: number,
+  pg: NativeProcessGroup | undefined,
+): Promise<void> {
+  const next = await batches.next();
+  if (next.done) throw new Error(`step ${step + 1}: the image stream ended before the epoch did`);
+  const b = next.value;
+  if (b.skipped.length) onSkipped(b.skipped);
+  if (b.count === 0) {
+    // Every rank must take part in each step's collectives: a rank cannot leave one out.
+    if (pg) throw new Error(`step ${step + 1}: none of the ${b.skipped.length} images of this rank's batch could be read`);
+    return;
+  }
+  const ds = uploadBatch(b, normalization, device);
+  const order = Tensor.fromArray(BigInt64Array.from({ length: b.count }, (_, i) => BigInt(i)));
+  // A batch shortened by unreadable images: as many micro-batches as still divide it.
+  let accumulate = options.accumulate ?? 1;
+  while (b.count % accumulate !== 0) accumulate--;
+  try {
+    await network.trainBatch(optimizer, ds, order, 0, b.count, { ...options, accumulate });
+  } finally {
+    order.dispose();
+    ds.dispose();
   }
 }

@@ -13,21 +13,25 @@ DeviceDataset::DeviceDataset(at::Tensor images, at::Tensor labels, at::Tensor me
   TORCH_CHECK(labels.dim() == 1 && labels.size(0) == images.size(0), "dataset: ", images.size(0), " images but ", labels.size(0), " labels");
   TORCH_CHECK(mean.numel() == images.size(1) && std.numel() == images.size(1), "dataset: mean and std need one value per channel (", images.size(1), ")");
   TORCH_CHECK(at::all(std > 0).item<bool>(), "dataset: std must be positive");
-  images_ = images.to(device).contiguous();
-  labels_ = labels.to(device, at::kLong);
+  // On CUDA through pinned host memory, so that the copies are asynchronous DMA transfers.
+  const bool pinned = device.is_cuda() && !images.is_cuda();
+  images_ = (pinned ? images.contiguous().pin_memory() : images).to(device, /*non_blocking=*/pinned).contiguous();
+  labels_ = (pinned ? labels.to(at::kLong).pin_memory() : labels).to(device, at::kLong, /*non_blocking=*/pinned);
   mean_ = mean.to(device, at::kFloat).view({1, -1, 1, 1});
   std_ = std.to(device, at::kFloat).view({1, -1, 1, 1});
 }
 
-at::Tensor DeviceDataset::permutation(uint64_t seed, int64_t epoch) const {
+at::Tensor samplePermutation(int64_t count, uint64_t seed, int64_t epoch) {
   // splitmix64 of (seed, epoch): independent, reproducible orders per epoch.
   uint64_t z = seed + 0x9e3779b97f4a7c15ULL * uint64_t(epoch + 1);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   z ^= z >> 31;
   at::Generator g = at::detail::createCPUGenerator(z);
-  return at::randperm(count(), g, at::TensorOptions().dtype(at::kLong)).to(device());
+  return at::randperm(count, g, at::TensorOptions().dtype(at::kLong));
 }
+
+at::Tensor DeviceDataset::permutation(uint64_t seed, int64_t epoch) const { return samplePermutation(count(), seed, epoch).to(device()); }
 
 std::pair<at::Tensor, at::Tensor> DeviceDataset::batch(const at::Tensor& indices, const Augmentation& augmentation, at::ScalarType dtype) {
   at::Tensor idx = indices.to(device(), at::kLong);

@@ -18,6 +18,9 @@ struct Augmentation {
   double scaleMin = 0.08, scaleMax = 1.0, ratioMin = 3.0 / 4.0, ratioMax = 4.0 / 3.0;
 };
 
+// The sample order of one epoch of `count` samples: a function of (count, seed, epoch) only, on the CPU.
+at::Tensor samplePermutation(int64_t count, uint64_t seed, int64_t epoch);
+
 class DeviceDataset {
  public:
   // images: uint8 [N, C, H, W]; labels: int64 [N]; mean / std: per channel, for (x / 255 - mean) / std.

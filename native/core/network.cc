@@ -253,6 +253,35 @@ at::Tensor Network::parameter(const std::string& name) const {
   return at::Tensor();
 }
 
+void Network::updateAverage(const Network& source, double decay) {
+  at::NoGradGuard noGrad;
+  std::vector<at::Tensor> averages, values;
+  const NamedTensors mine = stateDict(), theirs = source.stateDict();
+  for (size_t k = 0; k < mine.size(); ++k) {
+    if (mine[k].second.is_floating_point()) {
+      averages.push_back(mine[k].second);
+      values.push_back(theirs[k].second);
+    } else {
+      mine[k].second.copy_(theirs[k].second);
+    }
+  }
+  // Two fused passes over all tensors instead of two kernel launches per tensor.
+  at::_foreach_mul_(averages, decay);
+  at::_foreach_add_(averages, values, 1.0 - decay);
+}
+
+std::string Network::averageMismatch(const Network& source) const {
+  if (&source == this) return "is the trained network itself";
+  const NamedTensors mine = stateDict(), theirs = source.stateDict();
+  bool same = mine.size() == theirs.size();
+  for (size_t k = 0; same && k < mine.size(); ++k) same = mine[k].first == theirs[k].first && mine[k].second.sizes() == theirs[k].second.sizes();
+  if (!same) return "has another architecture than the trained network";
+  if (source.device() != device() || source.dtype() != dtype())
+    return "is on " + device().str() + " in " + std::string(c10::toString(dtype())) + ", the trained network on " + source.device().str() + " in " +
+           c10::toString(source.dtype());
+  return "";
+}
+
 void Network::to(at::Device device, at::ScalarType dtype) {
   // Module::to(device, dtype) would also convert num_batches_tracked (int64): convert by hand.
   at::NoGradGuard noGrad;

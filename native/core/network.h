@@ -113,6 +113,11 @@ class Network {
   void clearGradients();
   // Looks a parameter up by key; undefined tensor when absent.
   at::Tensor parameter(const std::string& name) const;
+  // EMA of the weights: every floating parameter and buffer becomes decay * this + (1 - decay) * source,
+  // integer buffers (num_batches_tracked) are copied. `source` must pass averageMismatch.
+  void updateAverage(const Network& source, double decay);
+  // Why `source` cannot be averaged into this network (another architecture, device or dtype); empty when it can.
+  std::string averageMismatch(const Network& source) const;
   void to(at::Device device, at::ScalarType dtype);
   // Lays 4-D parameters (conv weights) out in `format`.
   void setMemoryFormat(at::MemoryFormat format);

@@ -13,20 +13,64 @@
 
 namespace repopt {
 
-StepResult trainStep(Network& net, OptimizerHandle& opt, const at::Tensor& x, const at::Tensor& y, const StepOptions& options) {
+at::Tensor mixBatch(const at::Tensor& x, const MixDraw& mix) {
+  at::NoGradGuard noGrad;
+  const at::Tensor reversed = x.flip(0);
+  if (mix.kind == MixDraw::Kind::Mixup) return x * mix.lam + reversed * (1.0 - mix.lam);
+  at::Tensor out = x.clone();
+  const int64_t rows = mix.bottom - mix.top, cols = mix.right - mix.left;
+  out.narrow(2, mix.top, rows).narrow(3, mix.left, cols).copy_(reversed.narrow(2, mix.top, rows).narrow(3, mix.left, cols));
+  return out;
+}
+
+at::Tensor softTargetCrossEntropy(const at::Tensor& logits, const at::Tensor& y, const at::Tensor& yOther, double lam, double smoothing) {
+  const at::Tensor logProbs = at::log_softmax(logits, 1);
+  const double off = smoothing / double(logits.size(1)), on = 1.0 - smoothing + off;
+  auto target = [&](const at::Tensor& labels) { return at::full_like(logProbs, off).scatter_(1, labels.unsqueeze(1), on); };
+  const at::Tensor soft = target(y).mul_(lam).add_(target(yOther), 1.0 - lam);
+  return -(soft * logProbs).sum(1).mean();
+}
+
+StepResult trainStep(Network& net, OptimizerHandle& opt, const at::Tensor& x, const at::Tensor& y, const StepOptions& options,
+                     const c10::optional<MixDraw>& mix) {
+  namespace F = torch::nn::functional;
+  const int64_t parts = options.accumulate;
+  TORCH_CHECK(parts >= 1 && x.size(0) % parts == 0, "the batch of ", x.size(0), " does not split into ", parts, " micro-batches");
+  TORCH_CHECK(parts == 1 || !net.hooks, "gradient accumulation does not run data-parallel");
   net.train(true);
   net.clearGradients();
-  if (net.hooks) net.hooks->beforeForward(net);
+  const at::Tensor input = mix ? mixBatch(x, *mix) : x;
+  const at::Tensor yOther = mix ? y.flip(0) : at::Tensor();
+  const int64_t size = x.size(0) / parts;
   StepResult r;
-  {
-    AutocastScope mixed(net.device(), options.autocast);
-    r.logits = net.forward(x);
-    namespace F = torch::nn::functional;
-    r.loss = F::cross_entropy(r.logits, y, F::CrossEntropyFuncOptions().label_smoothing(options.labelSmoothing));
+  std::vector<at::Tensor> logits;
+  for (int64_t k = 0; k < parts; ++k) {
+    const at::Tensor xk = parts == 1 ? input : input.narrow(0, k * size, size);
+    const at::Tensor yk = parts == 1 ? y : y.narrow(0, k * size, size);
+    if (net.hooks) net.hooks->beforeForward(net);
+    at::Tensor out, loss;
+    {
+      AutocastScope mixed(net.device(), options.autocast);
+      out = net.forward(xk);
+      loss = mix ? softTargetCrossEntropy(out, yk, parts == 1 ? yOther : yOther.narrow(0, k * size, size), mix->lam, options.labelSmoothing)
+                 : F::cross_entropy(out, yk, F::CrossEntropyFuncOptions().label_smoothing(options.labelSmoothing));
+    }
+    if (net.hooks) net.hooks->beforeBackward(net);
+    // The mean over the whole batch: each micro-batch's mean weighs 1 / parts.
+    (parts == 1 ? loss : loss / double(parts)).backward();  // with hooks (data parallel): the gradients are averaged over all processes here
+    if (net.hooks) net.hooks->afterBackward(net);
+    if (parts == 1) {
+      r.logits = out;
+      r.loss = loss;
+    } else {
+      at::NoGradGuard noGrad;
+      logits.push_back(out.detach());
+      r.loss = k == 0 ? loss.detach() / double(parts) : r.loss + loss.detach() / double(parts);
+    }
   }
-  if (net.hooks) net.hooks->beforeBackward(net);
-  r.loss.backward();  // with hooks (data parallel): the gradients are averaged over all processes here
-  if (net.hooks) net.hooks->afterBackward(net);
+  if (parts > 1) r.logits = at::cat(logits);
+  // A mixed batch counts as right where the prediction is its larger share's label.
+  r.labels = mix && mix->lam < 0.5 ? yOther : y;
   if (options.clipNorm > 0) torch::nn::utils::clip_grad_norm_(net.trainableParameters(), options.clipNorm);
   if (options.skipNonFinite) {
     // Opted in: one host-device synchronisation per step to leave the weights untouched.
@@ -41,6 +85,7 @@ StepResult trainStep(Network& net, OptimizerHandle& opt, const at::Tensor& x, co
     }
   }
   opt.step();
+  if (options.ema) options.ema->updateAverage(net, options.emaDecay);
   return r;
 }
 
@@ -50,14 +95,14 @@ void Trainer::trainBatches(Network& net, OptimizerHandle& opt, DeviceDataset& ds
     auto [x, y] = ds.batch(permutation.narrow(0, (batchIndex + k) * batchSize, batchSize), options.augmentation, net.dtype());
     x = net.prepareInput(x);
     y = y.to(net.device());
-    StepResult r = trainStep(net, opt, x, y, options);
+    StepResult r = trainStep(net, opt, x, y, options, options.mix.empty() ? c10::nullopt : options.mix[size_t(k)]);
     if (r.skipped) {
       ++skipped_;
       continue;
     }
     at::NoGradGuard noGrad;
     at::Tensor batchLoss = r.loss.detach().to(at::kDouble) * double(batchSize);
-    at::Tensor batchCorrect = r.logits.argmax(1).eq(y).sum();
+    at::Tensor batchCorrect = r.logits.argmax(1).eq(r.labels).sum();
     if (!lossSum_.defined()) {
       lossSum_ = batchLoss;
       correct_ = batchCorrect;

@@ -2,8 +2,10 @@
 
 #include "dataset_js.h"
 #include "distributed_js.h"
+#include "image_loader_js.h"
 #include "network_js.h"
 #include "optimizer_js.h"
+#include "randaugment_js.h"
 #include "runtime_js.h"
 #include "tensor.h"
 
@@ -17,6 +19,8 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
   InitRuntime(env, exports);
   InitQuantFunctions(env, exports);
   InitDistributed(env, exports, *this);
+  InitRandAugment(env, exports);
+  InitImageLoader(env, exports);
 }
 
 }  // namespace repopt

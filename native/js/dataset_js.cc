@@ -44,6 +44,21 @@ Augmentation readAugmentation(const Fields& f) {
   return a;
 }
 
+namespace {
+// permutation(count, seed, epoch): the order Dataset.permutation gives a data set of `count` samples,
+// for data that streams from files instead of living on the device.
+Napi::Value SamplePermutation(const Napi::CallbackInfo& info) {
+  return guarded(info.Env(), [&]() -> Napi::Value {
+    Args args(info, "permutation");
+    args.expectCount(3, 3);
+    const int64_t count = args.integer(0, "count", 1, (int64_t(1) << 40));
+    const int64_t seed = args.integer(1, "seed", 0, (int64_t(1) << 53) - 1);
+    const int64_t epoch = args.integer(2, "epoch", 0, int64_t(1) << 40);
+    return Tensor::Wrap(info.Env(), samplePermutation(count, uint64_t(seed), epoch));
+  });
+}
+}  // namespace
+
 void JsDataset::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
   Napi::Function ctor = DefineClass(env, "Dataset",
                                     {
@@ -57,6 +72,7 @@ void JsDataset::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
                                         InstanceMethod<&JsDataset::Dispose>("dispose"),
                                     });
   exports.Set("Dataset", ctor);
+  exports.Set("permutation", Napi::Function::New<SamplePermutation>(env, "permutation"));
 }
 
 JsDataset::JsDataset(const Napi::CallbackInfo& info) : Napi::ObjectWrap<JsDataset>(info) {

@@ -276,7 +276,39 @@ struct BatchArgs {
   at::Tensor permutation;
   int64_t batchIndex, batchSize, count;
   StepOptions options;
+  std::shared_ptr<bool> emaBusy;  // the EMA network's busy flag, when there is one
 };
+
+// options.mix: one entry per step, null or { kind: 'mixup' | 'cutmix', lam, top, bottom, left, right }
+// with the CutMix box inside the images.
+std::vector<c10::optional<MixDraw>> readMix(const Fields& o, int64_t count, at::IntArrayRef imageShape) {
+  Napi::Array list = o.array("mix");
+  if (int64_t(list.Length()) != count)
+    o.fail("mix", "must hold one entry per step (" + std::to_string(count) + "), got " + std::to_string(list.Length()), true);
+  std::vector<c10::optional<MixDraw>> out;
+  for (uint32_t k = 0; k < list.Length(); ++k) {
+    if (list.Get(k).IsNull()) {
+      out.emplace_back(c10::nullopt);
+      continue;
+    }
+    Fields m = o.element(list, "mix", k);
+    MixDraw d;
+    const std::string kind = m.string("kind");
+    if (kind != "mixup" && kind != "cutmix") m.fail("kind", "must be 'mixup' or 'cutmix', got '" + kind + "'", true);
+    d.kind = kind == "mixup" ? MixDraw::Kind::Mixup : MixDraw::Kind::Cutmix;
+    d.lam = m.number("lam");
+    if (!(d.lam >= 0 && d.lam <= 1)) m.fail("lam", "must be in [0, 1]", true);
+    if (d.kind == MixDraw::Kind::Cutmix) {
+      const int64_t height = imageShape[1], width = imageShape[2];
+      d.top = m.integer("top", 0, height);
+      d.bottom = m.integer("bottom", d.top, height);
+      d.left = m.integer("left", 0, width);
+      d.right = m.integer("right", d.left, width);
+    }
+    out.emplace_back(d);
+  }
+  return out;
+}
 
 BatchArgs readBatchArgs(const Args& args, const Network& net) {
   args.expectCount(5, 7);
@@ -298,6 +330,23 @@ BatchArgs readBatchArgs(const Args& args, const Network& net) {
     b.options.labelSmoothing = o.number("labelSmoothing", 0.0);
     if (b.options.labelSmoothing < 0 || b.options.labelSmoothing > 1) o.fail("labelSmoothing", "must be in [0, 1]", true);
     b.options.clipNorm = o.number("clipNorm", 0.0);  // <= 0 (or NaN): no clipping
+    if (o.has("accumulate")) {
+      b.options.accumulate = o.integer("accumulate", 1, b.batchSize);
+      if (b.batchSize % b.options.accumulate != 0)
+        o.fail("accumulate", "must divide batchSize " + std::to_string(b.batchSize) + ", got " + std::to_string(b.options.accumulate), true);
+      if (b.options.accumulate > 1 && net.hooks) o.fail("accumulate", "does not run on a network attached to a process group", true);
+    }
+    Napi::Value ema = o.raw("ema");
+    if (!ema.IsUndefined()) {
+      if (!ema.IsObject()) o.fail("ema", "must be { network, decay }");
+      Fields e(args.env(), ema.As<Napi::Object>(), args.fn(), "options.ema");
+      b.options.emaDecay = e.number("decay");
+      if (!(b.options.emaDecay >= 0 && b.options.emaDecay <= 1)) e.fail("decay", "must be in [0, 1]", true);
+      std::tie(b.options.ema, b.emaBusy) = JsNetwork::GetWithBusy(args, e.raw("network"), "options.ema.network");
+      const std::string mismatch = b.options.ema->averageMismatch(net);
+      if (!mismatch.empty()) e.fail("network", mismatch, true);
+    }
+    if (o.has("mix")) b.options.mix = readMix(o, b.count, b.dataset->imageShape());
   }
   return b;
 }
@@ -333,10 +382,16 @@ AsyncClaim::AsyncClaim(std::shared_ptr<bool> network, const Network& net, std::s
   if (dataset_) ++dataset_->asyncUsers;
 }
 
+void AsyncClaim::alsoClaim(std::shared_ptr<bool> network) {
+  extra_ = std::move(network);
+  *extra_ = true;
+}
+
 void AsyncClaim::release() {
   if (!held_) return;
   held_ = false;
   *network_ = false;
+  if (extra_) *extra_ = false;
   if (group_) --*group_;
   if (optimizer_) --optimizer_->asyncUsers;
   if (dataset_) --dataset_->asyncUsers;
@@ -413,6 +468,7 @@ Napi::Value JsNetwork::TrainBatchAsync(const Napi::CallbackInfo& info) {
     BatchArgs b = readBatchArgs(args, net);
     checkGroupIdle(net, args.fn());
     auto claim = std::make_shared<AsyncClaim>(busy_, net, b.optimizer, b.dataset);
+    if (b.emaBusy) claim->alsoClaim(b.emaBusy);
     std::shared_ptr<Network> keep = network_;
     std::shared_ptr<Trainer> trainer = trainer_;
     return PromiseWorker<bool>::start(
@@ -500,12 +556,13 @@ Napi::Value JsNetwork::Dispose(const Napi::CallbackInfo& info) {
   });
 }
 
-std::shared_ptr<Network> JsNetwork::Get(const Args& args, size_t i, const char* name) {
-  Napi::Value v = args[i];
+std::shared_ptr<Network> JsNetwork::Get(const Args& args, size_t i, const char* name) { return GetWithBusy(args, args[i], name).first; }
+
+std::pair<std::shared_ptr<Network>, std::shared_ptr<bool>> JsNetwork::GetWithBusy(const Args& args, Napi::Value v, const char* name) {
   if (!v.IsObject() || !v.As<Napi::Object>().CheckTypeTag(&kNetworkTag)) args.typeError(name, "a Network");
   JsNetwork* self = Unwrap(v.As<Napi::Object>());
   self->idle(args.fn());
-  return self->network_;
+  return {self->network_, self->busy_};
 }
 
 Napi::Object metricsObject(Napi::Env env, const EvalMetrics& m) {

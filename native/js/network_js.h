@@ -6,6 +6,7 @@
 #include <napi.h>
 
 #include <memory>
+#include <utility>
 
 #include "core/evaluate.h"
 #include "core/network.h"
@@ -40,12 +41,14 @@ class AsyncClaim {
   AsyncClaim(const AsyncClaim&) = delete;
   AsyncClaim& operator=(const AsyncClaim&) = delete;
   ~AsyncClaim() { release(); }
+  // Also marks this network busy (an EMA network the step updates).
+  void alsoClaim(std::shared_ptr<bool> network);
   // Idempotent.
   void release();
 
  private:
   bool held_ = true;
-  std::shared_ptr<bool> network_;
+  std::shared_ptr<bool> network_, extra_;
   std::shared_ptr<int> group_;
   std::shared_ptr<OptimizerHandle> optimizer_;
   std::shared_ptr<DeviceDataset> dataset_;
@@ -58,6 +61,8 @@ class JsNetwork : public Napi::ObjectWrap<JsNetwork> {
   explicit JsNetwork(const Napi::CallbackInfo& info);
   // The live, idle network behind a JS argument (TypeError for anything else).
   static std::shared_ptr<Network> Get(const Args& args, size_t i, const char* name);
+  // The live, idle network behind a JS value and its busy flag (TypeError naming `name` for anything else).
+  static std::pair<std::shared_ptr<Network>, std::shared_ptr<bool>> GetWithBusy(const Args& args, Napi::Value v, const char* name);
 
  private:
   Napi::Value Device(const Napi::CallbackInfo& info);
