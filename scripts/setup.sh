@@ -39,10 +39,9 @@ fi
 if [ $with_python_torch = 1 ] && ! /usr/bin/python3 -c 'import torch' >/dev/null 2>&1; then apt_missing+=(python3-torch); fi
 # ... and check the ONNX models we write with ONNX's own checker.
 if [ $with_python_torch = 1 ] && ! /usr/bin/python3 -c 'import onnx' >/dev/null 2>&1; then apt_missing+=(python3-onnx); fi
-# ... and compare the image loader's crops with torchvision's transforms on PIL images (bench: its DataLoader).
+# ... and compare the image loader's crops with torchvision's transforms and RandAugment's ops with Pillow's
+# (the bench runs torchvision's DataLoader).
 if [ $with_python_torch = 1 ] && ! /usr/bin/python3 -c 'import torchvision, PIL' >/dev/null 2>&1; then apt_missing+=(python3-torchvision python3-pil); fi
-# ... and compare RandAugment's ops with Pillow's, which timm's RandAugment runs.
-if [ $with_python_torch = 1 ] && ! /usr/bin/python3 -c 'import PIL' >/dev/null 2>&1; then apt_missing+=(python3-pil); fi
 if [ ${#apt_missing[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
     echo "[setup] missing: ${apt_missing[*]}. Install them (Debian/Ubuntu: apt-get install ${apt_missing[*]}) or see README." >&2

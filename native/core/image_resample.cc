@@ -62,42 +62,6 @@ Taps computeTaps(int inSize, double in0, double in1, int outSize, int first, int
   return t;
 }
 
-// Widens every window to the full kernel (zero weights added at the end that lies inside the input), so
-// that the horizontal pass runs a fixed number of taps; the sums are unchanged.
-void padTaps(Taps& t, int inSize) {
-  const int ks = t.kernelSize;
-  if (inSize < ks) return;
-  for (size_t k = 0; k < t.start.size(); ++k) {
-    const int shift = std::max(t.start[k] + ks - inSize, 0);
-    if (shift > 0) {
-      int32_t* w = t.weights.data() + k * size_t(ks);
-      std::copy_backward(w, w + (ks - shift), w + ks);
-      std::fill(w, w + shift, 0);
-      t.start[k] -= shift;
-    }
-    t.taps[k] = ks;
-  }
-}
-
-// One row of the horizontal pass: K taps per output pixel (K = 0: each output's own count).
-template <int K>
-void horizontalPass(const uint8_t* in, const Taps& t, int nx, uint8_t* out) {
-  for (int x = 0; x < nx; ++x, out += 3) {
-    const int32_t* k = t.weights.data() + size_t(x) * size_t(t.kernelSize);
-    const uint8_t* p = in + std::ptrdiff_t(t.start[size_t(x)]) * 3;
-    const int n = K > 0 ? K : t.taps[size_t(x)];
-    int32_t s0 = 1 << (kPrecisionBits - 1), s1 = s0, s2 = s0;
-    for (int j = 0; j < n; ++j) {
-      s0 += p[3 * j] * k[j];
-      s1 += p[3 * j + 1] * k[j];
-      s2 += p[3 * j + 2] * k[j];
-    }
-    out[0] = clip8(s0);
-    out[1] = clip8(s1);
-    out[2] = clip8(s2);
-  }
-}
-
 }  // namespace
 
 void resizeBilinear(const RgbView& src, const ResizeBox& box, int outWidth, int outHeight, int wx, int wy, int ww, int wh, uint8_t* dst) {
@@ -126,18 +90,25 @@ void resizeBilinear(const RgbView& src, const ResizeBox& box, int outWidth, int 
   const uint8_t* rows;
   std::ptrdiff_t rowStride;
   if (horizontal) {
-    Taps colTaps = computeTaps(src.width, box.x0, box.x1, outWidth, cx0, nx);
-    padTaps(colTaps, src.width);
+    const Taps colTaps = computeTaps(src.width, box.x0, box.x1, outWidth, cx0, nx);
     temp.resize(size_t(std::max(rowLast - rowFirst, 0)) * size_t(nx) * 3);
-    auto pass = horizontalPass<0>;
-    switch (colTaps.kernelSize) {
-      case 3: pass = horizontalPass<3>; break;
-      case 5: pass = horizontalPass<5>; break;
-      case 7: pass = horizontalPass<7>; break;
-      case 9: pass = horizontalPass<9>; break;
-      default: break;
+    for (int y = rowFirst; y < rowLast; ++y) {
+      const uint8_t* in = src.data + y * src.stride;
+      uint8_t* out = temp.data() + size_t(y - rowFirst) * size_t(nx) * 3;
+      for (int x = 0; x < nx; ++x, out += 3) {
+        const int32_t* k = colTaps.weights.data() + size_t(x) * size_t(colTaps.kernelSize);
+        const uint8_t* p = in + std::ptrdiff_t(colTaps.start[size_t(x)]) * 3;
+        int32_t s0 = 1 << (kPrecisionBits - 1), s1 = s0, s2 = s0;
+        for (int j = 0, n = colTaps.taps[size_t(x)]; j < n; ++j, p += 3) {
+          s0 += p[0] * k[j];
+          s1 += p[1] * k[j];
+          s2 += p[2] * k[j];
+        }
+        out[0] = clip8(s0);
+        out[1] = clip8(s1);
+        out[2] = clip8(s2);
+      }
     }
-    for (int y = rowFirst; y < rowLast; ++y) pass(src.data + y * src.stride, colTaps, nx, temp.data() + size_t(y - rowFirst) * size_t(nx) * 3);
     rows = temp.data();
     rowStride = std::ptrdiff_t(nx) * 3;
   } else {
