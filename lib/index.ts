@@ -23,6 +23,8 @@ export type { ImageDataset } from './data';
 export { ImageFolderStream, IMAGE_STREAM_DEFAULTS } from './data/image-stream';
 export type { BatchesOptions, ImageStreamOptions, SkippedImage, StreamAugment, StreamBatch } from './data/image-stream';
 export { IMAGENET_NORMALIZATION } from './train/stream-data';
+export { parseRandAugment } from './data/randaugment';
+export type { RandAugmentSpec } from './data/randaugment';
 export type { NativeDataset, NativeProcessGroup, EpochMetrics } from './native';
 export type {
   ConvertResult,

@@ -9,7 +9,9 @@ import * as path from 'node:path';
 import sharp from 'sharp';
 import { train } from '../lib/api';
 import { loadFashionMnist, loadImageFolder } from '../lib/data';
+import { networkSpec } from '../lib/configs';
 import { ImageFolderStream, type StreamBatch } from '../lib/data/image-stream';
+import { NativeBackendNetwork } from '../lib/native-backend';
 import { readLatestCheckpoint } from '../lib/train/checkpoint';
 import { resolveTrainConfig, type TrainConfig } from '../lib/train/config';
 import { channelStats } from '../lib/train/data';
@@ -139,6 +141,66 @@ describe('training from a streamed folder', () => {
     whole.network.dispose();
     rest.network.dispose();
   }, 300_000);
+});
+
+describe('data parallel from a stream', () => {
+  test('2 processes x 25 streamed == 1 process x 50 (frozen BN, whole-image crops, 6 steps, 1e-5)', () => {
+    const cli = path.join(__dirname, '..', 'dist', 'cli.js');
+    const args = ['train', '--mode', 'vgg', '--arch', 'RepOpt-VGG-XS', '--dataset', 'folder', '--data-dir', fmnist, '--image-size', '28']
+      .concat([
+        '--crop-scale',
+        '1,1',
+        '--crop-ratio',
+        '1,1',
+        '--no-flip',
+        '--crop-fraction',
+        '1',
+        '--train-subset',
+        '600',
+        '--test-subset',
+        '100',
+      ])
+      .concat([
+        '--batch-size',
+        '50',
+        '--epochs',
+        '1',
+        '--stop-after-steps',
+        '6',
+        '--lr',
+        '0.4',
+        '--batch-norm',
+        'frozen',
+        '--threads',
+        '1',
+      ]);
+    const env: NodeJS.ProcessEnv = { ...process.env, OMP_NUM_THREADS: '1' };
+    for (const k of ['RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'LOCAL_WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT', 'REPOPT_RENDEZVOUS_FILE'])
+      delete env[k];
+    const runs = [
+      [...args, '--loader-threads', '2', '--out', path.join(root, 'dp-one')],
+      [...args, '--nproc', '2', '--out', path.join(root, 'dp-two')],
+    ].map((a) => spawnSync(process.execPath, [cli, ...a], { encoding: 'utf8', env, timeout: 180_000 }));
+    for (const r of runs) expect([r.status, r.stderr]).toEqual([0, expect.any(String)]);
+    const [one, two] = ['dp-one', 'dp-two'].map((d) => readLatestCheckpoint(path.join(root, d, 'checkpoints'))!);
+    expect(two.meta.step).toBe(6);
+    const maxRelDiff = (a: typeof one.model, b: typeof one.model) => {
+      let worst = 0;
+      for (const [key, t] of a) {
+        const u = b.get(key)!;
+        for (let i = 0; i < t.data.length; i++) {
+          const x = Number(t.data[i]);
+          worst = Math.max(worst, Math.abs(x - Number(u.data[i])) / Math.max(1, Math.abs(x)));
+        }
+      }
+      return worst;
+    };
+    expect(maxRelDiff(one.model, two.model)).toBeLessThan(1e-5);
+    // The weights moved from their initialisation (seed 0): the comparison is not of two untouched networks.
+    const init = new NativeBackendNetwork(networkSpec('RepOpt-VGG-XS', { mode: 'target', numClasses: 10, inChannels: 3 }), 'float32', 0);
+    expect(maxRelDiff(init.stateTensors(), one.model)).toBeGreaterThan(1e-2);
+    init.dispose();
+  }, 240_000);
 });
 
 describe('the stream itself', () => {
@@ -362,4 +424,61 @@ describe('--recipe imagenet', () => {
       data: { size: 32, cropFraction: 1, normalization: 'imagenet' },
     });
   }, 120_000);
+});
+
+describe('streamed folder options', () => {
+  test('bad options are refused naming the option, in the API and the CLI', () => {
+    const outDir = path.join(root, 'unused');
+    const data = { kind: 'folder', dir: fmnist, size: 32 } as const;
+    const refused = (options: Parameters<typeof resolveTrainConfig>[0]) => {
+      try {
+        resolveTrainConfig(options);
+      } catch (e) {
+        return { option: (e as { option?: string }).option, message: (e as Error).message };
+      }
+      throw new Error('expected a refusal');
+    };
+    expect(refused({ mode: 'vgg', data: { ...data, loader: 'memory', threads: 2 }, outDir })).toMatchObject({
+      option: 'data.threads',
+      message: expect.stringMatching(/applies to data.loader stream/),
+    });
+    expect(refused({ mode: 'vgg', data, augment: { pad: 4 }, outDir })).toMatchObject({
+      option: 'augment.pad',
+      message: expect.stringMatching(/RandomResizedCrop/),
+    });
+    expect(refused({ mode: 'vgg', data, augment: { randAugment: 'rand-q3' }, outDir }).option).toBe('augment.randAugment');
+    expect(refused({ mode: 'vgg', augment: { randAugment: 'raug15' }, outDir })).toMatchObject({
+      option: 'augment.randAugment',
+      message: expect.stringMatching(/streamed image folder/),
+    });
+    expect(refused({ mode: 'vgg', data: { ...data, cropFraction: 1.5 }, outDir }).option).toBe('data.cropFraction');
+    expect(refused({ mode: 'vgg', data: { ...data, normalization: { mean: [0.5], std: [1, 1, 1] } }, outDir }).option).toBe(
+      'data.normalization',
+    );
+    expect(refused({ mode: 'vgg', data, augment: { cropScale: [0.5, 2] }, outDir }).option).toBe('augment.cropScale');
+    expect(refused({ mode: 'vgg', data, quant: { calibBatches: 2 }, outDir }).option).toBe('quant');
+
+    const cli = path.join(__dirname, '..', 'dist', 'cli.js');
+    const run = spawnSync(
+      process.execPath,
+      [
+        cli,
+        'train',
+        '--mode',
+        'vgg',
+        '--dataset',
+        'folder',
+        '--data-dir',
+        fmnist,
+        '--rand-augment',
+        'rand-q3',
+        '--out',
+        path.join(root, 'cli-bad'),
+      ],
+      { encoding: 'utf8' },
+    );
+    expect(run.status).not.toBe(0);
+    expect(run.stderr).toMatch(/--rand-augment/);
+    expect(run.stderr).not.toMatch(/augment\.randAugment/);
+  });
 });

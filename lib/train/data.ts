@@ -17,7 +17,8 @@ export interface FolderSpec {
   /** 'stream' (default): decoded per batch with torchvision's RandomResizedCrop / resize + centre crop, memory
    * bounded by the prefetch depth; 'memory': decoded once, resized + centre-cropped, held in memory (small sets). */
   readonly loader?: 'stream' | 'memory';
-  /** Stream: decoding threads (default: the core count) and batches decoded ahead (default 2). */
+  /** Stream: decoding threads (default: the core count, shared among the processes of a data-parallel run on
+   * one host) and batches decoded ahead (default 2). */
   readonly threads?: number;
   readonly prefetch?: number;
   /** Stream evaluation: resize the shorter side to floor(size / cropFraction), centre-crop (default 0.875). */

@@ -1,10 +1,11 @@
 // Training and evaluation data that streams from an image folder (train/ and val/): batches decoded on
 // the loader threads, uploaded to the device one at a time (pinned memory on CUDA), normalised there.
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { stratifiedSplit } from '../data/dataset';
 import { DataFormatError } from '../data/files';
 import { ImageFolderStream, type SkippedImage, type StreamAugment, type StreamBatch } from '../data/image-stream';
-import { shardPermutation } from '../distributed/worker';
+import { rendezvousFromEnv, shardPermutation } from '../distributed/worker';
 import { native, type EpochMetrics, type NativeDataset, type PrecisionOptions, type Tensor } from '../native';
 import type { NativeBackendNetwork } from '../native-backend';
 import { channelStats, type FolderSpec, type Normalization } from './data';
@@ -46,9 +47,11 @@ export class StreamData {
 
   /** Opens `dir/train` and `dir/val`; their class folders must be the same. */
   static open(spec: FolderSpec, seed: number): StreamData {
+    // Data parallel on one host: the cores shared among its processes' loaders.
+    const processes = rendezvousFromEnv()?.localWorldSize ?? 1;
     const options = {
       size: spec.size,
-      ...(spec.threads !== undefined ? { threads: spec.threads } : {}),
+      threads: spec.threads ?? Math.max(1, Math.floor(os.availableParallelism() / processes)),
       ...(spec.prefetch !== undefined ? { prefetch: spec.prefetch } : {}),
       ...(spec.cropFraction !== undefined ? { cropFraction: spec.cropFraction } : {}),
       ...(spec.shrinkOnLoad !== undefined ? { shrinkOnLoad: spec.shrinkOnLoad } : {}),
