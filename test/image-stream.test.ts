@@ -2,7 +2,7 @@
 // trained through the stream reaches the in-memory loader's accuracy; unreadable files are skipped,
 // named and counted; the batch order and contents are a function of (seed, epoch); a run resumed
 // mid-epoch ends bit-identical to an uninterrupted one.
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -326,6 +326,25 @@ describe('the stream itself', () => {
     const metrics = fs.readFileSync(path.join(root, 'run-mixed', 'metrics.jsonl'), 'utf8');
     expect(metrics).toContain('"skippedImages"');
   }, 120_000);
+
+  test('a file that became a FIFO after the listing is skipped, not waited on', async () => {
+    const dir = path.join(root, 'fifo');
+    fs.mkdirSync(path.join(dir, 'a'), { recursive: true });
+    const png = await sharp({ create: { width: 8, height: 8, channels: 3, background: 'red' } })
+      .png()
+      .toBuffer();
+    for (const name of ['x.png', 'y.png']) fs.writeFileSync(path.join(dir, 'a', name), png);
+    const stream = ImageFolderStream.open(dir, { size: 8, threads: 1 });
+    try {
+      fs.rmSync(path.join(dir, 'a', 'y.png'));
+      execFileSync('mkfifo', [path.join(dir, 'a', 'y.png')]);
+      const [batch] = await collect(stream.batches({ epoch: 0, seed: 0, batchSize: 2, transform: 'eval' }));
+      expect(batch!.count).toBe(1);
+      expect(batch!.skipped.map((s) => s.message)).toEqual([expect.stringMatching(/^a\/y\.png: .*not a regular file/)]);
+    } finally {
+      stream.close();
+    }
+  });
 
   test('a folder without images, and train/ and val/ with different classes, are clear errors', async () => {
     const empty = path.join(root, 'empty', 'train');

@@ -320,7 +320,8 @@ ImageFormat sniffImageFormat(const uint8_t* data, size_t size) {
 }
 
 std::vector<uint8_t> readImageFile(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // Non-blocking: a FIFO put in the folder after it was listed fails below instead of waiting for a writer.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) fail("cannot open: " + errnoText(errno));
   struct Closer {
     int fd;
@@ -331,6 +332,7 @@ std::vector<uint8_t> readImageFile(const std::string& path) {
   if (S_ISDIR(st.st_mode)) fail("cannot read: " + errnoText(EISDIR));
   if (!S_ISREG(st.st_mode)) fail("cannot read: not a regular file");
   if (st.st_size == 0) fail("zero-byte file");
+  if (st.st_size > kMaxImageFileBytes) fail("larger than 1 GiB: not read");
   std::vector<uint8_t> bytes(size_t(st.st_size));
   size_t done = 0;
   while (done < bytes.size()) {

@@ -42,6 +42,9 @@ struct RgbView {
 enum class ImageFormat { Jpeg, Png, Other };
 ImageFormat sniffImageFormat(const uint8_t* data, size_t size);
 
+// Files above this size are refused rather than read whole into memory.
+constexpr int64_t kMaxImageFileBytes = int64_t(1) << 30;
+
 // The whole file; ImageError(Failed, "cannot open: ENOENT ...", "zero-byte file", ...) when it cannot be read.
 std::vector<uint8_t> readImageFile(const std::string& path);
 
