@@ -180,6 +180,11 @@ describe('float ONNX', () => {
   });
 });
 
+/** This CPU's feature flags (Linux). */
+function cpuFlags(): string {
+  return /^flags\s*:(.*)$/m.exec(fs.readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? '';
+}
+
 describe('INT8 QDQ ONNX', () => {
   const file = path.join(tmp, 'int8.onnx');
 
@@ -187,7 +192,7 @@ describe('INT8 QDQ ONNX', () => {
     const r = await exportOnnx({ checkpoint: run, out: file, int8: true });
     expect(r.source).toBe(path.join(run, 'int8', 'model.int8.json'));
     expect(accuracy(torchSimulated)).toBe(simulatedAccuracy);
-    for (const level of ['all', 'disabled'] as const) {
+    const results = (['disabled', 'all'] as const).map((level) => {
       const ours = onnxLogits(file, pixels, count, level);
       const worst = maxDiff(ours, torchSimulated);
       const percent = (logits: ArrayLike<number>) => `${(100 * accuracy(logits)).toFixed(2)} %`;
@@ -196,7 +201,14 @@ describe('INT8 QDQ ONNX', () => {
           `(logits step ${logitsStep.toExponential(2)}); top-1 ${percent(ours)}, ` +
           `simulated ${percent(torchSimulated)}, float ${percent(torchFloat)}`,
       );
-      expect(worst).toBeLessThanOrEqual(logitsStep * 1.0001);
+      return { level, ours, worst };
+    });
+    for (const { level, ours, worst } of results) {
+      // ONNX Runtime's x86 int8 kernels (u8 activations x s8 weights) need VNNI to be exact: on AVX2 alone
+      // they add pairs of products in saturating 16-bit (vpmaddubsw), so a large pair clips. There the
+      // kernels' result is held to the same top-1 only; the QDQ semantics are checked with them off.
+      const saturatingKernels = level === 'all' && os.arch() === 'x64' && !/\b(avx512_vnni|avx_vnni)\b/.test(cpuFlags());
+      if (!saturatingKernels) expect(worst).toBeLessThanOrEqual(logitsStep * 1.0001);
       expect(Math.abs(accuracy(ours) - simulatedAccuracy)).toBeLessThanOrEqual(0.001);
     }
   });
@@ -253,7 +265,8 @@ describe('repopt export --format onnx / onnx-int8', () => {
     expect(r.stdout).toBe(
       `${out}: ONNX INT8 QDQ model (${fs.statSync(out).size} bytes) from ${path.join(run, 'int8', 'model.int8.json')}\n`,
     );
-    expect(maxDiff(onnxLogits(out, pixels), torchSimulated)).toBeLessThanOrEqual(logitsStep * 1.0001);
+    // The QDQ semantics (ONNX Runtime's int8 kernels: see above).
+    expect(maxDiff(onnxLogits(out, pixels, count, 'disabled'), torchSimulated)).toBeLessThanOrEqual(logitsStep * 1.0001);
     const bad = spawnSync(process.execPath, [cli, 'export', '--checkpoint', run, '--format', 'onnx', '--out', path.join(tmp, 'b.pth')], {
       encoding: 'utf8',
     });
