@@ -17,7 +17,7 @@ import {
 import { type BackendBatchOptions, NativeBackendNetwork, type NativeBackendOptimizer } from '../native-backend';
 import { OptionError } from '../option-error';
 import type { EpochMetrics, NativeDataset, NativeProcessGroup } from '../native';
-import { IMAGE_STREAM_DEFAULTS, type SkippedImage, type StreamBatch } from '../data/image-stream';
+import { IMAGE_STREAM_DEFAULTS, type SkippedImage, type StreamAugment, type StreamBatch } from '../data/image-stream';
 import { parseRandAugment } from '../data/randaugment';
 import { Tensor } from '../tensor';
 import { calibrate, rangesOf } from '../quant/ptq';
@@ -292,7 +292,7 @@ async function trainWith(
   // Unreadable images of a streamed folder: each named once, counted per epoch.
   const reportedImages = new Set<string>();
   let skippedImages = 0;
-  const onSkipped = (skipped: readonly { file: string; message: string }[]) => {
+  const onSkipped = (skipped: readonly SkippedImage[]) => {
     skippedImages += skipped.length;
     const fresh = skipped.filter((s) => !reportedImages.has(s.file));
     for (const s of fresh) reportedImages.add(s.file);
@@ -385,6 +385,13 @@ async function trainWith(
     if (stream) return stream.evaluate(net, { batchSize: config.evalBatchSize, normalization, device, precision, ...skipped });
     return net.evaluate(testSet!, config.evalBatchSize, precision);
   };
+  // A streamed folder's crop, flip and RandAugment (checked by checkConfig), the same every epoch.
+  const streamAugment: StreamAugment = {
+    scale: config.augment.cropScale ?? IMAGE_STREAM_DEFAULTS.augment.scale,
+    ratio: config.augment.cropRatio ?? IMAGE_STREAM_DEFAULTS.augment.ratio,
+    flip: config.augment.flip,
+    ...(config.augment.randAugment ? { randAugment: parseRandAugment(config.augment.randAugment) } : {}),
+  };
   // Mixup / CutMix: each step's draw from (seed, step), for images of this size.
   const [imageHeight, imageWidth] = trainSet ? [trainSet.shape[1]!, trainSet.shape[2]!] : [stream!.spec.size, stream!.spec.size];
   // Aborting: in one process right after the step; with data parallelism at the next log step or
@@ -425,12 +432,7 @@ async function trainWith(
         epoch,
         batchSize: localBatch,
         startBatch: step - epoch * stepsPerEpoch,
-        augment: {
-          scale: config.augment.cropScale ?? IMAGE_STREAM_DEFAULTS.augment.scale,
-          ratio: config.augment.cropRatio ?? IMAGE_STREAM_DEFAULTS.augment.ratio,
-          flip: config.augment.flip,
-          ...(config.augment.randAugment ? { randAugment: parseRandAugment(config.augment.randAugment) } : {}),
-        },
+        augment: streamAugment,
         ...(pg ? { shard: { rank, worldSize, batchSize: config.batchSize } } : {}),
       });
       const epochStart = process.hrtime.bigint();
